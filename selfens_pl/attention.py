@@ -1,0 +1,105 @@
+"""The self-ensemble attention mask (one definition, two backends) and the attention function that runs it.
+
+Every token carries a *segment id*:
+
+* ``PREFIX`` (-1): the shared prefix (instruction + few-shot), seen by everybody;
+* ``0 .. N-1``: paraphrase ``i``;
+* ``GENERATED``: tokens produced by decoding, which see everything before them (this is the fusion);
+* ``PAD`` (-2): left padding, seen by nobody.
+
+``allowed(q, k)`` = ``k <= q`` and ``k`` is not padding and (``k`` is prefix, or same segment as ``q``, or ``q`` is
+generated); a padding query sees only itself so that no row of the mask is fully blocked (a fully blocked row
+makes softmax produce NaN).
+
+The ``flex`` backend turns this rule into a ``BlockMask`` (``create_block_mask``) for ``flex_attention``; the
+``dense`` backend materialises the same rule as a ``[b, 1, s, s]`` boolean tensor for SDPA. The registered
+attention implementation :data:`ATTN_IMPLEMENTATION` sends a ``BlockMask`` to FlexAttention and anything else
+(4-D bool masks, the 2-D padding masks of ordinary decoding) to SDPA, so one loaded model serves all heads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PREFIX = -1
+PAD = -2
+GENERATED = 1 << 20
+
+ATTN_IMPLEMENTATION = "selfens"
+FLEX_BLOCK = 128  # FlexAttention's block size; flex prefill lengths are bucketed to multiples of it
+
+
+def allowed(seg_q: torch.Tensor, seg_k: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+    """The mask rule on broadcastable tensors of segment ids and positions in the sequence."""
+    visible = (seg_k == PREFIX) | (seg_k == seg_q) | (seg_q == GENERATED)
+    real = (kv_idx <= q_idx) & (seg_k != PAD) & visible
+    return real | ((seg_q == PAD) & (q_idx == kv_idx))
+
+
+def dense_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """``segment_ids [b, s]`` -> boolean mask ``[b, 1, s, s]`` (True = may attend)."""
+    s = segment_ids.shape[1]
+    idx = torch.arange(s, device=segment_ids.device)
+    seg_q = segment_ids[:, :, None]
+    seg_k = segment_ids[:, None, :]
+    return allowed(seg_q, seg_k, idx[:, None], idx[None, :])[:, None]
+
+
+def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False):
+    """``segment_ids [b, s]`` -> a FlexAttention ``BlockMask`` over ``[b, heads (broadcast), s, s]``.
+
+    Built once per batch and reused by every layer of the prefill.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, s = segment_ids.shape
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        return allowed(segment_ids[batch, q_idx], segment_ids[batch, kv_idx], q_idx, kv_idx)
+
+    return create_block_mask(mask_mod, b, None, s, s, device=segment_ids.device, _compile=compile_mask)
+
+
+class FlexSettings:
+    """Process-wide switch for compiled vs eager ``flex_attention`` (eager is the exact reference, slow)."""
+
+    compile: bool = True
+    _compiled = None
+
+    @classmethod
+    def function(cls):
+        from torch.nn.attention.flex_attention import flex_attention
+
+        if not cls.compile:
+            return flex_attention
+        if cls._compiled is None:
+            # dynamic=False + length bucketing: one compiled kernel per (batch, bucket) shape.
+            cls._compiled = torch.compile(flex_attention, dynamic=False)
+        return cls._compiled
+
+
+def selfens_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention for ``query [b, hq, q, d]``, ``key/value [b, hkv, k, d]`` -> ``([b, q, hq, d], None)``."""
+    from torch.nn.attention.flex_attention import BlockMask
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not isinstance(attention_mask, BlockMask):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    if dropout:
+        raise ValueError("the flex backend runs inference only: attention dropout must be 0")
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # expand GQA heads explicitly: flex's enable_gqa wants power-of-two head counts on some kernels
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    out = FlexSettings.function()(query, key, value, block_mask=attention_mask, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> None:
+    """Register :data:`ATTN_IMPLEMENTATION` with transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, selfens_attention_forward)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)

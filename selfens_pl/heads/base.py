@@ -1,0 +1,119 @@
+"""The fusion-head contract shared by every head.
+
+A head turns a batch of paraphrase groups into answer records using a :class:`~selfens_pl.decoding.GreedyDecoder`
+(the model) and a :class:`~selfens_pl.prompts.PromptTokenizer` (the prompt format). Heads are ``nn.Module``s so
+that a head with parameters (none yet) trains with the LM, and so LightningCLI picks one by ``class_path``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfens_pl.decoding import GreedyDecoder, Generation, PrefillBatch, left_pad, pad_token_id
+from selfens_pl.prompts import PromptTokenizer
+
+
+class FusionHead(nn.Module):
+    """Base class. Subclasses implement :meth:`generate`.
+
+    ``generate(decoder, prompts, groups) -> records``: ``groups`` are dicts ``{id, paraphrases[N], answers,
+    confidences?}``; each record is ``{id, method, paraphrase_index, paraphrases, generation, prediction, answers}``
+    (``paraphrase_index`` is None when the record fuses several paraphrases).
+    """
+
+    #: Name written to outputs and summaries.
+    method: str = "base"
+    #: Whether every group of a batch must have the same number of paraphrases.
+    needs_equal_groups: bool = False
+
+    def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def check_groups(self, groups: list[dict], flag: str = "--model.head") -> None:
+        """One clear error naming the record for input this head cannot answer."""
+        for group in groups:
+            if not group.get("paraphrases"):
+                raise ValueError(f"record {group.get('id')!r}: empty paraphrase list")
+        if self.needs_equal_groups:
+            sizes = {len(g["paraphrases"]) for g in groups}
+            if len(sizes) > 1:
+                first = groups[0]
+                odd = next(g for g in groups if len(g["paraphrases"]) != len(first["paraphrases"]))
+                raise ValueError(
+                    f"{flag}={self.method} fuses groups of equal size, but record {odd['id']!r} has "
+                    f"{len(odd['paraphrases'])} paraphrases and record {first['id']!r} has "
+                    f"{len(first['paraphrases'])}; set --data.num_paraphrases to cut every group to one size"
+                )
+
+    def record(self, group: dict, gen: Generation, paraphrase_index: int | None, paraphrases: list[str]) -> dict:
+        return {
+            "id": group["id"],
+            "method": self.method,
+            "paraphrase_index": paraphrase_index,
+            "paraphrases": paraphrases,
+            "generation": gen.text,
+            "prediction": gen.prediction,
+            "answers": group.get("answers"),
+        }
+
+
+def check_context(decoder: GreedyDecoder, length: int, record_id, what: str = "prompt") -> None:
+    """Raise when ``length`` prompt tokens plus the answer do not fit the model's context window."""
+    limit = decoder.context_length
+    if limit is not None and length + decoder.max_new_tokens > limit:
+        raise ValueError(
+            f"record {record_id!r}: {what} of {length} tokens + --model.max_new_tokens={decoder.max_new_tokens} "
+            f"exceeds the model's context window of {limit} tokens"
+        )
+
+
+def rows_batch(decoder: GreedyDecoder, rows: list[list[int]], rows_per_group: int = 1,
+               prefix: list[int] | None = None) -> PrefillBatch:
+    """A batch of independent prompts (one row each), left-padded, positions counted from each row's start.
+
+    With ``prefix``, ``rows`` are what follows the shared prefix: the prefix is encoded once and its KV cache
+    shared, and each row's tokens are positioned right after it (pads sit between prefix and row, masked).
+    """
+    input_ids, pad_mask = left_pad(rows, pad_token_id(decoder.tokenizer), decoder.device)
+    p = len(prefix) if prefix else 0
+    position_ids = (pad_mask.cumsum(-1) - 1).clamp(min=0) + p
+    s = input_ids.shape[1]
+    batch = PrefillBatch(
+        input_ids=input_ids,
+        pad_mask=pad_mask,
+        position_ids=position_ids,
+        next_position=pad_mask.sum(-1) + p,
+        gather=torch.full((len(rows), 1), s - 1, dtype=torch.long, device=decoder.device),
+        rows_per_group=rows_per_group,
+    )
+    if prefix:
+        batch.prefix_ids = torch.tensor(prefix, dtype=torch.long, device=decoder.device)
+        batch.pad_mask = torch.cat([pad_mask.new_ones(len(rows), p), pad_mask], dim=1)
+    return batch
+
+
+def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[tuple[dict, str]],
+                 rows_per_group: int = 1) -> PrefillBatch:
+    """One row per ``(group, paraphrase)``: the full prompt, or only the question when the decoder shares the
+    prefix. Checks every prompt against the context window, naming the record."""
+    for group, paraphrase in items:
+        check_context(decoder, len(prompts.prefix_ids) + len(prompts.question_ids(paraphrase)), group["id"])
+    if decoder.share_prefix:
+        return rows_batch(decoder, [prompts.question_ids(p) for _, p in items], rows_per_group, prompts.prefix_ids)
+    return rows_batch(decoder, [prompts.prompt_ids(p) for _, p in items], rows_per_group)
+
+
+def confidence_weights(groups: list[dict], method: str, device) -> torch.Tensor:
+    """``[g, n]`` float weights from each group's ``confidences``, or a ValueError naming the record."""
+    weights = []
+    for group in groups:
+        conf = group.get("confidences")
+        if conf is None or len(conf) != len(group["paraphrases"]):
+            raise ValueError(
+                f"record {group['id']!r}: method={method} needs one confidence per paraphrase "
+                f"(got {None if conf is None else len(conf)} for {len(group['paraphrases'])} paraphrases); "
+                "run `python -m selfens_pl confidence` or point --data.confidences at a confidence file"
+            )
+        weights.append([float(c) for c in conf])
+    return torch.tensor(weights, dtype=torch.float32, device=device)

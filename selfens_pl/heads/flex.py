@@ -1,0 +1,169 @@
+"""``FlexFusion``: attention-level self-ensemble. All paraphrases of a group in ONE sequence, one prefill, one
+cached decode stream.
+
+Layouts (segments in sequence order):
+
+* ``concat``: N full prompts ``[prefix + Q_0] [prefix + Q_1] ...`` (the seed's WebQA format);
+* ``shared_prefix``: ``[prefix] [Q_0] [Q_1] ...``: instruction + few-shot encoded once.
+
+The mask (:mod:`selfens_pl.attention`) keeps paraphrases isolated during the prefill; generated tokens attend to
+everything, which is where the paraphrases fuse. With ``positions="aligned"`` every paraphrase restarts right after
+the shared prefix (at 0 in ``concat``), so each one is encoded exactly as if it were asked alone; generated tokens
+continue after the longest one. ``"sequential"`` (the seed's) numbers the whole sequence 0..L-1.
+
+The first token comes from the final-token logits of every paraphrase, fused with a LogitFusion rule
+(``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from selfens_pl.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
+from selfens_pl.decoding import PrefillBatch, no_fusion, pad_token_id
+from selfens_pl.heads.base import FusionHead, check_context, confidence_weights
+from selfens_pl.heads.logit import WEIGHTED, FusionMethod, fuse_logits
+
+
+@dataclass
+class FusedLayout:
+    """One group as one sequence: token ids, segment ids and positions (all length ``L``), segment ends ``[N]``."""
+
+    tokens: list[int]
+    segments: list[int]
+    positions: list[int]
+    ends: list[int]
+    next_position: int
+
+
+def build_layout(prompts, paraphrases: list[str], layout: str, positions: str) -> FusedLayout:
+    """Lay out one group segment by segment with exact offsets (never decode and re-tokenise)."""
+    tokens, segments, pos, ends = [], [], [], []
+    prefix = prompts.prefix_ids
+    if layout == "shared_prefix":
+        tokens += prefix
+        segments += [PREFIX] * len(prefix)
+        pos += list(range(len(prefix)))
+    next_position = 0
+    for i, paraphrase in enumerate(paraphrases):
+        seg = prompts.question_ids(paraphrase)
+        if layout == "concat":
+            seg = prefix + seg
+        start = len(prefix) if layout == "shared_prefix" else 0
+        if positions == "sequential":
+            start = len(tokens)
+        tokens += seg
+        segments += [i] * len(seg)
+        pos += list(range(start, start + len(seg)))
+        ends.append(len(tokens) - 1)
+        next_position = max(next_position, pos[-1] + 1)
+    if positions == "sequential":
+        next_position = len(tokens)
+    return FusedLayout(tokens, segments, pos, ends, next_position)
+
+
+class FlexFusion(FusionHead):
+    """Attention-level fusion with a FlexAttention block mask (``flex``) or the same mask dense through SDPA."""
+
+    needs_equal_groups = True
+
+    def __init__(
+        self,
+        layout: Literal["concat", "shared_prefix"] = "concat",
+        positions: Literal["aligned", "sequential"] = "aligned",
+        first_token: Literal["fused", "last_segment"] = "fused",
+        fusion: FusionMethod = "avg",
+        backend: Literal["auto", "flex", "dense"] = "auto",
+        compile: bool = True,
+    ):
+        """
+        Args:
+            layout: ``concat`` (N full prompts) or ``shared_prefix`` (instruction + few-shot once, then N questions).
+            positions: ``aligned`` (each paraphrase positioned as if alone) or ``sequential`` (the seed's).
+            first_token: ``fused`` (combine every paraphrase's final-token logits) or ``last_segment`` (the seed's).
+            fusion: LogitFusion rule for the fused first token (``weighted_*`` read the groups' confidences).
+            backend: ``flex`` (BlockMask + flex_attention), ``dense`` (bool mask + SDPA), ``auto`` (flex on CUDA,
+                dense elsewhere). A backend that cannot run raises; there is no silent fallback.
+            compile: compile ``flex_attention`` (needed for speed; eager flex is the slow exact reference).
+        """
+        super().__init__()
+        choices = {"layout": (layout, ("concat", "shared_prefix")), "positions": (positions, ("aligned", "sequential")),
+                   "first_token": (first_token, ("fused", "last_segment")), "backend": (backend, ("auto", "flex", "dense")),
+                   "fusion": (fusion, ("avg", "max", *WEIGHTED))}
+        for flag, (value, allowed_values) in choices.items():
+            if value not in allowed_values:
+                raise ValueError(f"--model.head.init_args.{flag}={value!r}: choose one of {', '.join(allowed_values)}")
+        self.layout, self.positions, self.first_token = layout, positions, first_token
+        self.fusion, self.backend, self.compile = fusion, backend, compile
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return f"flex_{self.layout}"
+
+    def resolve_backend(self, device: torch.device) -> str:
+        if self.backend == "auto":
+            return "flex" if device.type == "cuda" else "dense"
+        return self.backend
+
+    def build_batch(self, decoder, prompts, groups) -> PrefillBatch:
+        """Lay out every group, left-pad to one length (a multiple of the flex block for ``flex``), build the mask."""
+        device = decoder.device
+        backend = self.resolve_backend(device)
+        layouts = [build_layout(prompts, g["paraphrases"], self.layout, self.positions) for g in groups]
+        for group, lay in zip(groups, layouts):
+            check_context(decoder, lay.next_position, group["id"], what="fused sequence (highest position)")
+        width = max(len(lay.tokens) for lay in layouts)
+        if backend == "flex":  # bucket lengths so compiled kernels are reused across batches
+            width = -(-width // FLEX_BLOCK) * FLEX_BLOCK
+        g = len(groups)
+        pad = pad_token_id(decoder.tokenizer)
+        input_ids = torch.full((g, width), pad, dtype=torch.long)
+        segments = torch.full((g, width), PAD, dtype=torch.long)
+        positions = torch.zeros((g, width), dtype=torch.long)
+        gather = torch.zeros((g, len(layouts[0].ends)), dtype=torch.long)
+        for row, lay in enumerate(layouts):
+            off = width - len(lay.tokens)
+            input_ids[row, off:] = torch.tensor(lay.tokens)
+            segments[row, off:] = torch.tensor(lay.segments)
+            positions[row, off:] = torch.tensor(lay.positions)
+            gather[row] = torch.tensor(lay.ends) + off
+        segments, input_ids = segments.to(device), input_ids.to(device)
+        if backend == "flex":
+            FlexSettings.compile = self.compile
+            mask = block_mask(segments, compile_mask=device.type == "cuda")
+        else:
+            mask = dense_mask(segments)
+        batch = PrefillBatch(
+            input_ids=input_ids,
+            pad_mask=(segments != PAD).long(),
+            position_ids=positions.to(device),
+            next_position=torch.tensor([lay.next_position for lay in layouts], device=device),
+            gather=gather.to(device),
+            attention_mask=mask,
+            rows_per_group=1,
+        )
+        if self.fusion in WEIGHTED and self.first_token == "fused":
+            batch.weights = confidence_weights(groups, self.fusion, device)
+        return batch
+
+    def fuse_first(self, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits [g, N, V]`` at each paraphrase's final token -> ``[g, V]``."""
+        if self.first_token == "last_segment":
+            return logits[:, -1]
+        return fuse_logits(logits, self.fusion, weights)
+
+    def generate(self, decoder, prompts, groups):
+        self.check_groups(groups)
+        batch = self.build_batch(decoder, prompts, groups)
+        gens = decoder.decode_n_tokens(batch, self.fuse_first, no_fusion)
+        return [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+
+
+def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3):
+    """The dense mask of one group plus ``generated`` decoded tokens, for drawing. Returns ``(mask [L, L], layout)``."""
+    lay = build_layout(prompts, paraphrases, layout, positions)
+    segments = torch.tensor(lay.segments + [GENERATED] * generated)[None]
+    return dense_mask(segments)[0, 0], lay

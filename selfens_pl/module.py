@@ -1,0 +1,107 @@
+"""``SelfEnsembleLM``: the LightningModule that wraps a causal LM with a swappable fusion head."""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+
+from selfens_pl.decoding import GreedyDecoder
+from selfens_pl.heads import FusionHead, OriginHead
+from selfens_pl.metrics import LemmaMatchAccuracy, SquadScores
+from selfens_pl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from selfens_pl.prompts import PromptTemplate, PromptTokenizer
+
+
+class SelfEnsembleLM(LightningModule):
+    """A Hugging Face causal LM answering paraphrase groups through a fusion head.
+
+    ``predict_step`` returns one record per answer (``{id, method, paraphrase_index, paraphrases, generation,
+    prediction, answers, correct}``) and accumulates lemma-match accuracy and SQuAD EM/F1 (synced under DDP).
+    """
+
+    def __init__(
+        self,
+        model: str = EMBEDDED_MODEL,
+        head: FusionHead | None = None,
+        max_new_tokens: int = 20,
+        stop: str | None = "\n",
+        score: bool = True,
+        bidirectional: bool = False,
+        share_prefix: bool = True,
+        trust_remote_code: bool = False,
+    ):
+        """
+        Args:
+            model: Alias (``llama3.2_3b_it``, ...), ``smollm2-135m-instruct`` (embedded), local directory or hub id.
+            head: Fusion head (``class_path``): OriginHead (default), PerPromptHead, LogitFusion, FlexFusion.
+            max_new_tokens: Most tokens generated per answer.
+            stop: Stop string ending an answer once it has started (default newline: answers are one line).
+            score: Score predictions against the groups' answers (a group without answers is then an error).
+            bidirectional: Lemma match also accepts the prediction inside a gold answer.
+            share_prefix: Encode the instruction + few-shot prefix once per batch and share its KV cache across
+                rows (origin, per_prompt, LogitFusion). Off: every row encodes its whole prompt.
+            trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["head"])
+        self.head = head if head is not None else OriginHead()
+        self.accuracy = LemmaMatchAccuracy(bidirectional=bidirectional)
+        self.squad = SquadScores()
+        self.lm = None
+        self.tokenizer = None
+        self.decoder: GreedyDecoder | None = None
+        self._prompts: dict[int, PromptTokenizer] = {}
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16)."""
+        if self.lm is not None:
+            return
+        self.lm, self.tokenizer = load_model_and_tokenizer(
+            self.hparams.model, dtype=torch.get_default_dtype(), trust_remote_code=self.hparams.trust_remote_code
+        )
+        self.decoder = GreedyDecoder(self.lm, self.tokenizer, self.hparams.max_new_tokens, self.hparams.stop,
+                                     self.hparams.share_prefix)
+
+    def prompts(self, template: PromptTemplate) -> PromptTokenizer:
+        """Prompt tokenizer for ``template``, cached so the shared prefix is tokenised once per run."""
+        key = id(template)
+        if key not in self._prompts:
+            self._prompts[key] = PromptTokenizer(self.tokenizer, template)
+        return self._prompts[key]
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+    def answer(self, groups: list[dict], template: PromptTemplate) -> list[dict]:
+        """Answer ``groups`` with the head; no scoring. Usable outside a Trainer (after :meth:`configure_model`)."""
+        self.configure_model()
+        self.lm.eval()
+        return self.head.generate(self.decoder, self.prompts(template), groups)
+
+    def predict_step(self, batch: dict, batch_idx: int = 0) -> list[dict]:
+        records = self.answer(batch["groups"], batch["template"])
+        if self.hparams.score:
+            self.score(records)
+        return records
+
+    def score(self, records: list[dict]) -> None:
+        for rec in records:
+            if not rec.get("answers"):
+                raise ValueError(f"record {rec['id']!r} has no answers to score against "
+                                 "(give answers, or run with --model.score=false)")
+            rec["correct"] = self.accuracy.match(rec["prediction"], rec["answers"])
+        predictions = [r["prediction"] for r in records]
+        answers = [r["answers"] for r in records]
+        self.accuracy.update(predictions, answers)
+        self.squad.update(predictions, answers)
+
+    def on_predict_epoch_start(self) -> None:
+        self.accuracy.reset()
+        self.squad.reset()
+
+    def compute_scores(self) -> dict[str, float]:
+        """Accuracy (0-1), EM and F1 (0-100), reduced across processes."""
+        if not self.hparams.score:
+            return {}
+        squad = self.squad.compute()
+        return {"accuracy": float(self.accuracy.compute()), "exact_match": float(squad["exact_match"]),
+                "f1": float(squad["f1"])}

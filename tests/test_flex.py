@@ -1,0 +1,115 @@
+"""FlexFusion: one sequence per group, isolated paraphrases, fused decoding; dense and flex backends agree."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfens_pl.attention import GENERATED, PAD, PREFIX, dense_mask
+from selfens_pl.heads import FlexFusion, OriginHead
+from selfens_pl.heads.base import rows_batch
+from selfens_pl.heads.flex import build_layout
+from selfens_pl.prompts import PromptTokenizer
+
+LAYOUTS = ("concat", "shared_prefix")
+
+
+@pytest.fixture
+def prompts(tiny_lm, template):
+    return PromptTokenizer(tiny_lm.tokenizer, template)
+
+
+def generations(records):
+    return [r["generation"] for r in records]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend", ["dense", "flex"])
+def test_one_paraphrase_equals_origin(tiny_lm, prompts, groups, layout, backend):
+    single = [dict(g, paraphrases=g["paraphrases"][:1]) for g in groups]
+    origin = OriginHead().generate(tiny_lm.decoder, prompts, single)
+    flex = FlexFusion(layout=layout, backend=backend, compile=False).generate(tiny_lm.decoder, prompts, single)
+    assert generations(flex) == generations(origin)
+    assert all(r["generation"] for r in origin)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_aligned_final_logits_equal_each_paraphrase_alone(tiny_lm, prompts, groups, layout):
+    dec = tiny_lm.decoder
+    head = FlexFusion(layout=layout, backend="dense")
+    fused = dec.prefill(head.build_batch(dec, prompts, groups), dec.new_cache())  # [g, N, V]
+    for gi, group in enumerate(groups):
+        for pi, paraphrase in enumerate(group["paraphrases"]):
+            alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(paraphrase)]), dec.new_cache())[0, 0]
+            torch.testing.assert_close(fused[gi, pi], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_sequential_positions_change_the_encoding(tiny_lm, prompts, groups):
+    """Control for the test above: with the seed's sequential positions the paraphrases are NOT encoded alone."""
+    dec = tiny_lm.decoder
+    fused = dec.prefill(FlexFusion(layout="shared_prefix", positions="sequential", backend="dense")
+                        .build_batch(dec, prompts, groups[:1]), dec.new_cache())
+    alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(groups[0]["paraphrases"][1])]), dec.new_cache())
+    assert not torch.allclose(fused[0, 1], alone[0, 0], atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("positions", ["aligned", "sequential"])
+def test_flex_backend_equals_dense(tiny_lm, prompts, groups, layout, positions):
+    dec = tiny_lm.decoder
+    dense = FlexFusion(layout=layout, positions=positions, backend="dense")
+    flex = FlexFusion(layout=layout, positions=positions, backend="flex", compile=False)  # eager flex on CPU
+    logits_dense = dec.prefill(dense.build_batch(dec, prompts, groups), dec.new_cache())
+    logits_flex = dec.prefill(flex.build_batch(dec, prompts, groups), dec.new_cache())
+    torch.testing.assert_close(logits_flex, logits_dense, atol=1e-4, rtol=1e-4)
+    assert generations(flex.generate(dec, prompts, groups)) == generations(dense.generate(dec, prompts, groups))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("first_token", ["fused", "last_segment"])
+def test_batched_equals_unbatched(tiny_lm, prompts, groups, layout, first_token):
+    head = FlexFusion(layout=layout, first_token=first_token, backend="dense")
+    batched = head.generate(tiny_lm.decoder, prompts, groups)
+    alone = [head.generate(tiny_lm.decoder, prompts, [g])[0] for g in groups]
+    assert generations(batched) == generations(alone)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_no_mask_row_fully_blocked_and_paraphrases_isolated(tiny_lm, prompts, groups, layout):
+    dec = tiny_lm.decoder
+    batch = FlexFusion(layout=layout, backend="dense").build_batch(dec, prompts, groups)
+    mask = batch.attention_mask[:, 0]  # [g, s, s]
+    assert mask.any(-1).all(), "a fully blocked row makes softmax NaN"
+    for g, lay in enumerate(build_layout(prompts, p["paraphrases"], layout, "aligned") for p in groups):
+        seg = torch.tensor(lay.segments)
+        m = mask[g, -len(seg):, -len(seg):]
+        cross = (seg[:, None] >= 0) & (seg[None, :] >= 0) & (seg[:, None] != seg[None, :])
+        assert not m[cross].any(), "a paraphrase token sees another paraphrase"
+        sees_prefix = (seg[:, None] >= 0) & (seg[None, :] == PREFIX)
+        assert m[sees_prefix].all(), "a paraphrase token misses part of the shared prefix"
+    # generated tokens see every real token before them
+    seg = torch.tensor([[PAD, PREFIX, PREFIX, 0, 0, 1, 1, GENERATED, GENERATED]])
+    gen_rows = dense_mask(seg)[0, 0, -2:]
+    assert gen_rows[:, 1:7].all() and not gen_rows[:, 0].any()
+
+
+def test_shared_prefix_is_encoded_once(tiny_lm, prompts, groups):
+    dec = tiny_lm.decoder
+    p = len(prompts.prefix_ids)
+    questions = sum(len(prompts.question_ids(x)) for g in groups for x in g["paraphrases"])
+    for layout, expected in (("shared_prefix", len(groups) * p + questions),
+                             ("concat", sum(len(g["paraphrases"]) for g in groups) * p + questions)):
+        dec.stats.__init__()
+        FlexFusion(layout=layout, backend="dense").generate(dec, prompts, groups)
+        assert dec.stats.prompt_tokens == expected, layout
+        assert dec.stats.forward_calls <= dec.max_new_tokens  # one prefill, then one call per new token
+
+
+def test_weighted_first_token_needs_confidences(tiny_lm, prompts, groups):
+    with pytest.raises(ValueError, match=groups[0]["id"]):
+        FlexFusion(fusion="weighted_avg", backend="dense").generate(tiny_lm.decoder, prompts, groups)
+
+
+def test_unknown_option_names_the_flag():
+    with pytest.raises(ValueError, match="layout"):
+        FlexFusion(layout="interleaved")
