@@ -29,6 +29,8 @@ class SelfEnsembleLM(LightningModule):
         bidirectional: bool = False,
         share_prefix: bool = True,
         trust_remote_code: bool = False,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.0,
     ):
         """
         Args:
@@ -41,12 +43,15 @@ class SelfEnsembleLM(LightningModule):
             share_prefix: Encode the instruction + few-shot prefix once per batch and share its KV cache across
                 rows (origin, per_prompt, LogitFusion). Off: every row encodes its whole prompt.
             trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
+            learning_rate: AdamW learning rate for ``fit`` (fine-tuning on answer tokens with the head's layout).
+            weight_decay: AdamW weight decay for ``fit``.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["head"])
         self.head = head if head is not None else OriginHead()
         self.accuracy = LemmaMatchAccuracy(bidirectional=bidirectional)
         self.squad = SquadScores()
+        self.val_accuracy = LemmaMatchAccuracy(bidirectional=bidirectional)
         self.lm = None
         self.tokenizer = None
         self.decoder: GreedyDecoder | None = None
@@ -57,7 +62,7 @@ class SelfEnsembleLM(LightningModule):
         """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16)."""
         if self.lm is not None:
             return
-        self.lm, self.tokenizer = load_model_and_tokenizer(
+        self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit's train loop switches it
             self.hparams.model, dtype=torch.get_default_dtype(), trust_remote_code=self.hparams.trust_remote_code
         )
         self.decoder = GreedyDecoder(self.lm, self.tokenizer, self.hparams.max_new_tokens, self.hparams.stop,
@@ -74,7 +79,6 @@ class SelfEnsembleLM(LightningModule):
     def answer(self, groups: list[dict], template: PromptTemplate) -> list[dict]:
         """Answer ``groups`` with the head; no scoring. Usable outside a Trainer (after :meth:`configure_model`)."""
         self.configure_model()
-        self.lm.eval()
         return self.head.generate(self.decoder, self.prompts(template), groups)
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> list[dict]:
@@ -105,3 +109,26 @@ class SelfEnsembleLM(LightningModule):
         squad = self.squad.compute()
         return {"accuracy": float(self.accuracy.compute()), "exact_match": float(squad["exact_match"]),
                 "f1": float(squad["f1"])}
+
+    # -- fine-tuning ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int = 0) -> torch.Tensor:
+        """Cross-entropy of the head's fused prediction of the gold answer (see :mod:`selfens_pl.training`)."""
+        from selfens_pl.training import answer_loss
+
+        loss = answer_loss(self.lm, self.tokenizer, self.head, self.prompts(batch["template"]), batch["groups"],
+                           self.hparams.stop)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["groups"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int = 0) -> None:
+        """Generate with the head exactly as predict does and score with the same lemma-match rule."""
+        records = self.answer(batch["groups"], batch["template"])
+        for rec in records:
+            if not rec.get("answers"):
+                raise ValueError(f"record {rec['id']!r} has no answers to validate against")
+        self.val_accuracy.update([r["prediction"] for r in records], [r["answers"] for r in records])
+        self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(records))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,63 @@
+"""Each LogitFusion rule on hand-made logits (the seed's semantics)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfens_pl.heads.logit import fuse_logits
+
+# one group, three paraphrases, vocabulary of four tokens
+LOGITS = torch.tensor([[[4.0, 0.0, 0.0, 0.0],
+                        [0.0, 3.0, 2.9, 0.0],
+                        [0.0, 3.0, 2.9, 0.0]]])
+WEIGHTS = torch.tensor([[0.9, 0.2, 0.1]])
+
+
+def test_avg_is_the_mean_of_raw_logits():
+    fused = fuse_logits(LOGITS, "avg")
+    torch.testing.assert_close(fused, torch.tensor([[4 / 3, 2.0, 5.8 / 3, 0.0]]))
+    assert fused.argmax(-1).item() == 1  # two paraphrases agreeing on token 1 outvote one confident paraphrase
+
+
+def test_max_is_the_max_of_softmax_probabilities():
+    fused = fuse_logits(LOGITS, "max")
+    expected = LOGITS.softmax(-1).amax(dim=1)
+    torch.testing.assert_close(fused, expected)
+    assert fused.argmax(-1).item() == 0  # the single most peaked distribution wins under max
+
+
+def test_weighted_avg_normalises_the_weights():
+    fused = fuse_logits(LOGITS, "weighted_avg", WEIGHTS)
+    w = WEIGHTS / WEIGHTS.sum()
+    expected = (w[0, :, None] * LOGITS[0]).sum(0, keepdim=True)
+    torch.testing.assert_close(fused, expected)
+    # scaling every weight by the same factor changes nothing: the weights are normalised
+    torch.testing.assert_close(fuse_logits(LOGITS, "weighted_avg", WEIGHTS * 7), fused)
+    assert fused.argmax(-1).item() == 0  # unlike plain avg: the confident paraphrase dominates
+
+
+def test_weighted_max_takes_the_most_confident_paraphrase():
+    fused = fuse_logits(LOGITS, "weighted_max", torch.tensor([[0.1, 0.8, 0.3]]))
+    torch.testing.assert_close(fused, LOGITS[:, 1])
+
+
+def test_rules_apply_per_group():
+    two = torch.cat([LOGITS, LOGITS.flip(1)])  # [2, 3, 4]
+    for method in ("avg", "max"):
+        torch.testing.assert_close(fuse_logits(two, method)[0], fuse_logits(LOGITS, method)[0])
+    w = torch.tensor([[0.9, 0.2, 0.1], [0.1, 0.2, 0.9]])
+    fused = fuse_logits(two, "weighted_max", w)
+    torch.testing.assert_close(fused[0], LOGITS[0, 0])
+    torch.testing.assert_close(fused[1], LOGITS[0, 0])
+
+
+@pytest.mark.parametrize("method", ["weighted_avg", "weighted_max"])
+def test_weighted_without_weights_is_an_error(method):
+    with pytest.raises(ValueError, match=method):
+        fuse_logits(LOGITS, method, None)
+
+
+def test_unknown_method_names_the_flag():
+    with pytest.raises(ValueError, match="method"):
+        fuse_logits(LOGITS, "median")
