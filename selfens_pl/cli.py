@@ -13,11 +13,15 @@ from lightning.pytorch.cli import LightningCLI
 
 from selfens_pl.data import ParaphraseDataModule
 from selfens_pl.module import SelfEnsembleLM
-from selfens_pl.writer import PredictionWriter
+from selfens_pl.writer import PredictionWriter, check_resumable, check_strategy
 
 #: Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
 TOOLS = {
     "mask": "selfens_pl.mask_plot:main",
+    "paraphrase": "selfens_pl.paraphrase:main",
+    "confidence": "selfens_pl.confidence:main",
+    "report": "selfens_pl.report:main",
+    "ask": "selfens_pl.ask:main",
 }
 
 
@@ -25,15 +29,22 @@ class SelfEnsembleCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--output_dir", type=str, default="outputs/predict",
                             help="Where predict writes predictions.jsonl, summary.json and config.yaml")
+        parser.add_argument("--resume", type=bool, default=True,
+                            help="Reuse the predictions already in --output_dir (an interrupted run) and answer only "
+                                 "the remaining ids; false: start afresh, deleting them")
 
     def before_predict(self) -> None:
         output_dir = Path(self.config["predict"]["output_dir"])
+        resume = self.config["predict"].get("resume", True)
+        check_strategy(self.trainer.strategy, self.model)
         output_dir.mkdir(parents=True, exist_ok=True)
         if self.trainer.is_global_zero:
             config = self.parser._subcommands_action._name_parser_map["predict"].dump(
                 self.config["predict"], skip_none=False)
+            if resume:
+                check_resumable(output_dir, config)
             (output_dir / "config.yaml").write_text(config)
-        self.trainer.callbacks.append(PredictionWriter(str(output_dir)))
+        self.trainer.callbacks.append(PredictionWriter(str(output_dir), resume=resume))
 
 
 def build_cli(args=None, run: bool = True) -> SelfEnsembleCLI:

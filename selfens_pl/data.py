@@ -11,8 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from selfens_pl.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
 from selfens_pl.sources import (
@@ -93,6 +94,22 @@ class GroupDataset(Dataset):
         return self.groups[index]
 
 
+class ShardSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets indices ``rank, rank + num_replicas, ...``: every index exactly once
+    across processes, without the padding (repeats) of ``DistributedSampler``; a share may be empty."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ParaphraseDataModule(LightningDataModule):
     """Paraphrase groups for predict (and fit/validate, for fine-tuning runs)."""
 
@@ -115,6 +132,10 @@ class ParaphraseDataModule(LightningDataModule):
         few_shot_seed: int = 42,
         batch_size: int = 8,
         num_workers: int = 0,
+        val_path: str | None = None,
+        val_split: str = "validation",
+        val_limit: int | None = None,
+        val_size: int = 0,
     ):
         """
         Args:
@@ -139,24 +160,34 @@ class ParaphraseDataModule(LightningDataModule):
             few_shot_seed: Seed for sampling few-shot examples and splits.
             batch_size: Groups per batch (every paraphrase of a group rides in the same batch).
             num_workers: DataLoader workers.
+            val_path: Fine-tuning only: validation groups (same ``source`` schema and options as ``path``).
+            val_split: Split of ``val_path`` for hub sources.
+            val_limit: Validate on the first ``val_limit`` groups of ``val_path``.
+            val_size: Fine-tuning without ``val_path``: hold the last ``val_size`` groups of ``path`` out of training
+                and validate on them.
         """
         super().__init__()
         self.save_hyperparameters()
         self.groups: list[dict] | None = None
+        self.val_groups: list[dict] | None = None
         self.template: PromptTemplate | None = None
+        #: Ids not to answer (set by ``predict`` when it resumes into an output directory that already holds them).
+        self.skip_ids: set[str] = set()
+        # With fewer groups left than processes a process gets none; the predict writer copes with that.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def _load(self) -> list[dict]:
+    def _load(self, path: str, split: str) -> list[dict]:
         hp = self.hparams
         if hp.source == "groups":
-            return load_groups(demo_path() if hp.path == DEMO else hp.path)
+            return load_groups(demo_path() if path == DEMO else path)
         if hp.source == "webqa":
-            return webqa_groups(load_webqa(hp.path, hp.split), id_prefix=f"webqa-{hp.split}")
+            return webqa_groups(load_webqa(path, split), id_prefix=f"webqa-{split}")
         if hp.source == "myriadlama":
-            if _is_grouped_myriadlama(hp.path):
-                facts = load_myriadlama_groups(hp.path)
+            if _is_grouped_myriadlama(path):
+                facts = load_myriadlama_groups(path)
             else:  # hub rows (a hub id or a local file of rows): group by fact, keep the deterministic test split
-                _, facts = split_facts(group_myriadlama(load_myriadlama_rows(hp.path, hp.split)), hp.test_size,
+                _, facts = split_facts(group_myriadlama(load_myriadlama_rows(path, split)), hp.test_size,
                                        hp.few_shot_seed)
             return myriadlama_groups(facts, hp.num_manual, hp.num_auto)
         raise ValueError(f"--data.source={hp.source!r}: choose groups, webqa or myriadlama")
@@ -185,30 +216,48 @@ class ParaphraseDataModule(LightningDataModule):
         if self.groups is not None:
             return
         hp = self.hparams
-        groups = self._load()
-        if hp.limit is not None:
-            if hp.limit < 1:
-                raise ValueError(f"--data.limit must be >= 1, got {hp.limit}")
-            groups = groups[: hp.limit]
+        if hp.limit is not None and hp.limit < 1:
+            raise ValueError(f"--data.limit must be >= 1, got {hp.limit}")
+        groups = self._load(hp.path, hp.split)
+        if hp.val_path is not None:
+            self.val_groups = self._load(hp.val_path, hp.val_split)[: hp.val_limit]
+        elif hp.val_size:  # hold the last val_size groups out of training, before limit applies
+            if hp.val_size >= len(groups):
+                raise ValueError(f"--data.val_size={hp.val_size} leaves no training groups out of {len(groups)}")
+            groups, self.val_groups = groups[: -hp.val_size], groups[-hp.val_size:]
+        if self.val_groups is not None:
+            self.val_groups = self._prepare(self.val_groups)
+        groups = self._prepare(groups[: hp.limit])
+        self.template = self._template(groups + (self.val_groups or []))
+        self.groups = groups
+
+    def _prepare(self, groups: list[dict]) -> list[dict]:
+        """Cut every group to ``num_paraphrases``, then attach confidences by id and paraphrase index.
+
+        A confidence file may hold one value per paraphrase of the full group or of the cut group.
+        """
+        hp = self.hparams
+        n = hp.num_paraphrases
+        full = {g["id"]: len(g["paraphrases"]) for g in groups}
+        if n is not None:
+            for g in groups:
+                if len(g["paraphrases"]) < n:
+                    raise ValueError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than "
+                                     f"--data.num_paraphrases={n}")
+                g["paraphrases"] = g["paraphrases"][:n]
+                if g.get("confidences") is not None:
+                    g["confidences"] = g["confidences"][:n]
         if hp.confidences:
             table = load_confidences(hp.confidences)
             for g in groups:
                 if g["id"] not in table:
                     raise ValueError(f"record {g['id']!r} has no entry in --data.confidences={hp.confidences}")
-                if len(table[g["id"]]) != len(g["paraphrases"]):
-                    raise ValueError(f"record {g['id']!r}: {len(table[g['id']])} confidences in "
-                                     f"{hp.confidences} for {len(g['paraphrases'])} paraphrases")
-                g["confidences"] = table[g["id"]]
-        if hp.num_paraphrases is not None:
-            for g in groups:
-                if len(g["paraphrases"]) < hp.num_paraphrases:
-                    raise ValueError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than "
-                                     f"--data.num_paraphrases={hp.num_paraphrases}")
-                g["paraphrases"] = g["paraphrases"][: hp.num_paraphrases]
-                if g.get("confidences") is not None:
-                    g["confidences"] = g["confidences"][: hp.num_paraphrases]
-        self.template = self._template(groups)
-        self.groups = groups
+                conf = table[g["id"]]
+                if len(conf) not in (len(g["paraphrases"]), full[g["id"]]):
+                    raise ValueError(f"record {g['id']!r}: {len(conf)} confidences in {hp.confidences} for "
+                                     f"{len(g['paraphrases'])} paraphrases")
+                g["confidences"] = conf[: len(g["paraphrases"])]
+        return groups
 
     # -- loaders -------------------------------------------------------------------------------------------------
     def collate(self, groups: list[dict]) -> dict:
@@ -217,11 +266,36 @@ class ParaphraseDataModule(LightningDataModule):
     def _loader(self) -> DataLoader:
         if self.groups is None:
             self.setup()
-        return DataLoader(GroupDataset(self.groups), batch_size=self.hparams.batch_size, shuffle=False,
+        groups = [g for g in self.groups if g["id"] not in self.skip_ids] if self.skip_ids else self.groups
+        dataset = GroupDataset(groups)
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            # Our own sampler (a DistributedSampler, so Lightning keeps it, even with use_distributed_sampler=False):
+            # process r answers groups r, r + W, ...; nothing padded or repeated, a share may be empty.
+            sampler = ShardSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.hparams.num_workers, collate_fn=self.collate)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader()
+
+    def train_dataloader(self) -> DataLoader:
+        """Fine-tuning: the groups of ``path``, shuffled (Lightning adds a DistributedSampler under DDP)."""
+        if self.groups is None:
+            self.setup()
+        generator = torch.Generator().manual_seed(self.hparams.few_shot_seed)
+        return DataLoader(GroupDataset(self.groups), batch_size=self.hparams.batch_size, shuffle=True,
+                          generator=generator, num_workers=self.hparams.num_workers, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        """Fine-tuning: the groups of ``val_path``, answered and scored exactly as in predict."""
+        if self.groups is None:
+            self.setup()
+        if not self.val_groups:
+            raise ValueError("validation needs --data.val_path (or --trainer.limit_val_batches=0 to skip it)")
+        return DataLoader(GroupDataset(self.val_groups), batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, collate_fn=self.collate)
 
 
 def _is_grouped_myriadlama(path: str) -> bool:

@@ -129,6 +129,10 @@ class SelfEnsembleLM(LightningModule):
         self.val_accuracy.update([r["prediction"] for r in records], [r["answers"] for r in records])
         self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(records))
 
+    def on_train_start(self) -> None:
+        # The LM is loaded in eval mode (for answering outside a Trainer); Lightning keeps module modes as found.
+        self.lm.train()
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -1,89 +1,266 @@
 """``PredictionWriter``: one JSON line per record while predicting, a merged file and a summary at the end.
 
-Each process writes ``predictions.rank{R}.jsonl`` as batches finish (so a crash loses at most one batch); at the end
-rank 0 merges the parts into ``predictions.jsonl`` ordered by id and writes ``summary.json`` with the scores the
-LightningModule reduced across processes.
+Files in ``output_dir``:
+
+* ``predictions.rank{R}.jsonl``: process R's part, appended batch by batch while predicting. After the records of a
+  batch comes a commit line ``{"_batch": batch_idx, "_records": n}``; records count only once their batch's commit
+  line is on disk, so **ids are written (and reused) in whole batches**: a crash loses at most the batch being
+  written, and a half-written last line is dropped.
+* ``predictions.jsonl``: at the end rank 0 merges every part (and the records reused from earlier runs) into this
+  file, ordered by (id, paraphrase index), and removes the parts. Written atomically (temporary file + rename).
+* ``summary.json``: written last, only after ``predictions.jsonl`` is complete; removed when a run starts, so a
+  summary never sits beside incomplete predictions. Its scores are computed over the merged records (every id once,
+  reused and new); ``run`` holds this run's own share, reduced across processes by the module's torchmetrics.
+
+Resume (``resume=True``, the default): before predicting, every process reads the committed records of the output
+directory (``predictions.jsonl`` and part files written by any number of processes), rank 0 consolidates them into
+``predictions.jsonl``, and the data module skips their ids (``datamodule.skip_ids``). ``resume=False`` deletes
+earlier predictions first. The CLI refuses to resume when the model, head or data settings differ from the output
+directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit`` and the process count may change);
+records of ids outside the current data set are left out of the merged file.
+
+Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
+groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 SUMMARY = "summary.json"
 PREDICTIONS = "predictions.jsonl"
+PART_GLOB = "predictions.rank*.jsonl"
+COMMIT = "_batch"
 
 
 class PredictionWriter(BasePredictionWriter):
-    def __init__(self, output_dir: str = "outputs/predict"):
+    def __init__(self, output_dir: str = "outputs/predict", resume: bool = True):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
-        self._start = 0.0
+        self.resume = resume
         self._file = None
+        self._start = 0.0
+        self._seconds = 0.0
         self._n_groups = 0
+        self._n_records = 0
+        self._n_resumed = 0
 
     def part_path(self, rank: int) -> Path:
         return self.output_dir / f"predictions.rank{rank}.jsonl"
 
-    def on_predict_start(self, trainer, pl_module) -> None:
+    # -- before predicting: read what earlier runs finished ------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "predict":
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        # A summary from an earlier run must not sit beside half-written new predictions.
+        self._n_groups = self._n_records = 0  # stays 0 where this process's share is empty (no predict hooks)
+        self._seconds = 0.0
+        done = read_done(self.output_dir) if self.resume else {}
+        dataset_ids = _dataset_ids(trainer)
+        if dataset_ids is not None:
+            done = {key: recs for key, recs in done.items() if key in dataset_ids}
+        self._n_resumed = len(done)
+        trainer.strategy.barrier("selfens_pl.writer: read")  # every process has read before rank 0 rewrites
         if trainer.is_global_zero:
             (self.output_dir / SUMMARY).unlink(missing_ok=True)
+            if done:
+                write_records(self.output_dir / PREDICTIONS, [r for recs in done.values() for r in recs])
+            else:
+                (self.output_dir / PREDICTIONS).unlink(missing_ok=True)
+            for part in self.output_dir.glob(PART_GLOB):
+                part.unlink()
+        trainer.strategy.barrier("selfens_pl.writer: consolidated")
+        if done:
+            datamodule = trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "skip_ids"):
+                raise ValueError(f"{self.output_dir} holds predictions for {len(done)} ids, but the data module "
+                                 "cannot skip ids: pass --resume false or another --output_dir")
+            datamodule.skip_ids = set(done)
+            if trainer.is_global_zero:
+                print(f"resume: {len(done)} ids already in {self.output_dir}, answering the rest")
+
+    # -- while predicting ---------------------------------------------------------------------------------------
+    def on_predict_start(self, trainer, pl_module) -> None:
         self._file = self.part_path(trainer.global_rank).open("w", encoding="utf-8")
-        self._n_groups = 0
+        self._n_groups = self._n_records = 0
         self._start = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for rec in prediction:
-            self._file.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in prediction]
+        lines.append(json.dumps({COMMIT: batch_idx, "_records": len(prediction)}) + "\n")
+        self._file.write("".join(lines))
         self._file.flush()
         self._n_groups += len(batch["groups"])
+        self._n_records += len(prediction)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self._file.close()
-        seconds = time.perf_counter() - self._start
-        scores = pl_module.compute_scores()
-        n_groups = int(trainer.strategy.reduce(_tensor(self._n_groups, pl_module), reduce_op="sum"))
-        trainer.strategy.barrier()
+        self._file = None
+        self._seconds = time.perf_counter() - self._start
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- after predicting: merge and summarise --------------------------------------------------------------------
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        # Here rather than in on_predict_end: a process whose share is empty (fewer groups left than processes)
+        # skips the predict loop and its hooks, but every process reaches teardown, so the collectives below match.
+        # Lightning only calls teardown after a successful run: a failed run never writes a summary.
+        if stage != "predict":
+            return
+        strategy = trainer.strategy
+        _metrics_to(pl_module, strategy.root_device)  # the strategy's teardown moved the module to the CPU
+        per_process = [int(v) for v in strategy.all_gather(_tensor(self._n_groups, strategy)).reshape(-1)]
+        n_groups = sum(per_process)
+        n_records = int(strategy.reduce(_tensor(self._n_records, strategy), reduce_op="sum"))
+        seconds = float(strategy.reduce(_tensor(self._seconds, strategy), reduce_op="max"))
+        run_scores = pl_module.compute_scores() if n_groups else {}
+        strategy.barrier("selfens_pl.writer: parts closed")
         if not trainer.is_global_zero:
             return
-        records = merge_parts(self.output_dir, trainer.world_size)
+        done = read_done(self.output_dir)
+        dataset_ids = _dataset_ids(trainer)
+        if dataset_ids is not None:
+            missing = dataset_ids - done.keys()
+            if missing:
+                warnings.warn(f"{len(missing)} of {len(dataset_ids)} ids have no predictions (limited run?)",
+                              stacklevel=1)
+            done = {key: recs for key, recs in done.items() if key in dataset_ids}
+        records = write_records(self.output_dir / PREDICTIONS, [r for recs in done.values() for r in recs])
+        for part in self.output_dir.glob(PART_GLOB):
+            part.unlink()
         summary = {
             "method": pl_module.head.method,
             "model": pl_module.hparams.model,
-            "n": n_groups,
+            "n": len(done),
             "records": len(records),
-            **scores,
+            **record_scores(records),
+            "resumed": self._n_resumed,
+            "run": {"n": n_groups, "records": n_records, "n_per_process": per_process, **run_scores},
             "seconds": round(seconds, 3),
             "questions_per_s": round(n_groups / seconds, 3) if seconds else None,
         }
-        (self.output_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        _atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         print(format_table([summary]))
         print(f"predictions: {self.output_dir / PREDICTIONS}")
 
 
-def _tensor(value, pl_module):
+def _dataset_ids(trainer) -> set[str] | None:
+    groups = getattr(trainer.datamodule, "groups", None)
+    return None if groups is None else {str(g["id"]) for g in groups}
+
+
+def _tensor(value, strategy):
     import torch
 
-    return torch.tensor(float(value), device=pl_module.device)
+    return torch.tensor(float(value), device=strategy.root_device)
 
 
-def merge_parts(output_dir: Path, world_size: int) -> list[dict]:
-    """Merge every rank's part into ``predictions.jsonl`` ordered by (id, paraphrase index)."""
+def _metrics_to(pl_module, device) -> None:
+    from torchmetrics import Metric
+
+    for module in pl_module.modules():
+        if isinstance(module, Metric):
+            module.to(device)
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+def read_part(path: Path) -> list[dict]:
+    """The committed records of one part file: records followed by their batch's commit line. Records after the last
+    commit line (a batch cut short) and a half-written last line are dropped."""
+    committed, pending = [], []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                break  # parts are append-only: only the last line can be half-written
+            if not isinstance(obj, dict):
+                break
+            if COMMIT in obj:
+                if obj.get("_records") == len(pending):
+                    committed += pending
+                pending = []
+            else:
+                pending.append(obj)
+    return committed
+
+
+def read_merged(path: Path) -> list[dict]:
+    """Records of a merged ``predictions.jsonl`` (no commit lines; a half-written last line is dropped)."""
     records = []
-    for rank in range(world_size):
-        part = output_dir / f"predictions.rank{rank}.jsonl"
-        with part.open(encoding="utf-8") as fh:
-            records += [json.loads(line) for line in fh if line.strip()]
-    records.sort(key=lambda r: (str(r["id"]), r.get("paraphrase_index") or 0))
-    with (output_dir / PREDICTIONS).open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
     return records
+
+
+def read_done(output_dir: Path) -> dict[str, list[dict]]:
+    """``{id: records}`` finished in ``output_dir``: ``predictions.jsonl`` first, then every part file (any number of
+    processes). An id is taken from the first file that has it, so a copy in two files counts once."""
+    output_dir = Path(output_dir)
+    sources = []
+    if (output_dir / PREDICTIONS).is_file():
+        sources.append(read_merged(output_dir / PREDICTIONS))
+    parts = sorted(output_dir.glob(PART_GLOB), key=lambda p: (len(p.name), p.name))
+    sources += [read_part(p) for p in parts]
+    done: dict[str, list[dict]] = {}
+    for records in sources:
+        by_id: dict[str, list[dict]] = {}
+        for rec in records:
+            by_id.setdefault(str(rec["id"]), []).append(rec)
+        for key, recs in by_id.items():
+            done.setdefault(key, recs)
+    return done
+
+
+def sort_records(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: (str(r["id"]), r.get("paraphrase_index") or 0))
+
+
+def write_records(path: Path, records: list[dict]) -> list[dict]:
+    """Write ``records`` ordered by (id, paraphrase index), atomically; returns them in that order."""
+    records = sort_records(records)
+    _atomic_write(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
+    return records
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def record_scores(records: list[dict]) -> dict[str, float]:
+    """Accuracy (0-1, from each record's ``correct``) and SQuAD EM / F1 (0-100) over ``records``; ``{}`` when the
+    records are not scored. Computed here, on one process, so resumed and new records count alike."""
+    if not records or any(r.get("correct") is None or not r.get("answers") for r in records):
+        return {}
+    from selfens_pl.metrics import SquadScores
+
+    squad = SquadScores(sync_on_compute=False)  # rank 0 alone: no collective
+    squad.update([r["prediction"] for r in records], [r["answers"] for r in records])
+    scores = squad.compute()
+    return {"accuracy": sum(bool(r["correct"]) for r in records) / len(records),
+            "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
 
 
 def format_table(summaries: list[dict]) -> str:
@@ -98,3 +275,46 @@ def format_table(summaries: list[dict]) -> str:
             f"{s.get('questions_per_s') or 0:8.2f}"
         )
     return "\n".join(lines)
+
+
+# -- checks the CLI runs before predicting -------------------------------------------------------------------------
+#: Config keys that may change between an interrupted run and its resumption (they do not change any answer).
+RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "limit"}}
+
+
+def check_resumable(output_dir: Path, config_yaml: str) -> None:
+    """One clear error when ``output_dir`` holds predictions made with another model, head or data set than
+    ``config_yaml`` (the config about to run), since resuming would mix them."""
+    import yaml
+
+    output_dir = Path(output_dir)
+    old_path = output_dir / "config.yaml"
+    has_predictions = (output_dir / PREDICTIONS).is_file() or any(output_dir.glob(PART_GLOB))
+    if not has_predictions or not old_path.is_file():
+        return
+    old, new = yaml.safe_load(old_path.read_text()) or {}, yaml.safe_load(config_yaml) or {}
+    changed = []
+    for section in ("model", "data"):
+        before, after = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if key not in RESUME_FREE_KEYS.get(section, ()) and before.get(key) != after.get(key):
+                changed.append(f"{section}.{key}")
+    if (old.get("trainer") or {}).get("precision") != (new.get("trainer") or {}).get("precision"):
+        changed.append("trainer.precision")
+    if changed:
+        raise ValueError(f"--output_dir {output_dir} holds predictions made with other settings "
+                         f"({', '.join('--' + c for c in changed)} differ from its config.yaml): pass "
+                         "--resume false to replace them, or another --output_dir")
+
+
+def check_strategy(strategy, pl_module=None) -> None:
+    """One clear error for a strategy predict cannot run with: predict runs a whole copy of the model in every
+    process (one device, or ``ddp`` / ``ddp_spawn`` / ``ddp_fork`` across devices). Strategies that shard the
+    weights (``fsdp``, ``deepspeed``, ``model_parallel``) are not supported: the decoder calls the Hugging Face model
+    directly with its own KV cache, outside the wrapper that would gather the shards."""
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+        name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
+        raise ValueError(f"--trainer.strategy={name} is not supported by predict, which keeps a whole model in "
+                         "every process: use --trainer.strategy ddp --trainer.devices N (or one device)")

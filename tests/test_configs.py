@@ -15,7 +15,9 @@ from selfens_pl.cli import build_cli
 from selfens_pl.data import ParaphraseDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_"))]
+CONFIGS = [p for p in ALL_CONFIGS if p not in TOOL_CONFIGS]  # LightningCLI configs (predict, or fit: finetune_*)
 
 
 def test_configs_exist():
@@ -32,7 +34,8 @@ def test_config_instantiates(path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs use paths relative to the repository root
     monkeypatch.setattr(sys, "argv", ["selfens_pl"])  # LightningCLI warns when pytest's own argv is present
     config = yaml.safe_load(path.read_text())
-    args = ["predict", "--config", str(path), "--model.model", str(tiny_model_dir)]
+    subcommand = "fit" if path.stem.startswith("finetune_") else "predict"
+    args = [subcommand, "--config", str(path), "--model.model", str(tiny_model_dir)]
     if config.get("trainer", {}).get("accelerator") == "gpu":
         args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true"]
     cli = build_cli(args, run=False)
@@ -49,6 +52,17 @@ def test_config_instantiates(path, tiny_model_dir, monkeypatch):
     assert cli.datamodule.groups is None  # setup (data loading) has not run
     assert cli.model.lm is None  # instantiation never calls configure_model
     assert cli.config["output_dir"] == f"outputs/{path.stem}"
+
+
+@pytest.mark.parametrize("path", TOOL_CONFIGS, ids=[p.stem for p in TOOL_CONFIGS])
+def test_tool_config_parses(path, monkeypatch):
+    """``paraphrase_*`` / ``confidence_*`` configs parse with their own command's parser (no model loaded)."""
+    import importlib
+
+    monkeypatch.chdir(ROOT)
+    tool = importlib.import_module(f"selfens_pl.{path.stem.split('_')[0]}")
+    config = tool.build_parser().parse_args(["--config", str(path)])
+    assert config.model == "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,138 @@
+"""Per-paraphrase confidences for the weighted fusion methods (``weighted_avg``, ``weighted_max``).
+
+    python -m selfens_pl confidence --config configs/confidence_webqa.yaml
+    python -m selfens_pl confidence --data.path outputs/paraphrases/smollm2-135m-instruct/webquestions-train.jsonl \\
+        --data.few_shot_source ../shared/data/webquestions/train.jsonl --num_samples 20
+
+For every paraphrase of every group (the data is read by :class:`~selfens_pl.data.ParaphraseDataModule`, so
+``--data.*`` takes the same flags as ``predict`` and the prompt is the one ``predict`` asks), the prompt is
+prefilled ONCE and its KV cache copied ``1 + num_samples`` times: row 0 decodes greedily (the answer ``predict``
+would give), rows ``1..M`` sample (``temperature``, ``top_p``; sample ``j`` of paraphrase ``k`` of record ``id``
+seeded by a hash of ``(seed, id, k, j)``, so it is the same whatever the batch). Every answer is the first line
+of its generation.
+
+Confidence of a paraphrase = the share of its ``M`` samples that agree with its greedy answer, where "agree" is
+``selfens_pl.metrics.is_match(sample, [greedy])``: the greedy answer's lemma sequence appears contiguously in the
+sample's -- the rule predictions are scored with, with the greedy answer as the gold alias (so "Juneau, Alaska"
+agrees with "Juneau", and an empty greedy answer agrees with nothing: confidence 0).
+
+Output: JSONL ``{id, confidences: [one per paraphrase, in paraphrase order], greedy: [...], settings: {...}}``, which
+:func:`selfens_pl.data.load_confidences` reads (``predict --data.confidences <file>``). Appended and flushed per
+batch; a rerun skips ids already written, drops a half-written last line, reuses a complete file, and refuses a
+file written with other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from selfens_pl.models import EMBEDDED_MODEL
+from selfens_pl.paraphrase import append_jsonl, load_decoder, resume_jsonl
+
+
+def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
+    """Seed of sample ``sample`` of paraphrase ``paraphrase`` of ``record_id`` (63 bits of a SHA-256)."""
+    digest = hashlib.sha256(f"{seed}/{record_id}/{paraphrase}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def agreement(greedy: str, samples: list[str]) -> float:
+    """Share of ``samples`` that match ``greedy`` under ``is_match(sample, [greedy])``."""
+    from selfens_pl.metrics import is_match
+
+    if not samples:
+        raise ValueError("agreement needs at least one sample")
+    return sum(is_match(s, [greedy]) for s in samples) / len(samples)
+
+
+def build_parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from selfens_pl.data import ParaphraseDataModule
+
+    parser = ArgumentParser(prog="python -m selfens_pl confidence",
+                            description="Per-paraphrase confidence: agreement of sampled answers with the greedy one.")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
+    parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
+                        help="Alias, smollm2-135m-instruct (embedded), local directory or hub id")
+    parser.add_class_arguments(ParaphraseDataModule, "data", help="The groups to score, exactly as predict's --data")
+    parser.add_argument("--num_samples", type=int, default=100, help="Sampled answers per paraphrase (M)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature")
+    parser.add_argument("--top_p", type=float, default=1.0, help="Nucleus sampling mass")
+    parser.add_argument("--max_new_tokens", type=int, default=20, help="Most tokens per answer")
+    parser.add_argument("--seed", type=int, default=42, help="Base seed of every sample")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="Paraphrase prompts per prefill; each becomes 1 + num_samples cached rows")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="Output JSONL (default outputs/confidence_<data.task>/confidences.jsonl)")
+    parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    m = cfg.num_samples
+    if m < 1 or cfg.batch_size < 1:
+        raise ValueError(f"--num_samples and --batch_size must be >= 1, got {m} and {cfg.batch_size}")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    data = instantiate(cfg).data
+    data.setup("predict")
+    groups, template = data.groups, data.template
+    output = Path(cfg.output or f"outputs/confidence_{data.hparams.task}/confidences.jsonl")
+    settings = {"model": cfg.model, "num_samples": m, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+    sizes = {g["id"]: len(g["paraphrases"]) for g in groups}
+
+    def check(number: int, rec: dict) -> None:
+        if rec.get("settings") != settings:
+            raise ValueError(f"{output}: line {number}: written with settings {rec.get('settings')}, this run uses "
+                             f"{settings}; use another --output or delete the file")
+        n = len(rec.get("confidences") or [])
+        if rec["id"] in sizes and n != sizes[rec["id"]]:
+            raise ValueError(f"{output}: line {number}: record {rec['id']!r} has {n} confidences for "
+                             f"{sizes[rec['id']]} paraphrases; use another --output or delete the file")
+
+    done = resume_jsonl(output, check, "confidence")
+    todo = [g for g in groups if g["id"] not in done]
+    if not todo:
+        print(f"[confidence] reused {output}: all {len(groups)} records already complete")
+        return output
+    if done:
+        print(f"[confidence] resuming {output}: {len(groups) - len(todo)} of {len(groups)} records done")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    from selfens_pl.heads.base import prompt_batch
+    from selfens_pl.prompts import PromptTokenizer
+    from selfens_pl.sampling import Sampler
+
+    start = time.perf_counter()
+    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)
+    sampler = Sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop="\n")
+    prompts = PromptTokenizer(decoder.tokenizer, template)
+    items = [(gi, k) for gi, g in enumerate(todo) for k in range(len(g["paraphrases"]))]
+    results: dict[int, list] = {gi: [None] * len(g["paraphrases"]) for gi, g in enumerate(todo)}
+    next_group = 0  # groups are written in order, as soon as all their paraphrases are scored
+    for first in range(0, len(items), cfg.batch_size):
+        chunk = items[first:first + cfg.batch_size]
+        seeds = [s for gi, k in chunk for s in [None] + [sample_seed(cfg.seed, todo[gi]["id"], k, j) for j in range(m)]]
+        batch = prompt_batch(decoder, prompts, [(todo[gi], todo[gi]["paraphrases"][k]) for gi, k in chunk])
+        gens = sampler.sample(batch, seeds, repeat=1 + m)
+        for i, (gi, k) in enumerate(chunk):
+            rows = gens[i * (1 + m):(i + 1) * (1 + m)]
+            greedy = rows[0].prediction
+            results[gi][k] = (agreement(greedy, [g.prediction for g in rows[1:]]), greedy)
+        finished = []
+        while next_group < len(todo) and all(r is not None for r in results[next_group]):
+            g = todo[next_group]
+            finished.append({"id": g["id"], "confidences": [c for c, _ in results[next_group]],
+                             "greedy": [a for _, a in results[next_group]], "settings": settings})
+            next_group += 1
+        append_jsonl(output, finished)
+        if finished:
+            print(f"[confidence] {len(groups) - len(todo) + next_group}/{len(groups)} records "
+                  f"({time.perf_counter() - start:.1f}s)", flush=True)
+    print(f"[confidence] wrote {len(todo)} records to {output} in {time.perf_counter() - start:.1f}s")
+    return output

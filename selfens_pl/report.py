@@ -1,0 +1,218 @@
+"""Compare predict runs: one markdown table (and a bar chart) from their output directories.
+
+    python -m selfens_pl report outputs/origin_webqa outputs/per_prompt_webqa outputs/avg_webqa
+    python -m selfens_pl report outputs/*_webqa --out docs/report.md --png docs/report.png
+
+Each directory is what ``predict`` wrote (``summary.json`` + ``predictions.jsonl``). The table has one row per run
+(method, model, n, accuracy, EM, F1, questions/s); a ``per_prompt`` run also gets the accuracy of each paraphrase
+index and the oracle, the share of questions that at least one paraphrase answers correctly (an upper bound for
+any rule that picks one paraphrase's answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfens_pl.writer import PREDICTIONS, SUMMARY
+
+ORACLE_LABEL = "oracle (any paraphrase)"
+
+
+@dataclass
+class Run:
+    """One output directory: its summary and, for per_prompt runs, accuracy by paraphrase index and the oracle."""
+
+    path: Path
+    summary: dict
+    records: list[dict]
+    per_paraphrase: dict[int, float] = field(default_factory=dict)  # index -> accuracy (0-1)
+    per_paraphrase_n: dict[int, int] = field(default_factory=dict)
+    oracle: float | None = None
+    oracle_n: int = 0
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method", "?"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+    return records
+
+
+def accuracy_by_paraphrase(records: list[dict]) -> tuple[dict[int, float], dict[int, int]]:
+    """``{paraphrase_index: accuracy}`` and ``{paraphrase_index: n}`` over scored records that have an index."""
+    hits: dict[int, list[bool]] = {}
+    for rec in records:
+        index = rec.get("paraphrase_index")
+        if index is None or rec.get("correct") is None:
+            continue
+        hits.setdefault(int(index), []).append(bool(rec["correct"]))
+    order = sorted(hits)
+    return {i: sum(hits[i]) / len(hits[i]) for i in order}, {i: len(hits[i]) for i in order}
+
+
+def oracle_accuracy(records: list[dict]) -> tuple[float | None, int]:
+    """Share of ids with at least one correct record (any paraphrase), and the number of ids."""
+    by_id: dict[str, bool] = {}
+    for rec in records:
+        if rec.get("correct") is None:
+            continue
+        key = str(rec["id"])
+        by_id[key] = by_id.get(key, False) or bool(rec["correct"])
+    if not by_id:
+        return None, 0
+    return sum(by_id.values()) / len(by_id), len(by_id)
+
+
+def load_run(directory: str | Path) -> Run:
+    """Read one predict output directory; one clear error naming it when a file is missing or inconsistent."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"report: {path}: no such output directory (run `python -m selfens_pl predict "
+                                f"--output_dir {path} ...` first)")
+    for name in (SUMMARY, PREDICTIONS):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"report: {path}: no {name} (an unfinished or failed predict run? rerun "
+                                    f"`python -m selfens_pl predict --output_dir {path} ...`)")
+    try:
+        summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"report: {path / SUMMARY}: not valid JSON ({exc.msg})") from None
+    if not isinstance(summary, dict) or "method" not in summary:
+        raise ValueError(f"report: {path / SUMMARY}: not a predict summary (no 'method')")
+    records = read_jsonl(path / PREDICTIONS)
+    expected = summary.get("records")
+    if expected is not None and expected != len(records):
+        raise ValueError(f"report: {path}: {SUMMARY} counts {expected} records but {PREDICTIONS} holds "
+                         f"{len(records)} (files from different runs?)")
+    run = Run(path, summary, records)
+    if run.method == "per_prompt":
+        run.per_paraphrase, run.per_paraphrase_n = accuracy_by_paraphrase(records)
+        run.oracle, run.oracle_n = oracle_accuracy(records)
+    return run
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{float(value):.{digits}f}"
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """The method, plus the directory name where two runs share a method."""
+    methods = [r.method for r in runs]
+    return [r.method if methods.count(r.method) == 1 else f"{r.method} ({r.path.name})" for r in runs]
+
+
+def markdown_table(runs: list[Run]) -> str:
+    """One row per run; a per_prompt run adds a row per paraphrase index and an oracle row beneath it."""
+    header = ["run", "method", "model", "n", "accuracy", "EM", "F1", "questions/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for run in runs:
+        s = run.summary
+        lines.append("| " + " | ".join([
+            run.path.name, run.method, str(s.get("model", "?")), str(s.get("n", "?")), _pct(s.get("accuracy")),
+            _num(s.get("exact_match")), _num(s.get("f1")), _num(s.get("questions_per_s"), 2),
+        ]) + " |")
+        for index, acc in run.per_paraphrase.items():
+            lines.append(f"| | per_prompt, paraphrase {index} | | {run.per_paraphrase_n[index]} | {_pct(acc)} "
+                         "| | | |")
+        if run.oracle is not None:
+            lines.append(f"| | {ORACLE_LABEL} | | {run.oracle_n} | {_pct(run.oracle)} | | | |")
+    return "\n".join(lines)
+
+
+def render_markdown(runs: list[Run]) -> str:
+    text = ["# selfens_pl report", "", markdown_table(runs), ""]
+    text.append("accuracy: lemma match (%); EM and F1: SQuAD scores (0-100); n: questions (for a paraphrase row, "
+                "its records). A per_prompt run's accuracy counts every paraphrase's answer; "
+                f"'{ORACLE_LABEL}': share of questions that at least one paraphrase answers correctly.")
+    text += ["", "runs: " + ", ".join(f"`{r.path}`" for r in runs), ""]
+    return "\n".join(text)
+
+
+def draw_chart(runs: list[Run], out: str | Path, title: str = "accuracy per method") -> Path:
+    """Bar chart of accuracy per run (a per_prompt run's oracle as a hatched extra bar), value on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, oracle = [], [], []
+    for label, run in zip(run_labels(runs), runs):
+        labels.append(label)
+        values.append(run.summary.get("accuracy"))
+        oracle.append(False)
+        if run.oracle is not None:
+            labels.append(f"{label}\n{ORACLE_LABEL}")
+            values.append(run.oracle)
+            oracle.append(True)
+    heights = [100 * (v or 0.0) for v in values]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 2.0), 4.8))
+    colours = ["#dd8452" if o else "#4c72b0" for o in oracle]
+    bars = ax.bar(range(len(labels)), heights, color=colours, edgecolor="black", width=0.6)
+    for bar, is_oracle in zip(bars, oracle):
+        if is_oracle:
+            bar.set_hatch("//")
+    for bar, value in zip(bars, values):
+        ax.annotate("n/a" if value is None else f"{100 * value:.1f}%",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=10)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=9)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, max(heights + [10.0]) * 1.18)
+    models = sorted({str(r.summary.get("model", "?")) for r in runs})
+    ns = sorted({str(r.summary.get("n", "?")) for r in runs})
+    ax.set_title(f"{title}\nmodel: {', '.join(models)}; n = {', '.join(ns)} questions")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m selfens_pl report", allow_abbrev=False,
+        description="Compare predict runs: a markdown table and a bar chart from their output directories.")
+    parser.add_argument("dirs", nargs="+", help="predict output directories (summary.json + predictions.jsonl)")
+    parser.add_argument("--out", default=None, help="markdown file to write (default: <first dir's parent>/report.md)")
+    parser.add_argument("--png", default=None, help="bar chart to write (default: --out with the suffix .png)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    runs = [load_run(d) for d in args.dirs]
+    out = Path(args.out) if args.out else Path(args.dirs[0]).parent / "report.md"
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    text = render_markdown(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    draw_chart(runs, png)
+    print(markdown_table(runs))
+    print(f"wrote {out} and {png}")
+    return out, png
+
+
+if __name__ == "__main__":
+    main()
