@@ -45,9 +45,10 @@ def dense_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return allowed(seg_q, seg_k, idx[:, None], idx[None, :])[:, None]
 
 
-def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False):
-    """``segment_ids [b, s]`` -> a FlexAttention ``BlockMask`` over ``[b, heads (broadcast), s, s]``.
+def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: int = 0):
+    """``segment_ids [b, s]`` -> a FlexAttention ``BlockMask`` over ``[b, heads (broadcast), s - q_offset, s]``.
 
+    ``q_offset``: the first ``q_offset`` keys are already in the KV cache (a shared prefix) and are not queries.
     Built once per batch and reused by every layer of the prefill.
     """
     from torch.nn.attention.flex_attention import create_block_mask
@@ -55,9 +56,10 @@ def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False):
     b, s = segment_ids.shape
 
     def mask_mod(batch, head, q_idx, kv_idx):
-        return allowed(segment_ids[batch, q_idx], segment_ids[batch, kv_idx], q_idx, kv_idx)
+        q = q_idx + q_offset
+        return allowed(segment_ids[batch, q], segment_ids[batch, kv_idx], q, kv_idx)
 
-    return create_block_mask(mask_mod, b, None, s, s, device=segment_ids.device, _compile=compile_mask)
+    return create_block_mask(mask_mod, b, None, s - q_offset, s, device=segment_ids.device, _compile=compile_mask)
 
 
 class FlexSettings:

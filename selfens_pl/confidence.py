@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.paraphrase import append_jsonl, load_decoder, resume_jsonl
+from selfens_pl.paraphrase import append_jsonl, load_decoder, pending_groups
 
 
 def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
@@ -95,14 +95,9 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(f"{output}: line {number}: record {rec['id']!r} has {n} confidences for "
                              f"{sizes[rec['id']]} paraphrases; use another --output or delete the file")
 
-    done = resume_jsonl(output, check, "confidence")
-    todo = [g for g in groups if g["id"] not in done]
+    todo = pending_groups(output, groups, check, "confidence")
     if not todo:
-        print(f"[confidence] reused {output}: all {len(groups)} records already complete")
         return output
-    if done:
-        print(f"[confidence] resuming {output}: {len(groups) - len(todo)} of {len(groups)} records done")
-    output.parent.mkdir(parents=True, exist_ok=True)
 
     from selfens_pl.heads.base import prompt_batch
     from selfens_pl.prompts import PromptTokenizer

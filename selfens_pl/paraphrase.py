@@ -158,6 +158,19 @@ def resume_jsonl(path: str | Path, check: Callable[[int, dict], None], tool: str
     return records
 
 
+def pending_groups(path: Path, groups: list[dict], check: Callable[[int, dict], None], tool: str) -> list[dict]:
+    """The groups ``path`` does not hold yet (after :func:`resume_jsonl`), announcing reuse or resumption; the
+    output folder exists afterwards."""
+    done = resume_jsonl(path, check, tool)
+    todo = [g for g in groups if g["id"] not in done]
+    if not todo:
+        print(f"[{tool}] reused {path}: all {len(groups)} records already complete")
+    elif done:
+        print(f"[{tool}] resuming {path}: {len(groups) - len(todo)} of {len(groups)} records done")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return todo
+
+
 def append_jsonl(path: str | Path, records: list[dict]) -> None:
     """Append ``records``, one JSON line each, in a single write, then flush to disk."""
     if not records:
@@ -246,14 +259,9 @@ def main(argv: list[str] | None = None) -> Path:
             raise ValueError(f"{output}: line {number}: record {rec['id']!r} has {n} paraphrases but "
                              f"--num_paraphrases={k} writes {k + 1} (original + {k}); use another --output")
 
-    done = resume_jsonl(output, check, "paraphrase")
-    todo = [g for g in groups if g["id"] not in done]
+    todo = pending_groups(output, groups, check, "paraphrase")
     if not todo:
-        print(f"[paraphrase] reused {output}: all {len(groups)} records already complete")
         return output
-    if done:
-        print(f"[paraphrase] resuming {output}: {len(groups) - len(todo)} of {len(groups)} records done")
-    output.parent.mkdir(parents=True, exist_ok=True)
 
     from selfens_pl.heads.base import prompt_batch
     from selfens_pl.prompts import PromptTemplate, PromptTokenizer

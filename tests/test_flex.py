@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from selfens_pl.attention import GENERATED, PAD, PREFIX, dense_mask
+from selfens_pl.decoding import GreedyDecoder
 from selfens_pl.heads import FlexFusion, OriginHead
 from selfens_pl.heads.base import rows_batch
 from selfens_pl.heads.flex import build_layout
@@ -74,9 +75,15 @@ def test_batched_equals_unbatched(tiny_lm, prompts, groups, layout, first_token)
     assert generations(batched) == generations(alone)
 
 
+@pytest.fixture
+def unshared(tiny_lm):
+    """A decoder that encodes every prefix inside its row (no KV sharing across the batch)."""
+    return GreedyDecoder(tiny_lm.lm, tiny_lm.tokenizer, max_new_tokens=8, stop=None, share_prefix=False)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_no_mask_row_fully_blocked_and_paraphrases_isolated(tiny_lm, prompts, groups, layout):
-    dec = tiny_lm.decoder
+def test_no_mask_row_fully_blocked_and_paraphrases_isolated(unshared, prompts, groups, layout):
+    dec = unshared
     batch = FlexFusion(layout=layout, backend="dense").build_batch(dec, prompts, groups)
     mask = batch.attention_mask[:, 0]  # [g, s, s]
     assert mask.any(-1).all(), "a fully blocked row makes softmax NaN"
@@ -93,16 +100,29 @@ def test_no_mask_row_fully_blocked_and_paraphrases_isolated(tiny_lm, prompts, gr
     assert gen_rows[:, 1:7].all() and not gen_rows[:, 0].any()
 
 
-def test_shared_prefix_is_encoded_once(tiny_lm, prompts, groups):
-    dec = tiny_lm.decoder
+def test_shared_prefix_is_encoded_once(tiny_lm, unshared, prompts, groups):
+    """Once per group inside its sequence, or once per batch when the decoder shares the prefix's KV cache."""
     p = len(prompts.prefix_ids)
     questions = sum(len(prompts.question_ids(x)) for g in groups for x in g["paraphrases"])
-    for layout, expected in (("shared_prefix", len(groups) * p + questions),
-                             ("concat", sum(len(g["paraphrases"]) for g in groups) * p + questions)):
+    cases = ((unshared, "shared_prefix", len(groups) * p + questions, 0),
+             (tiny_lm.decoder, "shared_prefix", p + questions, 1),
+             (unshared, "concat", sum(len(g["paraphrases"]) for g in groups) * p + questions, 0))
+    for dec, layout, expected, prefix_calls in cases:
         dec.stats.__init__()
         FlexFusion(layout=layout, backend="dense").generate(dec, prompts, groups)
         assert dec.stats.prompt_tokens == expected, layout
-        assert dec.stats.forward_calls <= dec.max_new_tokens  # one prefill, then one call per new token
+        assert dec.stats.forward_calls <= dec.max_new_tokens + prefix_calls  # prefill, then one call per token
+
+
+@pytest.mark.parametrize("backend", ["dense", "flex"])
+def test_batch_shared_prefix_equals_prefix_per_group(tiny_lm, unshared, prompts, groups, backend):
+    """Sharing the prefix's KV cache across the batch changes the cost, not the logits or the answers."""
+    head = FlexFusion(layout="shared_prefix", backend=backend, compile=False)
+    shared = tiny_lm.decoder.prefill(head.build_batch(tiny_lm.decoder, prompts, groups), tiny_lm.decoder.new_cache())
+    whole = unshared.prefill(head.build_batch(unshared, prompts, groups), unshared.new_cache())
+    torch.testing.assert_close(shared, whole, atol=1e-4, rtol=1e-4)
+    assert generations(head.generate(tiny_lm.decoder, prompts, groups)) == \
+        generations(head.generate(unshared, prompts, groups))
 
 
 def test_weighted_first_token_needs_confidences(tiny_lm, prompts, groups):

@@ -109,13 +109,19 @@ class FlexFusion(FusionHead):
         return self.backend
 
     def build_batch(self, decoder, prompts, groups) -> PrefillBatch:
-        """Lay out every group, left-pad to one length (a multiple of the flex block for ``flex``), build the mask."""
+        """Lay out every group, left-pad to one length (a multiple of the flex block for ``flex``), build the mask.
+
+        With ``shared_prefix`` and a decoder that shares prefixes, the prefix is encoded once for the whole batch
+        (its KV cache copied to every row) and the rows hold only the paraphrase segments; the mask then covers
+        ``[g, 1, s, p + s]``: queries are the row tokens, keys the prefix and the row tokens.
+        """
         device = decoder.device
         backend = self.resolve_backend(device)
         layouts = [build_layout(prompts, g["paraphrases"], self.layout, self.positions) for g in groups]
         for group, lay in zip(groups, layouts):
             check_context(decoder, lay.next_position, group["id"], what="fused sequence (highest position)")
-        width = max(len(lay.tokens) for lay in layouts)
+        p = len(prompts.prefix_ids) if self.layout == "shared_prefix" and decoder.share_prefix else 0
+        width = max(len(lay.tokens) - p for lay in layouts)
         if backend == "flex":  # bucket lengths so compiled kernels are reused across batches
             width = -(-width // FLEX_BLOCK) * FLEX_BLOCK
         g = len(groups)
@@ -125,25 +131,27 @@ class FlexFusion(FusionHead):
         positions = torch.zeros((g, width), dtype=torch.long)
         gather = torch.zeros((g, len(layouts[0].ends)), dtype=torch.long)
         for row, lay in enumerate(layouts):
-            off = width - len(lay.tokens)
-            input_ids[row, off:] = torch.tensor(lay.tokens)
-            segments[row, off:] = torch.tensor(lay.segments)
-            positions[row, off:] = torch.tensor(lay.positions)
-            gather[row] = torch.tensor(lay.ends) + off
-        segments, input_ids = segments.to(device), input_ids.to(device)
+            off = width - (len(lay.tokens) - p)
+            input_ids[row, off:] = torch.tensor(lay.tokens[p:])
+            segments[row, off:] = torch.tensor(lay.segments[p:])
+            positions[row, off:] = torch.tensor(lay.positions[p:])
+            gather[row] = torch.tensor(lay.ends) - p + off
+        # key-side segment ids: the shared prefix (in the cache) followed by the rows
+        keys = torch.cat([torch.full((g, p), PREFIX, dtype=torch.long), segments], dim=1).to(device)
         if backend == "flex":
             FlexSettings.compile = self.compile
-            mask = block_mask(segments, compile_mask=device.type == "cuda")
+            mask = block_mask(keys, compile_mask=device.type == "cuda", q_offset=p)
         else:
-            mask = dense_mask(segments)
+            mask = dense_mask(keys)[:, :, p:]
         batch = PrefillBatch(
-            input_ids=input_ids,
-            pad_mask=(segments != PAD).long(),
+            input_ids=input_ids.to(device),
+            pad_mask=(keys != PAD).long(),
             position_ids=positions.to(device),
             next_position=torch.tensor([lay.next_position for lay in layouts], device=device),
             gather=gather.to(device),
             attention_mask=mask,
             rows_per_group=1,
+            prefix_ids=torch.tensor(prompts.prefix_ids, dtype=torch.long, device=device) if p else None,
         )
         if self.fusion in WEIGHTED and self.first_token == "fused":
             batch.weights = confidence_weights(groups, self.fusion, device)
