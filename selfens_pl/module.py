@@ -31,6 +31,9 @@ class SelfEnsembleLM(LightningModule):
         trust_remote_code: bool = False,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+        lora_targets: list[str] | None = None,
     ):
         """
         Args:
@@ -45,6 +48,10 @@ class SelfEnsembleLM(LightningModule):
             trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
             learning_rate: AdamW learning rate for ``fit`` (fine-tuning on answer tokens with the head's layout).
             weight_decay: AdamW weight decay for ``fit``.
+            lora_rank: > 0 wraps the LM with LoRA adapters of this rank (needs ``peft``: ``pip install
+                selfens_pl[peft]``); only the adapters train. Use the same value to predict from such a checkpoint.
+            lora_alpha: LoRA scaling numerator.
+            lora_targets: Module names that get adapters (default: the attention projections q/k/v/o_proj).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["head"])
@@ -65,6 +72,8 @@ class SelfEnsembleLM(LightningModule):
         self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit's train loop switches it
             self.hparams.model, dtype=torch.get_default_dtype(), trust_remote_code=self.hparams.trust_remote_code
         )
+        if self.hparams.lora_rank:
+            self.lm = add_lora(self.lm, self.hparams.lora_rank, self.hparams.lora_alpha, self.hparams.lora_targets)
         self.decoder = GreedyDecoder(self.lm, self.tokenizer, self.hparams.max_new_tokens, self.hparams.stop,
                                      self.hparams.share_prefix)
 
@@ -136,3 +145,14 @@ class SelfEnsembleLM(LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+
+
+def add_lora(model, rank: int, alpha: float, targets: list[str] | None):
+    """Wrap ``model`` with LoRA adapters (peft); the base weights are frozen."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ValueError(f"--model.lora_rank={rank} needs peft: pip install 'selfens_pl[peft]'") from err
+    targets = targets or ["q_proj", "k_proj", "v_proj", "o_proj"]
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
+                                            task_type="CAUSAL_LM"))

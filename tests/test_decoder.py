@@ -85,3 +85,19 @@ def test_shared_prefix_cache_equals_full_prompts(tiny_lm, template, groups):
         a = head.generate(shared, prompts, groups)
         b = head.generate(whole, prompts, groups)
         assert [r["generation"] for r in a] == [r["generation"] for r in b], head.method
+
+
+def test_trainer_precision_sets_the_model_dtype(tiny_model_dir, tmp_path):
+    """dtype comes from the Trainer: ``bf16-true`` loads the LM in bfloat16 and predict runs in it."""
+    import lightning as L
+
+    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.module import SelfEnsembleLM
+
+    lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=3)
+    data = ParaphraseDataModule(limit=2, batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="bf16-true", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    records = trainer.predict(lm, data)
+    assert lm.lm.dtype == torch.bfloat16
+    assert len(records[0]) == 2 and all(isinstance(r["prediction"], str) for r in records[0])

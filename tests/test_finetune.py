@@ -57,3 +57,27 @@ def test_fit_lowers_loss_checkpoints_and_predict_loads_it(tiny_model_dir, tmp_pa
     assert not torch.allclose(saved[key], untrained_weight(tiny_model_dir, key))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 4 and summary["method"] == "flex_shared_prefix"
+
+
+def test_lora_fit_trains_only_adapters_and_predict_loads_them(tiny_model_dir, tmp_path):
+    import pytest
+
+    pytest.importorskip("peft")
+    root = tmp_path / "lora"
+    lora = ["--model.lora_rank", "4"]
+    fit = build_cli(["fit", "--model.model", str(tiny_model_dir), "--model.learning_rate", "1e-2", *lora, *COMMON,
+                     "--trainer.max_steps", "5", "--trainer.limit_val_batches", "0",
+                     "--trainer.default_root_dir", str(root)], run=False)
+    fit.datamodule.setup("fit")
+    fit.model.configure_model()
+    trainable = {n for n, p in fit.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in fit.model.named_parameters()}
+    fit.trainer.fit(fit.model, fit.datamodule)
+    changed = {n for n, p in fit.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable  # the base model is frozen
+    ckpt = sorted((root / "checkpoints").glob("*.ckpt"))[-1]
+    pred = build_cli(["predict", "--model.model", str(tiny_model_dir), *lora, *COMMON, "--data.limit", "2",
+                      "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "out")])
+    name = next(iter(changed))
+    torch.testing.assert_close(dict(pred.model.named_parameters())[name], dict(fit.model.named_parameters())[name])
