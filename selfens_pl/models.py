@@ -116,7 +116,5 @@ def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_
         attn_implementation=ATTN_IMPLEMENTATION,
         trust_remote_code=trust_remote_code,
     )
-    if not getattr(model.config, "is_decoder", True) and model.config.is_encoder_decoder:
-        raise ValueError(f"--model.model={name!r} is an encoder-decoder model; selfens_pl needs a causal LM")
     model.eval()
     return model, tokenizer

@@ -279,7 +279,8 @@ def format_table(summaries: list[dict]) -> str:
 
 # -- checks the CLI runs before predicting -------------------------------------------------------------------------
 #: Config keys that may change between an interrupted run and its resumption (they do not change any answer).
-RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "limit"}}
+RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "limit", "val_path", "val_split", "val_limit", "val_size"},
+                    "model": {"learning_rate", "weight_decay"}}
 
 
 def check_resumable(output_dir: Path, config_yaml: str) -> None:
@@ -296,11 +297,14 @@ def check_resumable(output_dir: Path, config_yaml: str) -> None:
     changed = []
     for section in ("model", "data"):
         before, after = old.get(section) or {}, new.get(section) or {}
-        for key in sorted(set(before) | set(after)):
+        # a key only one side has comes from another package version, whose default kept the old behaviour
+        for key in sorted(set(before) & set(after)):
             if key not in RESUME_FREE_KEYS.get(section, ()) and before.get(key) != after.get(key):
                 changed.append(f"{section}.{key}")
     if (old.get("trainer") or {}).get("precision") != (new.get("trainer") or {}).get("precision"):
         changed.append("trainer.precision")
+    if old.get("ckpt_path") != new.get("ckpt_path"):  # fine-tuned weights answer differently
+        changed.append("ckpt_path")
     if changed:
         raise ValueError(f"--output_dir {output_dir} holds predictions made with other settings "
                          f"({', '.join('--' + c for c in changed)} differ from its config.yaml): pass "
