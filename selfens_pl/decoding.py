@@ -77,6 +77,24 @@ class Generation:
         return self.text.strip().split("\n")[0].strip()
 
 
+def decoder_stack(model):
+    """The transformer body of a causal LM (embeddings + layers + final norm), without the LM head."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """``hidden [..., d]`` -> float32 logits ``[..., V]``: the LM head and the model's final logit soft-capping
+    (e.g. Gemma 2), as the model's own forward applies them."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def gathered_logits(model, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``hidden [r, s, d]`` at ``index [r, k]`` -> logits ``[r, k, V]``: only where needed, never the whole prompt."""
+    return lm_logits(model, torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
+
+
 def _cache_kwarg(model) -> str:
     """transformers 5.24 renamed ``past_key_values`` to ``cache``; support both."""
     params = inspect.signature(model.forward).parameters
@@ -95,7 +113,7 @@ class GreedyDecoder:
         self.stop = stop or None
         #: Encode the instruction + few-shot prefix once per batch and share its KV cache across rows.
         self.share_prefix = share_prefix
-        self.base = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        self.base = decoder_stack(model)
         self.lm_head = model.get_output_embeddings()
         self.cache_kw = _cache_kwarg(self.base)
         self.eos_ids = self._eos_ids()
@@ -115,12 +133,6 @@ class GreedyDecoder:
     @property
     def context_length(self) -> int | None:
         return getattr(self.model.config, "max_position_embeddings", None)
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``hidden [..., d] -> logits [..., V]`` in float32 (only where needed: never the whole prompt)."""
-        logits = self.lm_head(hidden).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         self.stats.forward_calls += 1
@@ -145,14 +157,13 @@ class GreedyDecoder:
             cache.batch_repeat_interleave(batch.input_ids.shape[0])
             self.stats.prompt_tokens -= (batch.input_ids.shape[0] - 1) * p
         hidden = self._forward(batch.input_ids, mask, batch.position_ids, cache)
-        index = batch.gather[..., None].expand(-1, -1, hidden.shape[-1])
-        return self._logits(torch.gather(hidden, 1, index))
+        return gathered_logits(self.model, hidden, batch.gather)
 
     @torch.inference_mode()
     def decode_one_token(self, cache, tokens: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor):
         """Feed ``tokens [r]`` at ``positions [r]`` (``pad_mask [r, past+1]``). Returns logits ``[r, V]``."""
         hidden = self._forward(tokens[:, None], pad_mask, positions[:, None], cache)
-        return self._logits(hidden[:, -1])
+        return lm_logits(self.model, hidden[:, -1])
 
     def _stopped(self, gen: Generation, token: int) -> bool:
         if token in self.eos_ids:

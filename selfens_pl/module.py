@@ -97,10 +97,8 @@ class SelfEnsembleLM(LightningModule):
         return records
 
     def score(self, records: list[dict]) -> None:
+        require_answers(records, "(give answers, or run with --model.score=false)")
         for rec in records:
-            if not rec.get("answers"):
-                raise ValueError(f"record {rec['id']!r} has no answers to score against "
-                                 "(give answers, or run with --model.score=false)")
             rec["correct"] = self.accuracy.match(rec["prediction"], rec["answers"])
         predictions = [r["prediction"] for r in records]
         answers = [r["answers"] for r in records]
@@ -132,9 +130,7 @@ class SelfEnsembleLM(LightningModule):
     def validation_step(self, batch: dict, batch_idx: int = 0) -> None:
         """Generate with the head exactly as predict does and score with the same lemma-match rule."""
         records = self.answer(batch["groups"], batch["template"])
-        for rec in records:
-            if not rec.get("answers"):
-                raise ValueError(f"record {rec['id']!r} has no answers to validate against")
+        require_answers(records, "(validation data needs answers)")
         self.val_accuracy.update([r["prediction"] for r in records], [r["answers"] for r in records])
         self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(records))
 
@@ -145,6 +141,13 @@ class SelfEnsembleLM(LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+
+
+def require_answers(records: list[dict], hint: str) -> None:
+    """One clear error naming the first record that has no gold answers to score against."""
+    for rec in records:
+        if not rec.get("answers"):
+            raise ValueError(f"record {rec['id']!r} has no answers to score against {hint}")
 
 
 def add_lora(model, rank: int, alpha: float, targets: list[str] | None):

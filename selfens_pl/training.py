@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from selfens_pl.attention import GENERATED, PAD, dense_mask
+from selfens_pl.decoding import decoder_stack, gathered_logits
 from selfens_pl.heads import FlexFusion, LogitFusion, PerPromptHead
 from selfens_pl.heads.base import confidence_weights
 from selfens_pl.heads.flex import build_layout
@@ -42,8 +43,7 @@ def _pack(sequences, device):
 
 
 def _hidden(model, ids, seg, pos):
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-    return base(input_ids=ids, attention_mask=dense_mask(seg), position_ids=pos, use_cache=False).last_hidden_state
+    return decoder_stack(model)(input_ids=ids, attention_mask=dense_mask(seg), position_ids=pos, use_cache=False).last_hidden_state
 
 
 def _labels(answers: list[list[int]], device) -> torch.Tensor:
@@ -52,12 +52,6 @@ def _labels(answers: list[list[int]], device) -> torch.Tensor:
     for g, a in enumerate(answers):
         labels[g, : len(a)] = torch.tensor(a)
     return labels.to(device)
-
-
-def _gather_logits(model, hidden, index):
-    """``hidden [r, s, d]``, ``index [r, a]`` -> logits ``[r, a, V]``."""
-    picked = torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-    return model.get_output_embeddings()(picked).float()
 
 
 def _loss(scores: torch.Tensor, labels: torch.Tensor, probabilities: bool) -> torch.Tensor:
@@ -88,7 +82,7 @@ def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str |
     # the logits at (last prompt token + j) predict answer token j; positions past a row's answer are clamped
     index = torch.tensor([[width - len(t) + min(p - 1 + j, len(t) - 1) for j in range(a_max)]
                           for (t, _, _), (p, _) in zip(rows, row_answers)], device=device)
-    logits = _gather_logits(model, _hidden(model, ids, seg, pos), index)  # [r, a, V]
+    logits = gathered_logits(model, _hidden(model, ids, seg, pos), index)  # [r, a, V]
     if not fused:
         return _loss(logits, _labels([a for _, a in row_answers], device), probabilities=False)
     n = len(groups[0]["paraphrases"])
@@ -115,7 +109,7 @@ def _flex_loss(model, head: FlexFusion, prompts, groups, answers, device) -> tor
     offsets = [width - len(t) for t, _, _ in seqs]
     seg_ends = torch.tensor([[o + e for e in es] for o, es in zip(offsets, ends)], device=device)
     weights = confidence_weights(groups, head.fusion, device) if head.fusion in WEIGHTED else None
-    first = head.fuse_first(_gather_logits(model, hidden, seg_ends), weights)  # [g, V]
+    first = head.fuse_first(gathered_logits(model, hidden, seg_ends), weights)  # [g, V]
     probabilities = head.fusion == "max" and head.first_token == "fused"
     a_max = max(len(a) for a in answers)
     labels = _labels(answers, device)
@@ -125,7 +119,7 @@ def _flex_loss(model, head: FlexFusion, prompts, groups, answers, device) -> tor
     # answer token j >= 1 is predicted at the position of answer token j-1 (a generated token: it sees everything)
     index = torch.tensor([[o + min(s + j, len(t) - 1) for j in range(a_max - 1)]
                           for o, s, (t, _, _) in zip(offsets, starts, seqs)], device=device)
-    rest = _gather_logits(model, hidden, index)
+    rest = gathered_logits(model, hidden, index)
     n_first, n_rest = 1 * len(groups), int((labels[:, 1:] != -100).sum())
     rest_loss = _loss(rest, labels[:, 1:], probabilities=False)
     return (loss * n_first + rest_loss * n_rest) / (n_first + n_rest)
