@@ -17,11 +17,11 @@ from selfens_pl.writer import PredictionWriter, check_resumable, check_strategy
 
 #: Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
 TOOLS = {
-    "mask": "selfens_pl.mask_plot:main",
-    "paraphrase": "selfens_pl.paraphrase:main",
-    "confidence": "selfens_pl.confidence:main",
-    "report": "selfens_pl.report:main",
-    "ask": "selfens_pl.ask:main",
+    "mask": "selfens_pl.commands.mask:main",
+    "paraphrase": "selfens_pl.commands.paraphrase:main",
+    "confidence": "selfens_pl.commands.confidence:main",
+    "report": "selfens_pl.commands.report:main",
+    "ask": "selfens_pl.commands.ask:main",
 }
 
 

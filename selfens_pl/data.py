@@ -26,7 +26,7 @@ from selfens_pl.sources import (
     split_facts,
     webqa_groups,
 )
-from selfens_pl.sources.webqa import check_record, check_str, check_str_list, read_records
+from selfens_pl.records import check_record, check_str, check_str_list, read_records
 
 DEMO = "demo"
 

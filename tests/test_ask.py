@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfens_pl.ask import main
+from selfens_pl.commands.ask import main
 from selfens_pl.cli import main as cli_main
 
 QUESTION = "what language do people speak in costa rica?"

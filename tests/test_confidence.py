@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfens_pl import confidence
-from selfens_pl.confidence import agreement, sample_seed
+from selfens_pl.commands import confidence
+from selfens_pl.commands.confidence import agreement, sample_seed
 from selfens_pl.data import ParaphraseDataModule, demo_few_shot, demo_path, load_confidences
 from selfens_pl.decoding import GreedyDecoder, no_fusion
 from selfens_pl.heads import LogitFusion

@@ -60,7 +60,7 @@ def test_tool_config_parses(path, monkeypatch):
     import importlib
 
     monkeypatch.chdir(ROOT)
-    tool = importlib.import_module(f"selfens_pl.{path.stem.split('_')[0]}")
+    tool = importlib.import_module(f"selfens_pl.commands.{path.stem.split('_')[0]}")
     config = tool.build_parser().parse_args(["--config", str(path)])
     assert config.model == "smollm2-135m-instruct"
 

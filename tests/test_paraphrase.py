@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfens_pl import paraphrase
+from selfens_pl.commands import paraphrase
 from selfens_pl.data import ParaphraseDataModule, load_groups
 from selfens_pl.decoding import GreedyDecoder, no_fusion
 from selfens_pl.heads.base import rows_batch
-from selfens_pl.paraphrase import find_bad, first_line, paraphrase_groups
+from selfens_pl.commands.paraphrase import find_bad, first_line, paraphrase_groups
 from selfens_pl.prompts import PromptTokenizer
 from selfens_pl.sampling import Sampler, sample_from_logits
 from selfens_pl.sources import load_webqa, webqa_groups

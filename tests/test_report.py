@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selfens_pl.cli import main as cli_main
-from selfens_pl.report import ORACLE_LABEL, accuracy_by_paraphrase, load_run, main, oracle_accuracy
+from selfens_pl.commands.report import ORACLE_LABEL, accuracy_by_paraphrase, load_run, main, oracle_accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

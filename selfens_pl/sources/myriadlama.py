@@ -7,7 +7,7 @@ import hashlib
 import os
 import random
 
-from .webqa import check_record, check_str, check_str_list, read_records, record_error
+from selfens_pl.records import check_record, check_str, check_str_list, read_records, record_error
 
 MASK = "[MASK]"
 

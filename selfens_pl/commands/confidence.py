@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.paraphrase import append_jsonl, load_decoder, pending_groups
+from selfens_pl.commands.paraphrase import append_jsonl, load_decoder, pending_groups
 
 
 def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from selfens_pl.attention import GENERATED, PREFIX
 from selfens_pl.heads.flex import mask_for_picture
-from selfens_pl.mask_plot import draw_mask, main
+from selfens_pl.commands.mask import draw_mask, main
 from selfens_pl.prompts import PromptTokenizer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ and the group is answered by ``origin``, ``per_prompt`` (each paraphrase on its 
 ``max``, and FlexFusion ``concat`` and ``shared_prefix`` (dense attention backend on CPU, ``auto`` otherwise), then
 a table method -> answer is printed. ``--paraphrases`` with no values asks the question alone (every method then
 answers as ``origin`` does). Without ``--paraphrases`` the model writes ``--num_paraphrases`` of them itself, with the
-paraphrase tool's method (:func:`selfens_pl.paraphrase.paraphrase_groups`: seeded sampling, empty or duplicate
+paraphrase tool's method (:func:`selfens_pl.commands.paraphrase.paraphrase_groups`: seeded sampling, empty or duplicate
 paraphrases regenerated with new seeds).
 """
 
@@ -59,7 +59,7 @@ def generate_paraphrases(decoder, question: str, k: int, seed: int = 42, tempera
     """``k`` paraphrases of ``question`` sampled with ``decoder``'s model (the paraphrase tool's prompt and retry
     rule); returns ``(paraphrases, issues)``, the question itself not included."""
     from selfens_pl.heads.base import prompt_batch
-    from selfens_pl.paraphrase import PARAPHRASE_FEW_SHOT, PARAPHRASE_INSTRUCTION, paraphrase_groups
+    from selfens_pl.commands.paraphrase import PARAPHRASE_FEW_SHOT, PARAPHRASE_INSTRUCTION, paraphrase_groups
     from selfens_pl.prompts import PromptTemplate, PromptTokenizer
     from selfens_pl.sampling import Sampler
 
