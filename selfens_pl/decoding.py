@@ -15,15 +15,11 @@ from typing import Callable
 
 import torch
 
-#: ``fuse(logits [g, n, V], weights [g, n] | None) -> [g, V]``
-FuseFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+from selfens_pl.fusion import no_fusion  # noqa: F401  (re-exported: the heads' and tests' import)
 
-
-def no_fusion(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``[g, 1, V] -> [g, V]``: each group has exactly one row."""
-    if logits.shape[1] != 1:
-        raise ValueError(f"no_fusion expects one row per group, got {logits.shape[1]}")
-    return logits[:, 0]
+#: ``fuse(logits [g, n, V], weights [g, n] | None, valid [g, n] | None) -> [g, V]`` log-scores
+#: (:mod:`selfens_pl.fusion`).
+FuseFn = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass
@@ -40,6 +36,8 @@ class PrefillBatch:
         rows_per_group: ``n``; rows ``g*n .. g*n+n-1`` form group ``g``.
         weights: ``[g, n*k]`` fusion weights for the first token, ``None`` for unweighted rules.
         step_weights: ``[g, n]`` fusion weights for later tokens.
+        valid: ``[g, n*k]`` bool, False where a ragged group was padded (first token); ``None``: all real.
+        step_valid: ``[g, n]`` the same for later tokens.
         prefix_ids: ``[p]`` tokens every row starts with, encoded once and shared through the KV cache; then
             ``input_ids`` holds only what follows it, ``position_ids`` count from ``p`` and ``pad_mask`` is
             ``[r, p + s]`` (prefix columns included).
@@ -54,6 +52,8 @@ class PrefillBatch:
     rows_per_group: int = 1
     weights: torch.Tensor | None = None
     step_weights: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    step_valid: torch.Tensor | None = None
     prefix_ids: torch.Tensor | None = None
 
 
@@ -183,10 +183,11 @@ class GreedyDecoder:
         groups = rows // n
         cache = self.new_cache()
         logits = self.prefill(batch, cache)  # [r, k, V]
-        fused = fuse_first(logits.reshape(groups, -1, logits.shape[-1]), batch.weights)  # [g, V]
+        fused = fuse_first(logits.reshape(groups, -1, logits.shape[-1]), batch.weights, batch.valid)  # [g, V]
         gens = [Generation() for _ in range(groups)]
         active = torch.arange(groups, device=self.device)  # original index of each live group
-        pad_mask, positions, step_weights = batch.pad_mask, batch.next_position, batch.step_weights
+        pad_mask, positions = batch.pad_mask, batch.next_position
+        step_weights, step_valid = batch.step_weights, batch.step_valid
         for step in range(self.max_new_tokens):
             tokens = fused.argmax(-1)  # [g_live]
             keep = [i for i, t in enumerate(tokens.tolist()) if not self._stopped(gens[int(active[i])], t)]
@@ -199,10 +200,11 @@ class GreedyDecoder:
                 active, tokens = active[live], tokens[live]
                 pad_mask, positions = pad_mask[row_idx], positions[row_idx]
                 step_weights = None if step_weights is None else step_weights[live]
+                step_valid = None if step_valid is None else step_valid[live]
             pad_mask = torch.cat([pad_mask, pad_mask.new_ones(pad_mask.shape[0], 1)], dim=1)
             step_logits = self.decode_one_token(cache, tokens.repeat_interleave(n), positions, pad_mask)
             positions = positions + 1
-            fused = fuse_step(step_logits.reshape(len(active), n, -1), step_weights)
+            fused = fuse_step(step_logits.reshape(len(active), n, -1), step_weights, step_valid)
         return gens
 
 

@@ -21,7 +21,7 @@ from selfens_pl.decoding import decoder_stack, gathered_logits
 from selfens_pl.heads import FlexFusion, LogitFusion, PerPromptHead
 from selfens_pl.heads.base import confidence_weights
 from selfens_pl.heads.flex import build_layout
-from selfens_pl.heads.logit import WEIGHTED, fuse_logits
+from selfens_pl.fusion import WEIGHTED, fuse_logits
 
 
 def answer_ids(tokenizer, group: dict, stop: str | None) -> list[int]:
@@ -54,15 +54,20 @@ def _labels(answers: list[list[int]], device) -> torch.Tensor:
     return labels.to(device)
 
 
-def _loss(scores: torch.Tensor, labels: torch.Tensor, probabilities: bool) -> torch.Tensor:
-    """Cross-entropy of fused ``scores [g, a, V]``; ``max`` fuses probabilities, which are renormalised first."""
-    logp = torch.log(scores / scores.sum(-1, keepdim=True)).clamp(min=-1e4) if probabilities else scores.log_softmax(-1)
+def _loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of fused log-scores ``[g, a, V]`` (:mod:`selfens_pl.fusion`: the distribution is their softmax;
+    ``max`` can hold ``log 0``, clamped so an unreachable label costs a large finite loss)."""
+    logp = scores.log_softmax(-1).clamp(min=-1e4)
     return F.nll_loss(logp.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
 def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str | None) -> torch.Tensor:
     """Mean cross-entropy of the head's fused prediction of each gold answer token."""
     head.check_groups(groups)
+    if isinstance(head, (LogitFusion, FlexFusion)) and len({len(g["paraphrases"]) for g in groups}) > 1:
+        raise ValueError(f"fit with --model.head={type(head).__name__} needs groups of equal size (record "
+                         f"{groups[0]['id']!r} has {len(groups[0]['paraphrases'])} paraphrases, others differ): set "
+                         "--data.num_paraphrases")
     device = model.get_output_embeddings().weight.device
     answers = [answer_ids(tokenizer, g, stop) for g in groups]
     if isinstance(head, FlexFusion):
@@ -84,7 +89,7 @@ def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str |
                           for (t, _, _), (p, _) in zip(rows, row_answers)], device=device)
     logits = gathered_logits(model, _hidden(model, ids, seg, pos), index)  # [r, a, V]
     if not fused:
-        return _loss(logits, _labels([a for _, a in row_answers], device), probabilities=False)
+        return _loss(logits, _labels([a for _, a in row_answers], device))
     n = len(groups[0]["paraphrases"])
     g, a, v = len(groups), a_max, logits.shape[-1]
     per_position = logits.reshape(g, n, a, v).transpose(1, 2).reshape(g * a, n, v)
@@ -92,7 +97,7 @@ def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str |
     if head.fusion in WEIGHTED:
         weights = confidence_weights(groups, head.fusion, device).repeat_interleave(a, dim=0)
     scores = fuse_logits(per_position, head.fusion, weights).reshape(g, a, v)
-    return _loss(scores, _labels(answers, device), probabilities=head.fusion == "max")
+    return _loss(scores, _labels(answers, device))
 
 
 def _flex_loss(model, head: FlexFusion, prompts, groups, answers, device) -> torch.Tensor:
@@ -110,10 +115,9 @@ def _flex_loss(model, head: FlexFusion, prompts, groups, answers, device) -> tor
     seg_ends = torch.tensor([[o + e for e in es] for o, es in zip(offsets, ends)], device=device)
     weights = confidence_weights(groups, head.fusion, device) if head.fusion in WEIGHTED else None
     first = head.fuse_first(gathered_logits(model, hidden, seg_ends), weights)  # [g, V]
-    probabilities = head.fusion == "max" and head.first_token == "fused"
     a_max = max(len(a) for a in answers)
     labels = _labels(answers, device)
-    loss = _loss(first[:, None], labels[:, :1], probabilities)
+    loss = _loss(first[:, None], labels[:, :1])
     if a_max == 1:
         return loss
     # answer token j >= 1 is predicted at the position of answer token j-1 (a generated token: it sees everything)
@@ -121,5 +125,5 @@ def _flex_loss(model, head: FlexFusion, prompts, groups, answers, device) -> tor
                           for o, s, (t, _, _) in zip(offsets, starts, seqs)], device=device)
     rest = gathered_logits(model, hidden, index)
     n_first, n_rest = 1 * len(groups), int((labels[:, 1:] != -100).sum())
-    rest_loss = _loss(rest, labels[:, 1:], probabilities=False)
+    rest_loss = _loss(rest, labels[:, 1:])
     return (loss * n_first + rest_loss * n_rest) / (n_first + n_rest)

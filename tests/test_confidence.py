@@ -15,7 +15,7 @@ from selfens_pl.data import ParaphraseDataModule, demo_few_shot, demo_path, load
 from selfens_pl.decoding import GreedyDecoder, no_fusion
 from selfens_pl.heads import LogitFusion
 from selfens_pl.heads.base import prompt_batch
-from selfens_pl.heads.logit import fuse_logits
+from selfens_pl.fusion import fuse_logits
 from selfens_pl.prompts import PromptTokenizer
 from selfens_pl.sampling import Sampler
 

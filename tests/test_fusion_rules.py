@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.heads.logit import fuse_logits
+from selfens_pl.fusion import fuse_logits
 
 # one group, three paraphrases, vocabulary of four tokens
 LOGITS = torch.tensor([[[4.0, 0.0, 0.0, 0.0],
@@ -23,7 +23,8 @@ def test_avg_is_the_mean_of_raw_logits():
 def test_max_is_the_max_of_softmax_probabilities():
     fused = fuse_logits(LOGITS, "max")
     expected = LOGITS.softmax(-1).amax(dim=1)
-    torch.testing.assert_close(fused, expected)
+    torch.testing.assert_close(fused, expected.log())  # log-scores: softmax(fused) = expected, renormalised
+    torch.testing.assert_close(fused.softmax(-1), expected / expected.sum(-1, keepdim=True))
     assert fused.argmax(-1).item() == 0  # the single most peaked distribution wins under max
 
 
@@ -61,3 +62,23 @@ def test_weighted_without_weights_is_an_error(method):
 def test_unknown_method_names_the_flag():
     with pytest.raises(ValueError, match="method"):
         fuse_logits(LOGITS, "median")
+
+
+@pytest.mark.parametrize("method", ["avg", "max", "weighted_avg", "weighted_max"])
+def test_padding_rows_never_count(method):
+    """A ragged group padded to n rows fuses exactly as the unpadded group, whatever the padding rows hold."""
+    junk = torch.tensor([[[0.0, 0.0, 0.0, 50.0]]])  # a padding row that would win any rule if it counted
+    padded = torch.cat([LOGITS, junk], dim=1)  # [1, 4, 4]
+    valid = torch.tensor([[True, True, True, False]])
+    w, w_padded = WEIGHTS, torch.cat([WEIGHTS, torch.tensor([[5.0]])], dim=1)
+    torch.testing.assert_close(fuse_logits(padded, method, w_padded, valid), fuse_logits(LOGITS, method, w))
+
+
+def test_token_logprob_is_the_fused_distribution():
+    from selfens_pl.fusion import token_logprob
+
+    for method in ("avg", "max"):
+        scores = fuse_logits(LOGITS, method)
+        token = scores.argmax(-1)
+        expected = scores.softmax(-1)[0, token].log()
+        torch.testing.assert_close(token_logprob(scores, token), expected)

@@ -1,8 +1,9 @@
 """Fusion heads: how the paraphrases of a group become one answer (chosen in YAML by ``class_path``)."""
 
+from selfens_pl.fusion import fuse_logits
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.flex import FlexFusion
-from selfens_pl.heads.logit import LogitFusion, fuse_logits
+from selfens_pl.heads.logit import LogitFusion
 from selfens_pl.heads.origin import OriginHead
 from selfens_pl.heads.per_prompt import PerPromptHead
 

@@ -24,27 +24,15 @@ class FusionHead(nn.Module):
 
     #: Name written to outputs and summaries.
     method: str = "base"
-    #: Whether every group of a batch must have the same number of paraphrases.
-    needs_equal_groups: bool = False
 
     def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
         raise NotImplementedError
 
-    def check_groups(self, groups: list[dict], flag: str = "--model.head") -> None:
-        """One clear error naming the record for input this head cannot answer."""
+    def check_groups(self, groups: list[dict]) -> None:
+        """One clear error naming the record for input this head cannot answer. Groups may differ in size."""
         for group in groups:
             if not group.get("paraphrases"):
                 raise ValueError(f"record {group.get('id')!r}: empty paraphrase list")
-        if self.needs_equal_groups:
-            sizes = {len(g["paraphrases"]) for g in groups}
-            if len(sizes) > 1:
-                first = groups[0]
-                odd = next(g for g in groups if len(g["paraphrases"]) != len(first["paraphrases"]))
-                raise ValueError(
-                    f"{flag}={self.method} fuses groups of equal size, but record {odd['id']!r} has "
-                    f"{len(odd['paraphrases'])} paraphrases and record {first['id']!r} has "
-                    f"{len(first['paraphrases'])}; set --data.num_paraphrases to cut every group to one size"
-                )
 
     def record(self, group: dict, gen: Generation, paraphrase_index: int | None, paraphrases: list[str]) -> dict:
         return {
@@ -104,8 +92,10 @@ def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[t
     return rows_batch(decoder, [prompts.prompt_ids(p) for _, p in items], rows_per_group)
 
 
-def confidence_weights(groups: list[dict], method: str, device) -> torch.Tensor:
-    """``[g, n]`` float weights from each group's ``confidences``, or a ValueError naming the record."""
+def confidence_weights(groups: list[dict], method: str, device, n: int | None = None) -> torch.Tensor:
+    """``[g, n]`` float weights from each group's ``confidences`` (padded with 0 to ``n`` for ragged groups), or a
+    ValueError naming the record."""
+    n = n or max(len(g["paraphrases"]) for g in groups)
     weights = []
     for group in groups:
         conf = group.get("confidences")
@@ -115,5 +105,8 @@ def confidence_weights(groups: list[dict], method: str, device) -> torch.Tensor:
                 f"(got {None if conf is None else len(conf)} for {len(group['paraphrases'])} paraphrases); "
                 "run `python -m selfens_pl confidence` or point --data.confidences at a confidence file"
             )
-        weights.append([float(c) for c in conf])
+        if method == "weighted_avg" and sum(conf) <= 0:
+            raise ValueError(f"record {group['id']!r}: method=weighted_avg: the confidences sum to 0; weights "
+                             "cannot be normalised")
+        weights.append([float(c) for c in conf] + [0.0] * (n - len(conf)))
     return torch.tensor(weights, dtype=torch.float32, device=device)

@@ -23,9 +23,10 @@ from typing import Literal
 import torch
 
 from selfens_pl.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
-from selfens_pl.decoding import PrefillBatch, no_fusion, pad_token_id
+from selfens_pl.decoding import PrefillBatch, pad_token_id
+from selfens_pl.fusion import RULES, WEIGHTED, FusionMethod, fuse_logits, no_fusion
 from selfens_pl.heads.base import FusionHead, check_context, confidence_weights
-from selfens_pl.heads.logit import WEIGHTED, FusionMethod, fuse_logits
+from selfens_pl.heads.logit import group_valid
 
 
 @dataclass
@@ -68,8 +69,6 @@ def build_layout(prompts, paraphrases: list[str], layout: str, positions: str) -
 class FlexFusion(FusionHead):
     """Attention-level fusion with a FlexAttention block mask (``flex``) or the same mask dense through SDPA."""
 
-    needs_equal_groups = True
-
     def __init__(
         self,
         layout: Literal["concat", "shared_prefix"] = "concat",
@@ -92,7 +91,7 @@ class FlexFusion(FusionHead):
         super().__init__()
         choices = {"layout": (layout, ("concat", "shared_prefix")), "positions": (positions, ("aligned", "sequential")),
                    "first_token": (first_token, ("fused", "last_segment")), "backend": (backend, ("auto", "flex", "dense")),
-                   "fusion": (fusion, ("avg", "max", *WEIGHTED))}
+                   "fusion": (fusion, RULES)}
         for flag, (value, allowed_values) in choices.items():
             if value not in allowed_values:
                 raise ValueError(f"--model.head.init_args.{flag}={value!r}: choose one of {', '.join(allowed_values)}")
@@ -129,13 +128,15 @@ class FlexFusion(FusionHead):
         input_ids = torch.full((g, width), pad, dtype=torch.long)
         segments = torch.full((g, width), PAD, dtype=torch.long)
         positions = torch.zeros((g, width), dtype=torch.long)
-        gather = torch.zeros((g, len(layouts[0].ends)), dtype=torch.long)
+        k = max(len(lay.ends) for lay in layouts)  # ragged groups: repeat the last end, masked out by ``valid``
+        gather = torch.zeros((g, k), dtype=torch.long)
         for row, lay in enumerate(layouts):
             off = width - (len(lay.tokens) - p)
             input_ids[row, off:] = torch.tensor(lay.tokens[p:])
             segments[row, off:] = torch.tensor(lay.segments[p:])
             positions[row, off:] = torch.tensor(lay.positions[p:])
-            gather[row] = torch.tensor(lay.ends) - p + off
+            ends = lay.ends + lay.ends[-1:] * (k - len(lay.ends))
+            gather[row] = torch.tensor(ends) - p + off
         # key-side segment ids: the shared prefix (in the cache) followed by the rows
         keys = torch.cat([torch.full((g, p), PREFIX, dtype=torch.long), segments], dim=1).to(device)
         if backend == "flex":
@@ -153,15 +154,19 @@ class FlexFusion(FusionHead):
             rows_per_group=1,
             prefix_ids=torch.tensor(prompts.prefix_ids, dtype=torch.long, device=device) if p else None,
         )
+        if any(len(lay.ends) < k for lay in layouts):
+            batch.valid = group_valid(groups, k, device)
         if self.fusion in WEIGHTED and self.first_token == "fused":
-            batch.weights = confidence_weights(groups, self.fusion, device)
+            batch.weights = confidence_weights(groups, self.fusion, device, k)
         return batch
 
-    def fuse_first(self, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """``logits [g, N, V]`` at each paraphrase's final token -> ``[g, V]``."""
+    def fuse_first(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
+                   valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits [g, N, V]`` at each paraphrase's final token -> ``[g, V]`` log-scores. With ragged groups the
+        last slot of a short group repeats its last paraphrase, so ``last_segment`` reads the right one."""
         if self.first_token == "last_segment":
             return logits[:, -1]
-        return fuse_logits(logits, self.fusion, weights)
+        return fuse_logits(logits, self.fusion, weights, valid)
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)

@@ -1,71 +1,52 @@
 """``LogitFusion``: decode all paraphrases of a group together and fuse their next-token distributions.
 
-Rules (the seed's semantics), on ``logits [g, n, V]`` and confidences ``w [g, n]``:
-
-* ``avg``: mean of the raw logits over the ``n`` paraphrases;
-* ``max``: max over paraphrases of the softmax probabilities;
-* ``weighted_avg``: ``sum_i w_i / sum_j w_j * logits_i``;
-* ``weighted_max``: the logits of the most confident paraphrase (first one on ties).
-
-The fused token is fed to every row of the group, so each paraphrase continues the same answer.
+The rules (``avg``, ``max``, ``weighted_avg``, ``weighted_max``) live in :mod:`selfens_pl.fusion`. The fused token is
+fed to every row of the group, so each paraphrase continues the same answer. Groups may differ in size: each is
+padded to the largest group of the batch with copies of its first paraphrase, which the rule ignores (``valid``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
 from selfens_pl.heads.base import FusionHead, confidence_weights, prompt_batch
-
-FusionMethod = Literal["avg", "max", "weighted_avg", "weighted_max"]
-WEIGHTED = ("weighted_avg", "weighted_max")
-
-
-def fuse_logits(logits: torch.Tensor, method: str, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Combine ``logits [g, n, V]`` into ``[g, V]`` scores whose argmax is the fused token."""
-    if method == "avg":
-        return logits.mean(dim=1)
-    if method == "max":
-        return logits.softmax(dim=-1).amax(dim=1)
-    if method not in WEIGHTED:
-        raise ValueError(f"--model.head.init_args.method={method!r}: choose avg, max, weighted_avg, weighted_max")
-    if weights is None:
-        raise ValueError(f"method={method} needs per-paraphrase confidences (weights) and none were given")
-    if weights.shape != logits.shape[:2]:
-        raise ValueError(f"weights {tuple(weights.shape)} do not match logits {tuple(logits.shape[:2])}")
-    if method == "weighted_avg":
-        total = weights.sum(dim=1, keepdim=True)
-        if (total <= 0).any():
-            raise ValueError("method=weighted_avg: a group's confidences sum to 0; weights cannot be normalised")
-        return ((weights / total)[..., None] * logits).sum(dim=1)
-    best = weights.argmax(dim=1)  # [g]
-    return logits[torch.arange(logits.shape[0], device=logits.device), best]
 
 
 class LogitFusion(FusionHead):
-    """All ``n`` paraphrases of each group decode as ``n`` cached rows; each step's logits are fused per group."""
-
-    needs_equal_groups = True
+    """All paraphrases of each group decode as cached rows; each step's logits are fused per group."""
 
     def __init__(self, method: FusionMethod = "avg"):
         super().__init__()
-        if method not in ("avg", "max", *WEIGHTED):
-            raise ValueError(f"--model.head.init_args.method={method!r}: choose avg, max, weighted_avg, weighted_max")
-        self.fusion = method
+        self.fusion = check_method(method)
 
     @property
     def method(self) -> str:  # type: ignore[override]
         return self.fusion
 
-    def fuse(self, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        return fuse_logits(logits, self.fusion, weights)
+    def fuse(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
+        return fuse_logits(logits, self.fusion, weights, valid)
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
-        n = len(groups[0]["paraphrases"])
-        batch = prompt_batch(decoder, prompts, [(g, p) for g in groups for p in g["paraphrases"]], n)
+        n = max(len(g["paraphrases"]) for g in groups)
+        items = [(g, p) for g in groups for p in padded(g["paraphrases"], n)]
+        batch = prompt_batch(decoder, prompts, items, n)
+        if any(len(g["paraphrases"]) < n for g in groups):
+            batch.valid = batch.step_valid = group_valid(groups, n, decoder.device)
         if self.fusion in WEIGHTED:
-            batch.weights = batch.step_weights = confidence_weights(groups, self.fusion, decoder.device)
+            batch.weights = batch.step_weights = confidence_weights(groups, self.fusion, decoder.device, n)
         gens = decoder.decode_n_tokens(batch, self.fuse, self.fuse)
         return [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+
+
+def padded(paraphrases: list[str], n: int) -> list[str]:
+    """``paraphrases`` followed by copies of the first one up to ``n`` rows (the copies are masked out)."""
+    return list(paraphrases) + [paraphrases[0]] * (n - len(paraphrases))
+
+
+def group_valid(groups: list[dict], n: int, device) -> torch.Tensor:
+    """``[g, n]`` True for each group's real paraphrases, False for its padding rows."""
+    sizes = torch.tensor([len(g["paraphrases"]) for g in groups], device=device)
+    return torch.arange(n, device=device)[None, :] < sizes[:, None]
