@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from selfens_pl.fusion import no_fusion  # noqa: F401  (re-exported: the heads' and tests' import)
+from selfens_pl.fusion import no_fusion, token_logprob  # noqa: F401  (no_fusion: re-exported for heads and tests)
 
 #: ``fuse(logits [g, n, V], weights [g, n] | None, valid [g, n] | None) -> [g, V]`` log-scores
 #: (:mod:`selfens_pl.fusion`).
@@ -68,8 +68,19 @@ class DecodeStats:
 
 @dataclass
 class Generation:
+    """One answer: its tokens, their text, and each token's log-probability under the fused distribution."""
+
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
+    #: ``logprobs[i]``: log-probability of ``token_ids[i]`` under the (fused) distribution it was picked from.
+    logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def mean_prob(self) -> float | None:
+        """Mean token probability of the answer (``None`` for an empty answer): a confidence that costs nothing."""
+        import math
+
+        return sum(math.exp(lp) for lp in self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     @property
     def prediction(self) -> str:
@@ -165,10 +176,11 @@ class GreedyDecoder:
         hidden = self._forward(tokens[:, None], pad_mask, positions[:, None], cache)
         return lm_logits(self.model, hidden[:, -1])
 
-    def _stopped(self, gen: Generation, token: int) -> bool:
+    def _stopped(self, gen: Generation, token: int, logprob: float) -> bool:
         if token in self.eos_ids:
             return True
         gen.token_ids.append(token)
+        gen.logprobs.append(logprob)
         gen.text = self.tokenizer.decode(gen.token_ids, skip_special_tokens=True)
         # A stop string only counts once the answer has started: a leading newline is not an empty answer.
         return self.stop is not None and self.stop in gen.text.lstrip()
@@ -190,7 +202,9 @@ class GreedyDecoder:
         step_weights, step_valid = batch.step_weights, batch.step_valid
         for step in range(self.max_new_tokens):
             tokens = fused.argmax(-1)  # [g_live]
-            keep = [i for i, t in enumerate(tokens.tolist()) if not self._stopped(gens[int(active[i])], t)]
+            logprobs = token_logprob(fused, tokens).tolist()
+            keep = [i for i, t in enumerate(tokens.tolist())
+                    if not self._stopped(gens[int(active[i])], t, logprobs[i])]
             if not keep or step == self.max_new_tokens - 1:
                 break
             if len(keep) < len(active):  # drop finished groups from every per-row tensor and the cache

@@ -82,3 +82,26 @@ def test_token_logprob_is_the_fused_distribution():
         token = scores.argmax(-1)
         expected = scores.softmax(-1)[0, token].log()
         torch.testing.assert_close(token_logprob(scores, token), expected)
+
+
+
+
+@pytest.mark.parametrize("method", ["avg", "max"])
+def test_generation_carries_each_tokens_fused_probability(method, tiny_lm, template, groups):
+    """The decoder records, per answer token, its log-probability under the fused distribution it was picked from."""
+    from selfens_pl.heads import LogitFusion
+    from selfens_pl.heads.base import prompt_batch
+
+    head, seen = LogitFusion(method), []
+
+    def recording_fuse(logits, weights=None, valid=None):
+        seen.append(head.fuse(logits, weights, valid))
+        return seen[-1]
+
+    dec, n = tiny_lm.decoder, len(groups[0]["paraphrases"])
+    batch = prompt_batch(dec, tiny_lm.prompts(template), [(g, p) for g in groups for p in g["paraphrases"]], n)
+    gens = dec.decode_n_tokens(batch, recording_fuse, recording_fuse)
+    for g, gen in enumerate(gens):
+        assert len(gen.logprobs) == len(gen.token_ids) > 0
+        assert all(lp <= 0 for lp in gen.logprobs) and 0 < gen.mean_prob <= 1
+        assert abs(gen.logprobs[0] - seen[0][g].log_softmax(-1)[gen.token_ids[0]].item()) < 1e-5
