@@ -30,8 +30,8 @@ from bench import SHAPES, groups  # noqa: E402
 def compare(decoder, prompts, data, layout, positions, compile_flex, atol) -> bool:
     dense = FlexFusion(layout=layout, positions=positions, backend="dense")
     flex = FlexFusion(layout=layout, positions=positions, backend="flex", compile=compile_flex)
-    a = decoder.prefill(dense.build_batch(decoder, prompts, data), decoder.new_cache())
-    b = decoder.prefill(flex.build_batch(decoder, prompts, data), decoder.new_cache())
+    a = decoder.prefill(dense.build_batch(decoder, prompts, data))
+    b = decoder.prefill(flex.build_batch(decoder, prompts, data))
     err = (a - b).abs().max().item()
     same_tokens = [r["generation"] for r in dense.generate(decoder, prompts, data)] == \
                   [r["generation"] for r in flex.generate(decoder, prompts, data)]

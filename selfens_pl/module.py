@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning import LightningModule
 
@@ -28,6 +30,7 @@ class SelfEnsembleLM(LightningModule):
         score: bool = True,
         bidirectional: bool = False,
         share_prefix: bool = True,
+        compile: bool | Literal["auto"] = "auto",
         trust_remote_code: bool = False,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
@@ -45,6 +48,10 @@ class SelfEnsembleLM(LightningModule):
             bidirectional: Lemma match also accepts the prediction inside a gold answer.
             share_prefix: Encode the instruction + few-shot prefix once per batch and share its KV cache across
                 rows (origin, per_prompt, LogitFusion). Off: every row encodes its whole prompt.
+            compile: Compile the decode step with ``torch.compile`` (static KV cache, fixed shapes; CUDA graphs on
+                CUDA): ``auto`` compiles on CUDA only, ``true`` / ``false`` force it. The first batch of each shape
+                pays the compilation (tens of seconds for a 3B model); a compile failure raises, never silently
+                decodes eagerly.
             trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
             learning_rate: AdamW learning rate for ``fit`` (fine-tuning on answer tokens with the head's layout).
             weight_decay: AdamW weight decay for ``fit``.
@@ -75,7 +82,7 @@ class SelfEnsembleLM(LightningModule):
         if self.hparams.lora_rank:
             self.lm = add_lora(self.lm, self.hparams.lora_rank, self.hparams.lora_alpha, self.hparams.lora_targets)
         self.decoder = GreedyDecoder(self.lm, self.tokenizer, self.hparams.max_new_tokens, self.hparams.stop,
-                                     self.hparams.share_prefix)
+                                     self.hparams.share_prefix, self.hparams.compile)
 
     def prompts(self, template: PromptTemplate) -> PromptTokenizer:
         """Prompt tokenizer for ``template``, cached so the shared prefix is tokenised once per run."""
