@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
 from selfens_pl.writer import PREDICTIONS, SUMMARY
 
 ORACLE_LABEL = "oracle (any paraphrase)"
@@ -50,31 +51,6 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
     return records
-
-
-def accuracy_by_paraphrase(records: list[dict]) -> tuple[dict[int, float], dict[int, int]]:
-    """``{paraphrase_index: accuracy}`` and ``{paraphrase_index: n}`` over scored records that have an index."""
-    hits: dict[int, list[bool]] = {}
-    for rec in records:
-        index = rec.get("paraphrase_index")
-        if index is None or rec.get("correct") is None:
-            continue
-        hits.setdefault(int(index), []).append(bool(rec["correct"]))
-    order = sorted(hits)
-    return {i: sum(hits[i]) / len(hits[i]) for i in order}, {i: len(hits[i]) for i in order}
-
-
-def oracle_accuracy(records: list[dict]) -> tuple[float | None, int]:
-    """Share of ids with at least one correct record (any paraphrase), and the number of ids."""
-    by_id: dict[str, bool] = {}
-    for rec in records:
-        if rec.get("correct") is None:
-            continue
-        key = str(rec["id"])
-        by_id[key] = by_id.get(key, False) or bool(rec["correct"])
-    if not by_id:
-        return None, 0
-    return sum(by_id.values()) / len(by_id), len(by_id)
 
 
 def load_run(directory: str | Path) -> Run:
