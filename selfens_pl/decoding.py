@@ -311,7 +311,7 @@ class GreedyDecoder:
             options = {}
             if self.compile_backend == "inductor" and self.device.type == "cuda":
                 options["mode"] = "reduce-overhead"  # CUDA graphs
-            self._compiled[name] = torch.compile(fn, fullgraph=True, dynamic=False, backend=self.compile_backend,
+            self._compiled[name] = torch.compile(fn, fullgraph=True, dynamic=None, backend=self.compile_backend,
                                                  **options)
         compiled = self._compiled[name]
 
