@@ -139,7 +139,11 @@ class GreedyDecoder:
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        # Where the prompts go: the input embedding's device. Under --model.device_map it may differ from the LM
+        # head's, whose weight may even sit on the meta device between calls (offloaded).
+        from selfens_pl.parallel import execution_device
+
+        return execution_device(self.model.get_input_embeddings())
 
     @property
     def context_length(self) -> int | None:
