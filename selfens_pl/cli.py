@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from selfens_pl.data import ParaphraseDataModule
 from selfens_pl.module import SelfEnsembleLM
+from selfens_pl.parallel import register_strategy
 from selfens_pl.writer import PredictionWriter, check_resumable, check_strategy
 
 #: Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
@@ -23,6 +24,9 @@ TOOLS = {
     "report": "selfens_pl.commands.report:main",
     "ask": "selfens_pl.commands.ask:main",
 }
+
+
+register_strategy()  # --trainer.strategy model_parallel
 
 
 class SelfEnsembleCLI(LightningCLI):
