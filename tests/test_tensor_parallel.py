@@ -5,7 +5,7 @@
   with 4 processes as 2 data-parallel replicas x 2 tensor-parallel ranks, too;
 * the plan itself, driven with ``torch.distributed`` (gloo): local heads and columns, a KV cache holding half the
   KV heads, logits equal to the whole model's, every head (FlexAttention's BlockMask included), a tied LM head;
-* the errors: a plan that cannot be applied, ``--trainer.strategy fsdp``.
+* the errors: a plan that cannot be applied, a checkpoint that cannot be read by slices, ``--trainer.strategy fsdp``.
 """
 
 from __future__ import annotations
@@ -226,3 +226,44 @@ def test_fsdp_names_the_supported_alternatives():
     for alternative in ("--trainer.strategy ddp", "--trainer.strategy model_parallel", "--model.device_map auto"):
         assert alternative in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def one_process_group():
+    """A gloo group of one process, in this process (a 1-process mesh runs the loading code of any size)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,), mesh_dim_names=("tensor_parallel",))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_checkpoints_it_cannot_read_by_slice(tmp_path, tiny_model_dir, one_process_group):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from selfens_pl.attention import ATTN_IMPLEMENTATION, register_attention
+    from selfens_pl.parallel import load_tensor_parallel
+
+    register_attention()
+
+    def load(path):
+        return load_tensor_parallel(str(path), one_process_group, torch.device("cpu"), torch.float32,
+                                    ATTN_IMPLEMENTATION)
+
+    model = load(tiny_model_dir)  # the loader itself, on a mesh of one
+    assert model.model.layers[0].self_attn.q_proj.weight.to_local().shape == (64, 64)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_model_dir, renamed)
+    weights = load_file(renamed / "model.safetensors")
+    weights["model.layers.0.attn.q.weight"] = weights.pop("model.layers.0.self_attn.q_proj.weight")
+    save_file(weights, renamed / "model.safetensors")
+    with pytest.raises(ValueError, match=r"has no weights named \['model.layers.0.self_attn.q_proj.weight'\]"):
+        load(renamed)
+    (renamed / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"reads each process's slices of the weights from \*.safetensors"):
+        load(renamed)
