@@ -28,6 +28,7 @@ from selfens_pl.data import ParaphraseDataModule
 from selfens_pl.errors import (EXIT_USER_ERROR, PROG, UsageError, debug_enabled, parse_errors_raise,
                                user_error_message)
 from selfens_pl.module import SelfEnsembleLM
+from selfens_pl.parallel import register_strategy
 from selfens_pl.writer import PredictionWriter, check_resumable, check_strategy
 
 #: Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
@@ -129,6 +130,9 @@ class CommandLineProcesses(Callback):
         self.__dict__.update(state)
         if self.quiet:
             quiet_start()
+
+
+register_strategy()  # --trainer.strategy model_parallel
 
 
 class SelfEnsembleCLI(LightningCLI):

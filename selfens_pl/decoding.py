@@ -240,8 +240,11 @@ class GreedyDecoder:
 
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the device of the input embeddings (the first stage under ``device_map``)."""
-        return self.model.get_input_embeddings().weight.device
+        # Where the prompts go: the input embedding's device. Under --model.device_map it may differ from the LM
+        # head's, whose weight may even sit on the meta device between calls (offloaded).
+        from selfens_pl.parallel import execution_device
+
+        return execution_device(self.model.get_input_embeddings())
 
     @property
     def compiled(self) -> bool:

@@ -52,13 +52,14 @@ class StaticKVCache:
         if layer_idx == len(self.keys):
             self._allocate(key_states, value_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
+        pos = self.write_pos.to(keys.device)  # a no-op unless device_map put this layer on another device
         b = key_states.shape[0]
         if b in (1, self.rows):  # b == 1 (the shared prefix) broadcasts to every row
-            keys[:, :, self.write_pos] = key_states
-            values[:, :, self.write_pos] = value_states
+            keys[:, :, pos] = key_states
+            values[:, :, pos] = value_states
         else:  # a batch smaller than a bucketed cache: the rows after it are padding
-            keys[:b, :, self.write_pos] = key_states
-            values[:b, :, self.write_pos] = value_states
+            keys[:b, :, pos] = key_states
+            values[:b, :, pos] = value_states
         if self.read_len is None and b == self.rows:
             return keys, values
         return keys[:b, :, : self.read_len], values[:b, :, : self.read_len]

@@ -134,22 +134,51 @@ def _convert_gguf(gguf_dir: Path, target: Path) -> None:
     print(f"[selfens_pl] converted {_GGUF_FILE} in {time.perf_counter() - start:.1f}s", flush=True)
 
 
-def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False):
+def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                             device_map: str | dict | None = None, max_memory: dict | None = None,
+                             offload_folder: str | None = None, tp_mesh=None, device: torch.device | None = None):
     """Load ``(model, tokenizer)`` in eval mode, with the package's attention implementation registered.
 
     The attention implementation dispatches a ``BlockMask`` to FlexAttention and everything else to SDPA, so one
     loaded model serves every fusion head.
+
+    Args:
+        device_map: ``auto`` / ``balanced`` / ``balanced_low_0`` / ``sequential`` or ``{module: device}``: one
+            process, the layers spread over several devices by accelerate (:mod:`selfens_pl.parallel`).
+        max_memory: ``{device: "20GiB"}`` budgets for ``device_map``; offloaded layers go to ``offload_folder``.
+        tp_mesh: a 1-D device mesh of more than one process: the model is split over it (tensor parallelism),
+            each process building only its slices, on ``device``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     register_attention()
     path = resolve_model_name(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    dtype = dtype or torch.get_default_dtype()
+    if tp_mesh is not None and tp_mesh.size() > 1:
+        from selfens_pl.parallel import load_tensor_parallel
+
+        if device_map is not None:
+            raise ValueError("--model.device_map spreads one process's model over devices; it cannot be combined "
+                             "with tensor parallelism (--trainer.strategy model_parallel): pick one")
+        model = load_tensor_parallel(path, tp_mesh, device or torch.device("cpu"), dtype, ATTN_IMPLEMENTATION,
+                                     trust_remote_code)
+        return model, tokenizer
+    dispatch = {}
+    if device_map is not None or max_memory is not None:
+        from selfens_pl.parallel import dispatch_kwargs
+
+        dispatch = dispatch_kwargs(device_map, max_memory, offload_folder)
     model = AutoModelForCausalLM.from_pretrained(
         path,
-        dtype=dtype or torch.get_default_dtype(),
+        dtype=dtype,
         attn_implementation=ATTN_IMPLEMENTATION,
         trust_remote_code=trust_remote_code,
+        **dispatch,
     )
+    if dispatch:
+        from selfens_pl.parallel import align_dispatched_outputs
+
+        align_dispatched_outputs(model)
     model.eval()
     return model, tokenizer

@@ -23,7 +23,9 @@ directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit``
 records of ids outside the current data set are left out of the merged file.
 
 Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
-groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty).
+groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty). Under
+``model_parallel`` (tensor parallelism) the groups are sharded over the data-parallel replicas, every process of a
+tensor-parallel group answers the same groups, and only the group's first process writes them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from selfens_pl.parallel import tensor_parallel_rank
 
 SUMMARY = "summary.json"
 PREDICTIONS = "predictions.jsonl"
@@ -101,6 +105,8 @@ class PredictionWriter(BasePredictionWriter):
         self._start = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if tensor_parallel_rank(trainer.strategy):  # a tensor-parallel group answers once: its first process writes
+            return
         lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in prediction]
         lines.append(json.dumps({COMMIT: batch_idx, "_records": len(prediction)}) + "\n")
         self._file.write("".join(lines))
@@ -368,13 +374,22 @@ def check_resumable(output_dir: Path, config_yaml: str) -> None:
 
 
 def check_strategy(strategy, pl_module=None) -> None:
-    """One clear error for a strategy predict cannot run with: predict runs a whole copy of the model in every
-    process (one device, or ``ddp`` / ``ddp_spawn`` / ``ddp_fork`` across devices). Strategies that shard the
-    weights (``fsdp``, ``deepspeed``, ``model_parallel``) are not supported: the decoder calls the Hugging Face model
-    directly with its own KV cache, outside the wrapper that would gather the shards."""
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+    """One clear error for a strategy predict cannot run with. Predict runs with one device; ``ddp`` (a whole model
+    in every process); ``model_parallel`` (Lightning's ``ModelParallelStrategy``: tensor parallelism, each process
+    holding a slice of every layer, :mod:`selfens_pl.parallel`); or ``--model.device_map`` in ONE process.
+    ``fsdp`` / ``deepspeed`` shard the weights for training: the decoder calls the Hugging Face model directly with
+    its own KV cache, outside the wrapper that would gather the shards."""
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
-    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
-        name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
-        raise ValueError(f"--trainer.strategy={name} is not supported by predict, which keeps a whole model in "
-                         "every process: use --trainer.strategy ddp --trainer.devices N (or one device)")
+    name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
+    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
+        raise ValueError(f"--trainer.strategy={name} is not supported by predict: use --trainer.strategy ddp "
+                         "--trainer.devices N for a model that fits one device (a copy per device), "
+                         "--trainer.strategy model_parallel --trainer.devices N to split a larger model over N "
+                         "devices (tensor parallel), or --model.device_map auto in one process")
+    device_map = None if pl_module is None else pl_module.hparams.get("device_map")
+    processes = getattr(strategy, "num_processes", 1) * getattr(strategy, "num_nodes", 1)
+    if device_map is not None and (processes > 1 or isinstance(strategy, ModelParallelStrategy)):
+        raise ValueError(f"--model.device_map spreads ONE process's model over the devices; it cannot run under "
+                         f"--trainer.strategy={name} with {processes} processes: use --trainer.devices 1, or drop "
+                         "--model.device_map and split the model with --trainer.strategy model_parallel")
