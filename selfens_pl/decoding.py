@@ -392,7 +392,9 @@ class GreedyDecoder:
         columns = torch.arange(live.cache.length, device=self.device)
         writes = torch.arange(width, width + self.max_new_tokens, device=self.device)
         for t in range(self.max_new_tokens):
-            host_tokens, host_logprobs = live.tokens.tolist(), logprobs.tolist()
+            # one device-to-host copy per step: token ids (exact in float64) and their log-probabilities
+            host_tokens, host_logprobs = torch.stack([live.tokens.double(), logprobs.double()]).tolist()
+            host_tokens = [int(token) for token in host_tokens]
             keep = [i for i, slot in enumerate(live.slots)
                     if slot is not None and not self._stopped(gens[slot], host_tokens[i], host_logprobs[i])]
             if not keep or t == self.max_new_tokens - 1:

@@ -106,9 +106,10 @@ def _answer(model, tokenizer, template, groups) -> dict:
     decoder = GreedyDecoder(model, tokenizer, max_new_tokens=8, stop=None)
     prompts = PromptTokenizer(tokenizer, template)
     out = {name: [r["generation"] for r in head.generate(decoder, prompts, groups)] for name, head in _heads().items()}
-    cache = decoder.new_cache()
-    logits = decoder.prefill(prompt_batch(decoder, prompts, [(g, g["paraphrases"][0]) for g in groups]), cache)
-    out["cached_kv_heads"] = cache.layers[0].keys.shape[1]
+    batch = prompt_batch(decoder, prompts, [(g, g["paraphrases"][0]) for g in groups])
+    cache = decoder.new_cache(batch.input_ids.shape[0], batch.pad_mask.shape[1])
+    logits = decoder.prefill(batch, cache)
+    out["cached_kv_heads"] = cache.keys[0].shape[1]
     out["logits"] = logits.tolist()
     return out
 
