@@ -175,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--seed-questions", type=int, default=2, help="questions for the slow seed reference (0: skip)")
     ap.add_argument("--long", action="store_true", help="also N=10 paraphrases, concat, ~1,000-token few-shot block")
     ap.add_argument("--long-batch-sizes", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--long-prefix-tokens", type=int, default=1000, help="few-shot block length of the long case")
     ap.add_argument("--budget-s", type=float, default=None, help="skip rows that would start after this many seconds")
     ap.add_argument("--json", help="also write the rows as JSON here (rewritten after every row)")
     args = ap.parse_args(argv)
@@ -231,7 +232,7 @@ def main(argv=None):
     if args.long:
         long_data = groups(args.questions, 10)
         asked = {p for g in long_data for p in g["paraphrases"]}
-        long_prompts = PromptTokenizer(tok, PromptTemplate(WEBQA_INSTRUCTION, long_few_shot(tok, asked)))
+        long_prompts = PromptTokenizer(tok, PromptTemplate(WEBQA_INSTRUCTION, long_few_shot(tok, asked, args.long_prefix_tokens)))
         case = f"long: N=10, {len(long_prompts.prefix_ids)}-token prefix"
         for bs in args.long_batch_sizes:
             for name, head in heads(args.backends, plain=False).items():

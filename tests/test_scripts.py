@@ -23,7 +23,7 @@ def test_bench_runs_without_the_optional_packages(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_script("bench.py", "--random-shape", "tiny", "--tokenizer", "tiny", "--questions", "2",
                       "--tokens", "3", "--batch-sizes", "2", "--backends", "dense", "flex", "--seed-questions", "1",
-                      "--long", "--long-batch-sizes", "2", "--json", str(out))
+                      "--long", "--long-batch-sizes", "2", "--long-prefix-tokens", "60", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     methods = {r["method"] for r in rows}
