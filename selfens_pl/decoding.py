@@ -308,8 +308,9 @@ class GreedyDecoder:
         if name not in self._compiled:
             import torch._dynamo.config as dynamo_config
 
-            # Every (rows, length) bucket is one graph; fail loudly instead of silently running eager past a limit.
-            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+            # Fail loudly instead of silently running eager past dynamo's recompile limit (names differ by version).
+            limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
             dynamo_config.fail_on_recompile_limit_hit = True
             options = {}
             if self.compile_backend == "inductor" and self.device.type == "cuda":
