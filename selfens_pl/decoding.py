@@ -363,6 +363,7 @@ class GreedyDecoder:
                      batch.step_valid)
         if self.compiled:
             live.pad(_pow2(groups), n)
+            logprobs = torch.cat([logprobs, logprobs[:1].expand(len(live.slots) - groups)])
         return live, logprobs
 
     def _shrink(self, live: _Live, keep: list[int], n: int) -> _Live:
@@ -406,6 +407,8 @@ class GreedyDecoder:
             key_mask = live.prompt_valid | ((columns >= width) & (columns <= width + t))
             self.stats.forward_calls += 1
             self.stats.tokens_fed += live.prompt_valid.shape[0]
+            if self.compiled:  # a new step: the previous step's CUDA-graph outputs are dead (cloned below)
+                torch.compiler.cudagraph_mark_step_begin()
             logits = step(live.cache, live.tokens, n, live.next_position + t, key_mask)
             live.tokens, logprobs = pick(fuse_step, logits, n, live.weights, live.valid)
             if self.compiled:  # CUDA-graph outputs are overwritten by the next replay
