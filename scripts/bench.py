@@ -197,17 +197,26 @@ def main(argv=None):
 
     def add(case, name, bs, data, prompts, run_batch):
         if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
-            skipped.append(f"{case} {name} batch {bs}")
+            skipped.append(f"{case} {name} batch {bs} (past --budget-s {args.budget_s:g})")
             return
-        row = {"case": case, "method": name, "batch": bs, "questions": len(data),
-               **measure(run_batch, data, bs, args.device, warmup_full=cuda or decoder.compiled,
-                         reset=decoder.stats.__init__)}
+        try:
+            row = {"case": case, "method": name, "batch": bs, "questions": len(data),
+                   **measure(run_batch, data, bs, args.device, warmup_full=cuda or decoder.compiled,
+                             reset=decoder.stats.__init__)}
+        except torch.OutOfMemoryError as err:  # e.g. a dense mask over a long fused sequence: a result, not a crash
+            torch.cuda.empty_cache()
+            skipped.append(f"{case} {name} batch {bs}: out of memory ({str(err).splitlines()[0][:80]})")
+            print(f"{case:<34} {name:<30} {bs:>5}  out of memory", flush=True)
+            return
         row["prompt_tokens_per_question"] = round(decoder.stats.prompt_tokens / len(data), 1)  # 0: not our decoder
         rows.append(row)
         print_row(rows, row)
+        save()
+
+    def save():
         if args.json:
             Path(args.json).write_text(json.dumps({"device": device_name, "model": model_name, "rows": rows,
-                                                   "skipped": skipped}, indent=2))
+                                                   "not_measured": skipped}, indent=2))
 
     def heads(backends, layouts=("concat", "shared_prefix"), plain=True):
         out = {"origin": OriginHead(), "logit_avg": LogitFusion("avg")} if plain else {}
@@ -237,8 +246,9 @@ def main(argv=None):
         for bs in args.long_batch_sizes:
             for name, head in heads(args.backends, plain=False).items():
                 add(case, name, bs, long_data, long_prompts, lambda b, head=head: head.generate(decoder, long_prompts, b))
+    save()
     if skipped:
-        print(f"skipped (--budget-s {args.budget_s}): {'; '.join(skipped)}")
+        print(f"not measured: {'; '.join(skipped)}")
 
 
 COLUMNS = f"{'case':<34} {'method':<30} {'batch':>5} {'ms/q':>9} {'x floor':>8} {'x origin':>9} {'peak MiB':>9} " \
