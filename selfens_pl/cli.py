@@ -22,6 +22,7 @@ TOOLS = {
     "confidence": "selfens_pl.commands.confidence:main",
     "report": "selfens_pl.commands.report:main",
     "ask": "selfens_pl.commands.ask:main",
+    "sweep": "selfens_pl.commands.sweep:main",
 }
 
 
