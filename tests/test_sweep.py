@@ -70,7 +70,26 @@ def test_only_unweighted_logit_fusion_shares_rows():
     assert not shares_rows(VoteHead())
 
 
-def sweep_args(model_dir, out: Path, *extra) -> list[str]:
+@pytest.fixture(scope="module")
+def scored_file(tiny_model_dir, lama_groups, tmp_path_factory) -> Path:
+    """The fixture facts with gold answers chosen from the tiny model's own per-paraphrase answers (paraphrase 1 of
+    fact 0, 3 of fact 1, 0 of fact 2), so accuracies differ by paraphrase and K (a random model answers nothing
+    right otherwise, and every curve would be 0)."""
+    from selfens_pl.module import SelfEnsembleLM
+
+    lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=4, stop=None)
+    lm.configure_model()
+    prompts = lm.prompts(PromptTemplate(MYRIADLAMA_INSTRUCTION, MYRIADLAMA_FEW_SHOT[:2]))
+    answers = PerPromptHead().generate(lm.decoder, prompts, lama_groups)
+    facts = [json.loads(line) for line in GROUPED.read_text().splitlines()]
+    for f, (fact, index) in enumerate(zip(facts, [1, 3, 0])):
+        fact["answers"] = [answers[6 * f + index]["prediction"]]
+    path = tmp_path_factory.mktemp("scored") / "facts.jsonl"
+    path.write_text("".join(json.dumps(f) + "\n" for f in facts))
+    return path
+
+
+def sweep_args(model_dir, out: Path, *extra, data: Path = GROUPED) -> list[str]:
     head_list = json.dumps([
         {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
         {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "entropy_weighted"}},
@@ -78,16 +97,16 @@ def sweep_args(model_dir, out: Path, *extra) -> list[str]:
         {"class_path": "selfens_pl.heads.FlexFusion",
          "init_args": {"layout": "shared_prefix", "backend": "dense", "fusion": "prob_avg"}},
     ])
-    return ["--model", str(model_dir), "--data.path", str(GROUPED), "--data.source", "myriadlama",
+    return ["--model", str(model_dir), "--data.path", str(data), "--data.source", "myriadlama",
             "--data.task", "myriadlama", "--data.num_manual", "3", "--data.num_auto", "3",
             "--data.few_shot", json.dumps(MYRIADLAMA_FEW_SHOT[:2]), "--heads", head_list, "--k_max", "4",
             "--max_new_tokens", "4", "--stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
-def swept(tiny_model_dir, tmp_path_factory):
+def swept(tiny_model_dir, scored_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
-    sweep.main(sweep_args(tiny_model_dir, out))
+    sweep.main(sweep_args(tiny_model_dir, out, data=scored_file))
     return out
 
 
@@ -116,6 +135,7 @@ def test_derived_curves_follow_their_definitions(swept, tiny_lm):
     for r in load_run(swept / "runs" / "per_prompt_k4").records:
         by_id.setdefault(r["id"], {})[r["paraphrase_index"]] = r
     data = json.loads((swept / "sweep.json").read_text())["curves"]
+    assert len({round(v, 6) for v in data["mean single paraphrase"].values()}) > 1  # the curves are not flat
     for k in range(1, 5):
         single = sum(by_id[i][j]["correct"] for i in by_id for j in range(k)) / (3 * k)
         oracle = sum(any(by_id[i][j]["correct"] for j in range(k)) for i in by_id) / 3
@@ -155,7 +175,7 @@ def test_sweep_runs_equal_the_heads_run_directly(swept, tiny_model_dir, lama_gro
         assert got == want, name
 
 
-def test_rerun_reuses_every_run(swept, tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_rerun_reuses_every_run(swept, scored_file, tiny_model_dir, tmp_path, capsys, monkeypatch):
     import shutil
 
     copy = tmp_path / "copy"
@@ -166,7 +186,7 @@ def test_rerun_reuses_every_run(swept, tiny_model_dir, tmp_path, capsys, monkeyp
         raise AssertionError("a finished run was decoded again")
 
     monkeypatch.setattr(SharedRowsDecoder, "decode_n_tokens", no_decoding)
-    sweep.main(sweep_args(tiny_model_dir, copy))
+    sweep.main(sweep_args(tiny_model_dir, copy, data=scored_file))
     assert "reused" in capsys.readouterr().out
     assert json.loads((copy / "sweep.json").read_text())["curves"] == json.loads((swept / "sweep.json").read_text())["curves"]
 
