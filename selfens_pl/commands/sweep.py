@@ -64,7 +64,8 @@ def build_parser():
     parser.add_argument("--bidirectional", type=bool, default=False,
                         help="Lemma match also accepts the prediction inside a gold answer")
     parser.add_argument("--batch_rows", type=int, default=64,
-                        help="Decoded rows per batch: each call takes max(1, batch_rows // rows per group) groups")
+                        help="Prompt rows encoded per batch: a batch takes max(1, batch_rows // rows per group) "
+                             "groups (the shared LogitFusion run then decodes one copy of those rows per rule)")
     parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--output_dir", type=str, default="outputs/sweep", help="Where runs, table and chart go")
     return parser
