@@ -15,8 +15,9 @@ The first token comes from the final-token logits of every paraphrase, fused wit
 (``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour). With
 ``calibration=subject|question`` the fused first token is calibrated (:mod:`selfens_pl.fusion`): the content-free
 prompts (:mod:`selfens_pl.content_free`) are prefilled once as independent rows beside the batch (one per paraphrase
-for ``subject``, one per group for ``question``; no decoding), and their final-token log-probabilities are
-subtracted from the paraphrases' final-token logits. Later tokens come from the one fused sequence, uncalibrated.
+for ``subject``, one per group for ``question``; no decoding; each encoded as if asked alone, whatever
+``positions``), and their final-token log-probabilities are subtracted from the paraphrases' final-token logits.
+Later tokens come from the one fused sequence, uncalibrated.
 """
 
 from __future__ import annotations
