@@ -299,7 +299,7 @@ def derived_runs(sweep: Sweep, per_prompt: list[dict], k_max: int) -> tuple[dict
 
 
 def markdown(curves: dict[str, dict[int, float]], sweep: "Sweep", k_max: int, n: int, model: str,
-             total: float, cpu: float) -> str:
+             total: float, cpu: float, tokens: int) -> str:
     ks = list(range(1, k_max + 1))
     head = ["method"] + [f"K={k}" for k in ks] + ["best gain over mean single (K)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
@@ -326,7 +326,9 @@ def markdown(curves: dict[str, dict[int, float]], sweep: "Sweep", k_max: int, n:
         f"per_prompt answers. Gain: accuracy minus the mean single-paraphrase accuracy at the same K (the best "
         f"K >= 2). An uncalibrated fused rule at K=1 is the origin run.\n\nDecode time: " + "; ".join(times)
         + f". Sweep wall time {total / 60:.1f} min; CPU time of the process {cpu / 60:.1f} min (all its threads; "
-        "on a machine shared with other jobs the wall time includes waiting for the CPU).\n")
+        "on a machine shared with other jobs the wall time includes waiting for the CPU); "
+        f"{tokens:,} tokens fed through the model (prompt tokens with padding, and decoded tokens; runs reused "
+        "from disk count none).\n")
 
 
 def draw(curves: dict[str, dict[int, float]], out: Path, title: str) -> Path:
@@ -425,13 +427,14 @@ def main(argv: list[str] | None = None) -> Path:
                 curves[labels[i]][k] = accuracy(sweep.fused(head, labels[i], k, answers))
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     n, out = len(groups), sweep.out
-    table = markdown(curves, sweep, k_max, n, cfg.model, total, cpu)
+    table = markdown(curves, sweep, k_max, n, cfg.model, total, cpu, decoder.stats.tokens_fed)
     (out / "sweep.md").write_text(f"# selfens_pl sweep\n\n{table}")
     draw(curves, out / "sweep.png", f"accuracy against K\nmodel: {cfg.model}; n = {n} groups")
     (out / "sweep.json").write_text(json.dumps({
         "model": cfg.model, "n": n, "k_max": k_max, "curves": {m: {str(k): v for k, v in c.items()}
                                                               for m, c in curves.items()},
-        "decode_seconds": sweep.seconds, "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1)},
+        "decode_seconds": sweep.seconds, "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
+        "tokens_fed": decoder.stats.tokens_fed, "forward_calls": decoder.stats.forward_calls},
         indent=2) + "\n")
     print(table)
     print(f"[sweep] wrote {out / 'sweep.md'}, {out / 'sweep.png'} and {out / 'sweep.json'} in {total / 60:.1f} min")
