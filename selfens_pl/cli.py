@@ -38,6 +38,7 @@ TOOLS = {
     "confidence": "selfens_pl.commands.confidence:main",
     "report": "selfens_pl.commands.report:main",
     "ask": "selfens_pl.commands.ask:main",
+    "sweep": "selfens_pl.commands.sweep:main",
 }
 
 #: Third-party warnings that say nothing to a user of this package, filtered by message (any other warning shows).
