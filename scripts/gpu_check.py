@@ -25,7 +25,7 @@ import torch
 
 from selfens_pl.data import demo_few_shot
 from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, VoteHead
 from selfens_pl.models import load_model_and_tokenizer
 from selfens_pl.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
 from selfens_pl.testing import build_tiny_model
@@ -56,7 +56,9 @@ def compiled_vs_eager(model, tok, prompts, data) -> int:
     compiled = GreedyDecoder(model, tok, max_new_tokens=10, stop=" ", compile=True)
     heads = {"origin": OriginHead(), "per_prompt": PerPromptHead(), "avg": LogitFusion("avg"),
              "max": LogitFusion("max"), "weighted_avg": LogitFusion("weighted_avg"),
-             "weighted_max": LogitFusion("weighted_max"),
+             "weighted_max": LogitFusion("weighted_max"), "prob_avg": LogitFusion("prob_avg"),
+             "entropy_weighted": LogitFusion("entropy_weighted"),
+             "calibrated_avg": LogitFusion("avg", calibration="question"), "vote": VoteHead(),
              "flex_concat": FlexFusion(layout="concat", backend="flex"),
              "flex_shared_prefix": FlexFusion(layout="shared_prefix", backend="flex")}
     failures = 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, VoteHead
 
 HEADS = {
     "origin": OriginHead,
@@ -22,8 +22,14 @@ HEADS = {
     "max": lambda: LogitFusion("max"),
     "weighted_avg": lambda: LogitFusion("weighted_avg"),
     "weighted_max": lambda: LogitFusion("weighted_max"),
+    "prob_avg": lambda: LogitFusion("prob_avg"),
+    "entropy_weighted": lambda: LogitFusion("entropy_weighted"),
+    "calibrated_avg": lambda: LogitFusion("avg", calibration="question"),
+    "vote": VoteHead,
     "flex_concat": lambda: FlexFusion(layout="concat", backend="dense"),
     "flex_shared_prefix": lambda: FlexFusion(layout="shared_prefix", backend="dense"),
+    "flex_shared_prefix_calibrated": lambda: FlexFusion(layout="shared_prefix", backend="dense",
+                                                        calibration="question"),
 }
 
 

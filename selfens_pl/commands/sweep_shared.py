@@ -37,12 +37,15 @@ class SharedRowsDecoder(GreedyDecoder):
     """A GreedyDecoder whose prefill encodes each distinct row once when the batch says which rows repeat."""
 
     @torch.inference_mode()
-    def prefill(self, batch: PrefillBatch, cache) -> torch.Tensor:
+    def prefill(self, batch: PrefillBatch, cache=None) -> torch.Tensor:
         rows_from = getattr(batch, "rows_from", None)
         if rows_from is None:
             return super().prefill(batch, cache)
-        logits = super().prefill(batch.encoded, cache)  # [u, k, V]
-        cache.batch_select_indices(rows_from)
+        logits = super().prefill(batch.encoded, cache)  # [u, k, V], written into the cache's first u rows
+        # each batch row continues from its encoded row (the cache's rows past the batch, a compiled bucket's
+        # padding, repeat the first one)
+        extra = cache.rows - len(rows_from)
+        cache.copy_rows(cache, torch.cat([rows_from, rows_from[:1].expand(extra)]) if extra else rows_from)
         return logits[rows_from]
 
 

@@ -191,7 +191,7 @@ class FlexFusion(FusionHead):
         independent rows (no decoding). ``k``: paraphrase slots per group (``subject``: one prompt per slot)."""
         m = k if self.calibration == "subject" else 1
         items = [(g, p) for g in groups for p in padded(content_free_prompts(g, self.calibration), m)]
-        logits = decoder.prefill(prompt_batch(decoder, prompts, items), decoder.new_cache())  # [g * m, 1, V]
+        logits = decoder.prefill(prompt_batch(decoder, prompts, items))  # [g * m, 1, V]
         return logits.reshape(len(groups), m, -1).log_softmax(dim=-1)
 
     @property
