@@ -69,7 +69,11 @@ def test_model_parallel_matches_one_process(tmp_path, tiny_model_dir, monkeypatc
         one_dir = tmp_path / f"one_{name.split('_dp2')[0]}"
         one, split = read_jsonl(one_dir / PREDICTIONS), read_jsonl(out_dir / PREDICTIONS)
         assert [r["id"] for r in split] == sorted(r["id"] for r in one)
-        assert split == one, name  # same records: generations token for token, predictions, correct
+        # same records: generations token for token, predictions, correct; each answer's mean_prob (the split
+        # model sums its matmuls in another order) to float precision
+        assert [{k: v for k, v in r.items() if k != "mean_prob"} for r in split] == \
+            [{k: v for k, v in r.items() if k != "mean_prob"} for r in one], name
+        assert [r["mean_prob"] for r in split] == pytest.approx([r["mean_prob"] for r in one], rel=1e-4), name
         correct += sum(r["correct"] for r in one)
         s_one, s_split = json.loads((one_dir / SUMMARY).read_text()), json.loads((out_dir / SUMMARY).read_text())
         for key in ("n", "records", "accuracy", "exact_match", "f1"):
