@@ -19,6 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
+# A fresh run every time: configs/demo.yaml sets resume: false (outputs/demo is replaced, never silently reused).
 demo: setup
 	$(PY) -m selfens_pl predict --config configs/demo.yaml
 

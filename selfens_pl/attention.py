@@ -49,7 +49,9 @@ def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: 
     """``segment_ids [b, s]`` -> a FlexAttention ``BlockMask`` over ``[b, heads (broadcast), s - q_offset, s]``.
 
     ``q_offset``: the first ``q_offset`` keys are already in the KV cache (a shared prefix) and are not queries.
-    Built once per batch and reused by every layer of the prefill.
+    Built once per batch and reused by every layer of the prefill. ``compile_mask`` builds it with one compiled
+    ``create_block_mask`` per process (:meth:`FlexSettings.mask_builder`), reused by every batch: only a new bucketed
+    shape compiles anew, and after the second one dynamo keeps a dynamic-shape version.
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -59,7 +61,8 @@ def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: 
         q = q_idx + q_offset
         return allowed(segment_ids[batch, q], segment_ids[batch, kv_idx], q, kv_idx)
 
-    return create_block_mask(mask_mod, b, None, s - q_offset, s, device=segment_ids.device, _compile=compile_mask)
+    build = FlexSettings.mask_builder() if compile_mask else create_block_mask
+    return build(mask_mod, b, None, s - q_offset, s, device=segment_ids.device)
 
 
 class FlexSettings:
@@ -67,6 +70,7 @@ class FlexSettings:
 
     compile: bool = True
     _compiled = None
+    _mask_builder = None
 
     @classmethod
     def function(cls):
@@ -75,9 +79,19 @@ class FlexSettings:
         if not cls.compile:
             return flex_attention
         if cls._compiled is None:
-            # dynamic=False + length bucketing: one compiled kernel per (batch, bucket) shape.
-            cls._compiled = torch.compile(flex_attention, dynamic=False)
+            # Compiled once per process; lengths are bucketed (FLEX_BLOCK) so few shapes exist, and from the second
+            # shape on dynamo compiles one dynamic-shape kernel that every later shape reuses.
+            cls._compiled = torch.compile(flex_attention)
         return cls._compiled
+
+    @classmethod
+    def mask_builder(cls):
+        """``create_block_mask`` compiled once per process (not once per call, as its ``_compile`` flag did)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        if cls._mask_builder is None:
+            cls._mask_builder = torch.compile(create_block_mask)
+        return cls._mask_builder
 
 
 def selfens_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

@@ -15,6 +15,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from selfens_pl.parallel import data_parallel_shard
 from selfens_pl.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
 from selfens_pl.sources import (
     group_myriadlama,
@@ -272,8 +273,10 @@ class ParaphraseDataModule(LightningDataModule):
         sampler = None
         if trainer is not None and trainer.world_size > 1:
             # Our own sampler (a DistributedSampler, so Lightning keeps it, even with use_distributed_sampler=False):
-            # process r answers groups r, r + W, ...; nothing padded or repeated, a share may be empty.
-            sampler = ShardSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
+            # replica r answers groups r, r + W, ...; nothing padded or repeated, a share may be empty. A replica is a
+            # process, or under tensor parallelism a tensor-parallel group (its processes answer the same groups).
+            replicas, rank = data_parallel_shard(trainer)
+            sampler = ShardSampler(dataset, num_replicas=replicas, rank=rank)
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.hparams.num_workers, collate_fn=self.collate)
 

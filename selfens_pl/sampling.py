@@ -4,7 +4,7 @@ The sampler composes the decoder's two primitives: :meth:`GreedyDecoder.prefill`
 shared instruction + few-shot prefix when the batch has one) and :meth:`GreedyDecoder.decode_one_token` feeds one
 token per row against the cache. On top it adds:
 
-* ``repeat``: each prompt's KV cache is copied ``repeat`` times with ``cache.batch_repeat_interleave`` right after
+* ``repeat``: each prompt's KV cache rows are copied ``repeat`` times (``StaticKVCache.select``) right after
   the prefill, so ``M`` samples of one prompt cost one prefill;
 * per-row seeds: row ``i`` draws its randomness from its own ``torch.Generator(seed_i)`` -- one uniform number per
   generated token, drawn up front -- and picks its token by inverse-CDF sampling. A row's sample therefore depends
@@ -108,18 +108,22 @@ class Sampler:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
         if len(seeds) != prompts * repeat:
             raise ValueError(f"{len(seeds)} seeds for {prompts} prompts x {repeat} samples")
-        cache = decoder.new_cache()
+        width = batch.pad_mask.shape[1]
+        cache = decoder.new_cache(prompts, width + self.max_new_tokens - 1)
         logits = decoder.prefill(batch, cache)[:, -1]  # [prompts, V]
-        pad_mask, positions = batch.pad_mask, batch.next_position
+        prompt_valid = torch.zeros((prompts, cache.length), dtype=torch.bool, device=decoder.device)
+        prompt_valid[:, :width] = batch.pad_mask.bool()
+        positions = batch.next_position
         if repeat > 1:
-            cache.batch_repeat_interleave(repeat)
-            logits = logits.repeat_interleave(repeat, dim=0)
-            pad_mask = pad_mask.repeat_interleave(repeat, dim=0)
-            positions = positions.repeat_interleave(repeat, dim=0)
+            copies = torch.arange(prompts, device=decoder.device).repeat_interleave(repeat)
+            cache = cache.select(copies)
+            logits, prompt_valid, positions = logits[copies], prompt_valid[copies], positions[copies]
         uniforms = self._uniforms(seeds)
         greedy = torch.tensor([s is None for s in seeds], device=decoder.device)
         gens = [Generation() for _ in seeds]
         active = list(range(len(seeds)))  # output row of each live row
+        columns = torch.arange(cache.length, device=decoder.device)
+        writes = torch.arange(width, width + self.max_new_tokens, device=decoder.device)
         for step in range(self.max_new_tokens):
             tokens = sample_from_logits(logits, uniforms[:, step], self.temperature, self.top_p, greedy)
             keep = [i for i, t in enumerate(tokens.tolist()) if not self._finished(gens[active[i]], t)]
@@ -127,11 +131,12 @@ class Sampler:
                 break
             if len(keep) < len(active):  # drop finished rows from every per-row tensor and the cache
                 live = torch.tensor(keep, device=decoder.device)
-                cache.batch_select_indices(live)
+                cache = cache.select(live)
                 active = [active[i] for i in keep]
-                tokens, pad_mask, positions = tokens[live], pad_mask[live], positions[live]
+                tokens, prompt_valid, positions = tokens[live], prompt_valid[live], positions[live]
                 uniforms, greedy = uniforms[live], greedy[live]
-            pad_mask = torch.cat([pad_mask, pad_mask.new_ones(pad_mask.shape[0], 1)], dim=1)
-            logits = decoder.decode_one_token(cache, tokens, positions, pad_mask)
+            cache.write_pos, cache.read_len = writes[step: step + 1], None
+            key_mask = prompt_valid | ((columns >= width) & (columns <= width + step))
+            logits = decoder.decode_one_token(cache, tokens, positions, key_mask)
             positions = positions + 1
         return gens

@@ -64,6 +64,9 @@ def _loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str | None) -> torch.Tensor:
     """Mean cross-entropy of the head's fused prediction of each gold answer token."""
     head.check_groups(groups)
+    if getattr(head, "calibration", "none") != "none":
+        raise ValueError(f"fit with --model.head.init_args.calibration={head.calibration!r} is not supported (the "
+                         "loss has no content-free rows): fine-tune with calibration=none, predict calibrated")
     if isinstance(head, (LogitFusion, FlexFusion)) and len({len(g["paraphrases"]) for g in groups}) > 1:
         raise ValueError(f"fit with --model.head={type(head).__name__} needs groups of equal size (record "
                          f"{groups[0]['id']!r} has {len(groups[0]['paraphrases'])} paraphrases, others differ): set "

@@ -10,7 +10,10 @@ Files in ``output_dir``:
   file, ordered by (id, paraphrase index), and removes the parts. Written atomically (temporary file + rename).
 * ``summary.json``: written last, only after ``predictions.jsonl`` is complete; removed when a run starts, so a
   summary never sits beside incomplete predictions. Its scores are computed over the merged records (every id once,
-  reused and new); ``run`` holds this run's own share, reduced across processes by the module's torchmetrics.
+  reused and new); ``run`` holds this run's own share, reduced across processes by the module's torchmetrics, and
+  ``questions_per_s`` is this run's own speed: the questions it answered over its predict time (``null`` when every
+  id was resumed). A ``per_prompt`` run adds ``accuracy_by_paraphrase`` and ``oracle_accuracy``
+  (:mod:`selfens_pl.scores`). The same figures are printed as a table at the end.
 
 Resume (``resume=True``, the default): before predicting, every process reads the committed records of the output
 directory (``predictions.jsonl`` and part files written by any number of processes), rank 0 consolidates them into
@@ -20,7 +23,9 @@ directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit``
 records of ids outside the current data set are left out of the merged file.
 
 Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
-groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty).
+groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty). Under
+``model_parallel`` (tensor parallelism) the groups are sharded over the data-parallel replicas, every process of a
+tensor-parallel group answers the same groups, and only the group's first process writes them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from selfens_pl.parallel import tensor_parallel_rank
 
 SUMMARY = "summary.json"
 PREDICTIONS = "predictions.jsonl"
@@ -82,8 +89,14 @@ class PredictionWriter(BasePredictionWriter):
                 raise ValueError(f"{self.output_dir} holds predictions for {len(done)} ids, but the data module "
                                  "cannot skip ids: pass --resume false or another --output_dir")
             datamodule.skip_ids = set(done)
+            left = None if dataset_ids is None else len(dataset_ids) - len(done)
+            if left == 0:
+                # Lightning warns about the empty loader; here it is expected, and said below
+                warnings.filterwarnings("ignore", message=r"Total length of `DataLoader` across ranks is zero")
             if trainer.is_global_zero:
-                print(f"resume: {len(done)} ids already in {self.output_dir}, answering the rest")
+                rest = ("nothing left to answer (--resume false answers them afresh)" if left == 0
+                        else "answering the rest" if left is None else f"answering the other {left}")
+                print(f"resume: {len(done)} ids already in {self.output_dir}, {rest}")
 
     # -- while predicting ---------------------------------------------------------------------------------------
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -92,6 +105,8 @@ class PredictionWriter(BasePredictionWriter):
         self._start = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if tensor_parallel_rank(trainer.strategy):  # a tensor-parallel group answers once: its first process writes
+            return
         lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in prediction]
         lines.append(json.dumps({COMMIT: batch_idx, "_records": len(prediction)}) + "\n")
         self._file.write("".join(lines))
@@ -143,13 +158,17 @@ class PredictionWriter(BasePredictionWriter):
             "n": len(done),
             "records": len(records),
             **record_scores(records),
+            **paraphrase_scores(pl_module.head.method, records),
             "resumed": self._n_resumed,
             "run": {"n": n_groups, "records": n_records, "n_per_process": per_process, **run_scores},
+            # this run's own speed: the questions it answered (not those resumed) over its predict time
             "seconds": round(seconds, 3),
-            "questions_per_s": round(n_groups / seconds, 3) if seconds else None,
+            "questions_per_s": round(n_groups / seconds, 3) if n_groups and seconds else None,
         }
         _atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         print(format_table([summary]))
+        if self._n_resumed:
+            print(resume_note(summary, self.output_dir))
         print(f"predictions: {self.output_dir / PREDICTIONS}")
 
 
@@ -263,18 +282,61 @@ def record_scores(records: list[dict]) -> dict[str, float]:
             "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
 
 
+def paraphrase_scores(method: str, records: list[dict]) -> dict:
+    """A ``per_prompt`` run's accuracy per paraphrase index (``{"0": acc, ...}``, with the records per index) and
+    its oracle (share of questions at least one paraphrase answers correctly), as ``report`` shows them."""
+    from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
+
+    if method != "per_prompt":
+        return {}
+    by_index, n_by_index = accuracy_by_paraphrase(records)
+    oracle, _ = oracle_accuracy(records)
+    if not by_index:
+        return {}
+    return {"accuracy_by_paraphrase": {str(i): acc for i, acc in by_index.items()},
+            "records_by_paraphrase": {str(i): n for i, n in n_by_index.items()},
+            "oracle_accuracy": oracle}
+
+
+ORACLE_ROW = "oracle (any paraphrase)"
+
+
 def format_table(summaries: list[dict]) -> str:
-    """A short fixed-width accuracy table, one row per summary."""
-    head = f"{'method':<22} {'n':>5} {'accuracy':>9} {'EM':>7} {'F1':>7} {'q/s':>8}"
-    lines = [head, "-" * len(head)]
+    """A short fixed-width accuracy table, one row per summary; a ``per_prompt`` summary adds a row per paraphrase
+    index (n: its records) and an oracle row. q/s: the questions the run itself answered per second ("-" when it
+    answered none: every id was resumed)."""
+    rows = []  # (label, n, accuracy, EM, F1, q/s)
     for s in summaries:
-        acc = s.get("accuracy")
-        lines.append(
-            f"{s['method']:<22} {s['n']:>5} {'' if acc is None else f'{100 * acc:8.1f}%':>9} "
-            f"{s.get('exact_match', float('nan')):7.1f} {s.get('f1', float('nan')):7.1f} "
-            f"{s.get('questions_per_s') or 0:8.2f}"
-        )
+        rows.append((s["method"], s["n"], s.get("accuracy"), s.get("exact_match"), s.get("f1"),
+                     s.get("questions_per_s")))
+        for index, acc in (s.get("accuracy_by_paraphrase") or {}).items():
+            rows.append((f"  paraphrase {index}", (s.get("records_by_paraphrase") or {}).get(index, ""), acc,
+                         None, None, None))
+        if s.get("oracle_accuracy") is not None:
+            rows.append((f"  {ORACLE_ROW}", s["n"], s["oracle_accuracy"], None, None, None))
+    width = max(22, *(len(r[0]) for r in rows)) if rows else 22
+
+    def cell(value, spec: str, size: int, blank: str = "") -> str:
+        return f"{blank:>{size}}" if value is None else f"{format(value, spec):>{size}}"
+
+    head = f"{'method':<{width}} {'n':>5} {'accuracy':>9} {'EM':>7} {'F1':>7} {'q/s':>8}"
+    lines = [head, "-" * len(head)]
+    for label, n, acc, em, f1, qps in rows:
+        main_row = not label.startswith(" ")
+        lines.append(f"{label:<{width}} {n:>5} {'' if acc is None else f'{100 * acc:.1f}%':>9} "
+                     f"{cell(em, '.1f', 7)} {cell(f1, '.1f', 7)} "
+                     f"{cell(qps, '.2f', 8, '-' if main_row else '')}".rstrip())
     return "\n".join(lines)
+
+
+def resume_note(summary: dict, output_dir: Path) -> str:
+    """What a resumed run's figures cover: accuracy over every id, speed over the ids it answered itself."""
+    n, answered = summary["n"], summary["run"]["n"]
+    if not answered:
+        return (f"resumed: all {n} ids were already answered in {output_dir}; this run answered none, so it "
+                "measured no speed (--resume false answers them afresh); accuracy, EM and F1 cover all of them")
+    return (f"resumed: {summary['resumed']} of {n} ids were already answered in {output_dir}; q/s covers the "
+            f"{answered} this run answered, accuracy, EM and F1 all {n}")
 
 
 # -- checks the CLI runs before predicting -------------------------------------------------------------------------
@@ -312,13 +374,22 @@ def check_resumable(output_dir: Path, config_yaml: str) -> None:
 
 
 def check_strategy(strategy, pl_module=None) -> None:
-    """One clear error for a strategy predict cannot run with: predict runs a whole copy of the model in every
-    process (one device, or ``ddp`` / ``ddp_spawn`` / ``ddp_fork`` across devices). Strategies that shard the
-    weights (``fsdp``, ``deepspeed``, ``model_parallel``) are not supported: the decoder calls the Hugging Face model
-    directly with its own KV cache, outside the wrapper that would gather the shards."""
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+    """One clear error for a strategy predict cannot run with. Predict runs with one device; ``ddp`` (a whole model
+    in every process); ``model_parallel`` (Lightning's ``ModelParallelStrategy``: tensor parallelism, each process
+    holding a slice of every layer, :mod:`selfens_pl.parallel`); or ``--model.device_map`` in ONE process.
+    ``fsdp`` / ``deepspeed`` shard the weights for training: the decoder calls the Hugging Face model directly with
+    its own KV cache, outside the wrapper that would gather the shards."""
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
-    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
-        name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
-        raise ValueError(f"--trainer.strategy={name} is not supported by predict, which keeps a whole model in "
-                         "every process: use --trainer.strategy ddp --trainer.devices N (or one device)")
+    name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
+    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
+        raise ValueError(f"--trainer.strategy={name} is not supported by predict: use --trainer.strategy ddp "
+                         "--trainer.devices N for a model that fits one device (a copy per device), "
+                         "--trainer.strategy model_parallel --trainer.devices N to split a larger model over N "
+                         "devices (tensor parallel), or --model.device_map auto in one process")
+    device_map = None if pl_module is None else pl_module.hparams.get("device_map")
+    processes = getattr(strategy, "num_processes", 1) * getattr(strategy, "num_nodes", 1)
+    if device_map is not None and (processes > 1 or isinstance(strategy, ModelParallelStrategy)):
+        raise ValueError(f"--model.device_map spreads ONE process's model over the devices; it cannot run under "
+                         f"--trainer.strategy={name} with {processes} processes: use --trainer.devices 1, or drop "
+                         "--model.device_map and split the model with --trainer.strategy model_parallel")

@@ -111,7 +111,7 @@ def test_weighted_avg_uses_the_written_confidences(written, tiny_lm, tmp_path):
     prompts = PromptTokenizer(tiny_lm.tokenizer, data.template)
     n = len(data.groups[0]["paraphrases"])
     batch = prompt_batch(decoder, prompts, [(g, p) for g in data.groups for p in g["paraphrases"]], n)
-    logits = decoder.prefill(batch, decoder.new_cache()).reshape(len(data.groups), n, -1)  # first-token logits
+    logits = decoder.prefill(batch).reshape(len(data.groups), n, -1)  # first-token logits
     weights = torch.tensor([g["confidences"] for g in data.groups])
     fused = fuse_logits(logits, "weighted_avg", weights)
     for gi, group in enumerate(data.groups):  # the seed's formula: sum_i c_i / sum_j c_j * logits_i

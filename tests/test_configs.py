@@ -16,7 +16,7 @@ from selfens_pl.data import ParaphraseDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_"))]
+TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_", "sweep_"))]
 CONFIGS = [p for p in ALL_CONFIGS if p not in TOOL_CONFIGS]  # LightningCLI configs (predict, or fit: finetune_*)
 
 

@@ -38,10 +38,10 @@ def test_one_paraphrase_equals_origin(tiny_lm, prompts, groups, layout, backend)
 def test_aligned_final_logits_equal_each_paraphrase_alone(tiny_lm, prompts, groups, layout):
     dec = tiny_lm.decoder
     head = FlexFusion(layout=layout, backend="dense")
-    fused = dec.prefill(head.build_batch(dec, prompts, groups), dec.new_cache())  # [g, N, V]
+    fused = dec.prefill(head.build_batch(dec, prompts, groups))  # [g, N, V]
     for gi, group in enumerate(groups):
         for pi, paraphrase in enumerate(group["paraphrases"]):
-            alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(paraphrase)]), dec.new_cache())[0, 0]
+            alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(paraphrase)]))[0, 0]
             torch.testing.assert_close(fused[gi, pi], alone, atol=1e-4, rtol=1e-4)
 
 
@@ -49,8 +49,8 @@ def test_sequential_positions_change_the_encoding(tiny_lm, prompts, groups):
     """Control for the test above: with the seed's sequential positions the paraphrases are NOT encoded alone."""
     dec = tiny_lm.decoder
     fused = dec.prefill(FlexFusion(layout="shared_prefix", positions="sequential", backend="dense")
-                        .build_batch(dec, prompts, groups[:1]), dec.new_cache())
-    alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(groups[0]["paraphrases"][1])]), dec.new_cache())
+                        .build_batch(dec, prompts, groups[:1]))
+    alone = dec.prefill(rows_batch(dec, [prompts.prompt_ids(groups[0]["paraphrases"][1])]))
     assert not torch.allclose(fused[0, 1], alone[0, 0], atol=1e-3)
 
 
@@ -60,8 +60,8 @@ def test_flex_backend_equals_dense(tiny_lm, prompts, groups, layout, positions):
     dec = tiny_lm.decoder
     dense = FlexFusion(layout=layout, positions=positions, backend="dense")
     flex = FlexFusion(layout=layout, positions=positions, backend="flex", compile=False)  # eager flex on CPU
-    logits_dense = dec.prefill(dense.build_batch(dec, prompts, groups), dec.new_cache())
-    logits_flex = dec.prefill(flex.build_batch(dec, prompts, groups), dec.new_cache())
+    logits_dense = dec.prefill(dense.build_batch(dec, prompts, groups))
+    logits_flex = dec.prefill(flex.build_batch(dec, prompts, groups))
     torch.testing.assert_close(logits_flex, logits_dense, atol=1e-4, rtol=1e-4)
     assert generations(flex.generate(dec, prompts, groups)) == generations(dense.generate(dec, prompts, groups))
 
@@ -118,8 +118,8 @@ def test_shared_prefix_is_encoded_once(tiny_lm, unshared, prompts, groups):
 def test_batch_shared_prefix_equals_prefix_per_group(tiny_lm, unshared, prompts, groups, backend):
     """Sharing the prefix's KV cache across the batch changes the cost, not the logits or the answers."""
     head = FlexFusion(layout="shared_prefix", backend=backend, compile=False)
-    shared = tiny_lm.decoder.prefill(head.build_batch(tiny_lm.decoder, prompts, groups), tiny_lm.decoder.new_cache())
-    whole = unshared.prefill(head.build_batch(unshared, prompts, groups), unshared.new_cache())
+    shared = tiny_lm.decoder.prefill(head.build_batch(tiny_lm.decoder, prompts, groups))
+    whole = unshared.prefill(head.build_batch(unshared, prompts, groups))
     torch.testing.assert_close(shared, whole, atol=1e-4, rtol=1e-4)
     assert generations(head.generate(tiny_lm.decoder, prompts, groups)) == \
         generations(head.generate(unshared, prompts, groups))

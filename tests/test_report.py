@@ -75,8 +75,8 @@ def test_report_table_values(runs, tmp_path, capsys):
     out, png = main([str(origin), str(per_prompt), str(avg)])
     assert out == tmp_path / "outputs" / "report.md"  # default: first dir's parent
     assert png == out.with_suffix(".png")
-    text = out.read_text()
-    printed = capsys.readouterr().out
+    text = out.read_text().split("## Accuracy against coverage")[0]  # the first table (coverage: its own tests)
+    printed = capsys.readouterr().out.split("\n\n")[0]
     rows = table_rows(text)
     assert rows[0] == ["run", "method", "model", "n", "accuracy", "EM", "F1", "questions/s"]
     body = rows[2:]
@@ -130,3 +130,60 @@ def test_records_count_mismatch(runs):
     path.write_text(path.read_text().splitlines(keepends=True)[0])
     with pytest.raises(ValueError, match=r"origin_x: summary\.json counts 4 records but predictions\.jsonl holds 1"):
         load_run(runs[0])
+
+
+# -- accuracy against coverage ----------------------------------------------------------------------------------
+from selfens_pl.commands.report import accuracy_at, coverage_area, coverage_curve  # noqa: E402
+
+
+def conf(correct: bool, mean_prob, agreement=None) -> dict:
+    return {"correct": correct, "mean_prob": mean_prob, "agreement": agreement}
+
+
+def test_coverage_curve_by_hand():
+    """Ranked by mean_prob: 0.9 right, 0.8 wrong, 0.5 right, None (empty answer) wrong, ranked last."""
+    records = [conf(True, 0.5), conf(False, None), conf(True, 0.9), conf(False, 0.8)]
+    curve = coverage_curve(records)
+    assert curve == pytest.approx([1.0, 0.5, 2 / 3, 0.5])
+    assert coverage_area(curve) == pytest.approx((1 + 0.5 + 2 / 3 + 0.5) / 4)
+    assert accuracy_at(curve, 0.5) == pytest.approx(0.5) and accuracy_at(curve, 1.0) == pytest.approx(0.5)
+    assert accuracy_at(curve, 0.1) == 1.0  # at least one record
+
+
+def test_coverage_ties_take_the_expected_accuracy():
+    """Two records of equal confidence, one right: either order is as likely, so the curve is 0.5 then 0.5."""
+    assert coverage_curve([conf(True, 0.7), conf(False, 0.7)]) == pytest.approx([0.5, 0.5])
+    assert coverage_curve([conf(False, 0.7), conf(True, 0.7)]) == pytest.approx([0.5, 0.5])
+    # a perfect ranking beats no ranking: area above the accuracy
+    ranked = coverage_curve([conf(True, 0.9), conf(True, 0.8), conf(False, 0.2), conf(False, 0.1)])
+    flat = coverage_curve([conf(True, 0.5), conf(True, 0.5), conf(False, 0.5), conf(False, 0.5)])
+    assert coverage_area(ranked) > coverage_area(flat) == pytest.approx(0.5)
+
+
+def test_coverage_by_agreement_breaks_ties_by_mean_prob():
+    records = [conf(False, 0.9, 0.5), conf(True, 0.2, 1.0), conf(True, 0.6, 0.5)]
+    assert coverage_curve(records, "agreement") == pytest.approx([1.0, 0.5, 2 / 3])  # 1.0; then 0.9 before 0.6
+    assert coverage_curve([conf(True, 0.5)], "agreement") is None  # no agreement on any record
+    with pytest.raises(ValueError, match="--confidence"):
+        coverage_curve(records, "entropy")
+
+
+def test_report_prints_the_area_and_draws_the_curve(runs, tmp_path, capsys):
+    import matplotlib.image
+
+    origin, per_prompt, avg = runs
+    probs = [0.9, 0.2, 0.6, 0.4]  # origin: q1 right (0.9), q2 wrong, q3 wrong, q4 right (0.4)
+    path = origin / "predictions.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(dict(r, mean_prob=p)) + "\n" for r, p in zip(recs, probs)))
+    out, _ = main([str(origin), str(avg), "--out", str(tmp_path / "rep.md")])
+    printed = capsys.readouterr().out
+    rows = [r for r in table_rows(printed.split("\n\n")[1]) if r and r[0] in ("origin_x", "avg_x")]
+    # origin ranked 0.9 (T), 0.6 (F), 0.4 (T), 0.2 (F): curve 1, 1/2, 2/3, 1/2 -> area 66.7
+    assert rows[0][:5] == ["origin_x", "origin", "mean_prob", "4", "66.7"]
+    assert rows[0][5:] == ["100.0%", "100.0%", "50.0%", "66.7%", "50.0%"]
+    assert rows[1][4:] == ["–"] * 6  # avg_x has no confidences: said, not invented
+    assert "no mean_prob on the records of avg_x" in printed
+    assert "## Accuracy against coverage" in out.read_text()
+    image = matplotlib.image.imread(tmp_path / "rep_coverage.png")
+    assert image.shape[0] > 200 and image[..., :3].std() > 0.05

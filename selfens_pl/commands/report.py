@@ -3,10 +3,20 @@
     python -m selfens_pl report outputs/origin_webqa outputs/per_prompt_webqa outputs/avg_webqa
     python -m selfens_pl report outputs/*_webqa --out docs/report.md --png docs/report.png
 
-Each directory is what ``predict`` wrote (``summary.json`` + ``predictions.jsonl``). The table has one row per run
-(method, model, n, accuracy, EM, F1, questions/s); a ``per_prompt`` run also gets the accuracy of each paraphrase
-index and the oracle, the share of questions that at least one paraphrase answers correctly (an upper bound for
-any rule that picks one paraphrase's answer).
+Each directory is what ``predict`` (or ``sweep``) wrote (``summary.json`` + ``predictions.jsonl``). The table has one
+row per run (method, model, n, accuracy, EM, F1, questions/s); a ``per_prompt`` run also gets the accuracy of each
+paraphrase index and the oracle, the share of questions that at least one paraphrase answers correctly (an upper
+bound for any rule that picks one paraphrase's answer).
+
+Accuracy against coverage: answer only the most confident x% of a run's records and score those. Confidence is
+each record's ``mean_prob`` (``--confidence mean_prob``, the default: mean token probability of the answer; an
+empty answer, ``None``, ranks last) or its ``agreement`` (``--confidence agreement``: share of paraphrases agreeing
+with the answer, ties broken by ``mean_prob``). Records of equal confidence are taken together: inside such a
+block the curve is the expected accuracy over their orders. The *area* is the mean of the curve over coverages
+1/N, 2/N, ..., 1 (N records): the run's accuracy when confidence ranks nothing, higher when confident answers are
+right more often. A second table gives the area and the accuracy at 10/25/50/75/100% coverage, and a second chart
+(``--coverage_png``) draws the curves. A run whose records carry no such confidence (made before records had one,
+or ``agreement`` not computed) gets "–", said in a note.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
 from selfens_pl.writer import PREDICTIONS, SUMMARY
 
 ORACLE_LABEL = "oracle (any paraphrase)"
@@ -50,31 +61,6 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
     return records
-
-
-def accuracy_by_paraphrase(records: list[dict]) -> tuple[dict[int, float], dict[int, int]]:
-    """``{paraphrase_index: accuracy}`` and ``{paraphrase_index: n}`` over scored records that have an index."""
-    hits: dict[int, list[bool]] = {}
-    for rec in records:
-        index = rec.get("paraphrase_index")
-        if index is None or rec.get("correct") is None:
-            continue
-        hits.setdefault(int(index), []).append(bool(rec["correct"]))
-    order = sorted(hits)
-    return {i: sum(hits[i]) / len(hits[i]) for i in order}, {i: len(hits[i]) for i in order}
-
-
-def oracle_accuracy(records: list[dict]) -> tuple[float | None, int]:
-    """Share of ids with at least one correct record (any paraphrase), and the number of ids."""
-    by_id: dict[str, bool] = {}
-    for rec in records:
-        if rec.get("correct") is None:
-            continue
-        key = str(rec["id"])
-        by_id[key] = by_id.get(key, False) or bool(rec["correct"])
-    if not by_id:
-        return None, 0
-    return sum(by_id.values()) / len(by_id), len(by_id)
 
 
 def load_run(directory: str | Path) -> Run:
@@ -220,6 +206,90 @@ def draw_chart(runs: list[Run], out: str | Path, title: str = "accuracy per meth
     return out
 
 
+COVERAGE_POINTS = (0.1, 0.25, 0.5, 0.75, 1.0)
+CONFIDENCES = ("mean_prob", "agreement")
+
+
+def coverage_curve(records: list[dict], confidence: str = "mean_prob") -> list[float] | None:
+    """``[N]`` accuracy of the ``i + 1`` most confident scored records (ties: expected accuracy over their orders),
+    or ``None`` when no record carries the confidence (or a record is not scored)."""
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"report: --confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+    if not records or any(r.get("correct") is None for r in records):
+        return None
+    if all(r.get(confidence) is None for r in records):
+        return None
+
+    def key(rec: dict) -> tuple[float, float]:
+        value = rec.get(confidence)
+        first = float("-inf") if value is None else float(value)
+        second = rec.get("mean_prob") if confidence == "agreement" else None
+        return first, float("-inf") if second is None else float(second)
+
+    ordered = sorted(records, key=key, reverse=True)
+    curve, correct, start = [], 0.0, 0
+    while start < len(ordered):
+        end = start
+        while end < len(ordered) and key(ordered[end]) == key(ordered[start]):
+            end += 1
+        block = sum(bool(r["correct"]) for r in ordered[start:end]) / (end - start)
+        for i in range(start, end):  # expected hits of the first (i - start + 1) records of the block
+            curve.append((correct + block * (i - start + 1)) / (i + 1))
+        correct += block * (end - start)
+        start = end
+    return curve
+
+
+def coverage_area(curve: list[float]) -> float:
+    """Mean accuracy over coverages 1/N .. 1: the area under the accuracy-coverage curve."""
+    return sum(curve) / len(curve)
+
+
+def accuracy_at(curve: list[float], coverage: float) -> float:
+    """Accuracy of the most confident ``coverage`` share of the records (at least one record)."""
+    return curve[max(1, round(coverage * len(curve))) - 1]
+
+
+def coverage_table(runs: list[Run], confidence: str) -> str:
+    header = ["run", "method", "confidence", "records", "area"] + [f"acc@{int(100 * c)}%" for c in COVERAGE_POINTS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for run in runs:
+        curve = coverage_curve(run.records, confidence)
+        cells = ["–"] * (1 + len(COVERAGE_POINTS)) if curve is None else \
+            [f"{100 * coverage_area(curve):.1f}"] + [_pct(accuracy_at(curve, c)) for c in COVERAGE_POINTS]
+        lines.append("| " + " | ".join([run.path.name, run.method, confidence, str(len(run.records))] + cells) + " |")
+    return "\n".join(lines)
+
+
+def draw_coverage(runs: list[Run], out: str | Path, confidence: str) -> Path:
+    """Accuracy against coverage, one line per run that has the confidence; the area in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
+    for label, run in zip(run_labels(runs), runs):
+        curve = coverage_curve(run.records, confidence)
+        if curve is None:
+            continue
+        xs = [100 * (i + 1) / len(curve) for i in range(len(curve))]
+        ax.plot(xs, [100 * a for a in curve], label=f"{label} (area {100 * coverage_area(curve):.1f})")
+    ax.set_xlabel(f"coverage (%): answer only the most confident records, by {confidence}")
+    ax.set_ylabel("accuracy of the answered records (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title("accuracy against coverage")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m selfens_pl report", allow_abbrev=False,
@@ -227,6 +297,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("dirs", nargs="+", help="predict output directories (summary.json + predictions.jsonl)")
     parser.add_argument("--out", default=None, help="markdown file to write (default: <first dir's parent>/report.md)")
     parser.add_argument("--png", default=None, help="bar chart to write (default: --out with the suffix .png)")
+    parser.add_argument("--coverage_png", default=None,
+                        help="accuracy-coverage chart to write (default: --out's name + _coverage.png)")
+    parser.add_argument("--confidence", default="mean_prob", choices=CONFIDENCES,
+                        help="record confidence that ranks answers for the coverage curve")
     return parser.parse_args(argv)
 
 
@@ -235,12 +309,22 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     runs = [load_run(d) for d in args.dirs]
     out = Path(args.out) if args.out else Path(args.dirs[0]).parent / "report.md"
     png = Path(args.png) if args.png else out.with_suffix(".png")
-    text = render_markdown(runs)
+    coverage_png = Path(args.coverage_png) if args.coverage_png else out.with_name(out.stem + "_coverage.png")
+    coverage = coverage_table(runs, args.confidence)
+    missing = [r.path.name for r in runs if coverage_curve(r.records, args.confidence) is None]
+    note = "" if not missing else (f"\n\n'–': no {args.confidence} on the records of {', '.join(missing)} (a run "
+                                   "made before records carried it, agreement not computed, or unscored records).")
+    text = render_markdown(runs) + (f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over "
+                                    "coverages 1/N .. 1 (%); acc@x%: accuracy of the most confident x% of the "
+                                    f"records.{note}\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     draw_chart(runs, png)
+    draw_coverage(runs, coverage_png, args.confidence)
     print(markdown_table(runs))
-    print(f"wrote {out} and {png}")
+    print()
+    print(coverage + note)
+    print(f"wrote {out}, {png} and {coverage_png}")
     return out, png
 
 

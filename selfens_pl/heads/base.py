@@ -18,12 +18,20 @@ class FusionHead(nn.Module):
     """Base class. Subclasses implement :meth:`generate`.
 
     ``generate(decoder, prompts, groups) -> records``: ``groups`` are dicts ``{id, paraphrases[N], answers,
-    confidences?}``; each record is ``{id, method, paraphrase_index, paraphrases, generation, prediction, answers}``
-    (``paraphrase_index`` is None when the record fuses several paraphrases).
+    confidences?}``; each record is ``{id, method, paraphrase_index, paraphrases, generation, prediction, answers,
+    mean_prob, agreement}`` (``paraphrase_index`` is None when the record fuses several paraphrases).
+
+    Confidence of a record: ``mean_prob``, the mean probability of its answer's tokens under the distribution they
+    were picked from (fused, for fused heads; ``None`` for an empty answer), and ``agreement``, the share of the
+    group's paraphrases whose own answer agrees with it (:mod:`selfens_pl.agreement`). ``agreement`` is ``None``
+    unless those per-paraphrase answers were computed: per_prompt and vote have them for free; the fused heads and
+    origin decode them only with ``agreement=True`` (a per_prompt pass over the same groups: its cost).
     """
 
     #: Name written to outputs and summaries.
     method: str = "base"
+    #: Also answer every paraphrase on its own and fill each record's ``agreement`` (heads that offer the flag).
+    agreement: bool = False
 
     def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
         raise NotImplementedError
@@ -43,7 +51,39 @@ class FusionHead(nn.Module):
             "generation": gen.text,
             "prediction": gen.prediction,
             "answers": group.get("answers"),
+            "mean_prob": gen.mean_prob,
+            "agreement": None,
         }
+
+    def add_agreement(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict],
+                      records: list[dict]) -> list[dict]:
+        """With ``self.agreement``: answer each paraphrase on its own (one batched per_prompt pass) and fill every
+        record's ``agreement`` and ``paraphrase_predictions``. Records are one per group, in group order."""
+        if not self.agreement:
+            return records
+        from selfens_pl.agreement import Lemmas, agreement_share
+
+        lemmas = Lemmas()
+        for rec, gens in zip(records, paraphrase_generations(decoder, prompts, groups)):
+            answers = [g.prediction for g in gens]
+            rec["agreement"] = agreement_share(rec["prediction"], answers, lemmas)
+            rec["paraphrase_predictions"] = answers
+        return records
+
+
+def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer,
+                           groups: list[dict]) -> list[list[Generation]]:
+    """Every paraphrase of every group answered on its own, all as independent rows of one batch (per_prompt's
+    decoding). Returns, per group, one Generation per paraphrase."""
+    from selfens_pl.fusion import no_fusion
+
+    owners = [(gi, p) for gi, g in enumerate(groups) for p in g["paraphrases"]]
+    gens = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [(groups[gi], p) for gi, p in owners]),
+                                   no_fusion, no_fusion)
+    out: list[list[Generation]] = [[] for _ in groups]
+    for (gi, _), gen in zip(owners, gens):
+        out[gi].append(gen)
+    return out
 
 
 def check_context(decoder: GreedyDecoder, length: int, record_id, what: str = "prompt") -> None:

@@ -12,7 +12,12 @@ the shared prefix (at 0 in ``concat``), so each one is encoded exactly as if it 
 continue after the longest one. ``"sequential"`` (the seed's) numbers the whole sequence 0..L-1.
 
 The first token comes from the final-token logits of every paraphrase, fused with a LogitFusion rule
-(``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour).
+(``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour). With
+``calibration=subject|question`` the fused first token is calibrated (:mod:`selfens_pl.fusion`): the content-free
+prompts (:mod:`selfens_pl.content_free`) are prefilled once as independent rows beside the batch (one per paraphrase
+for ``subject``, one per group for ``question``; no decoding; each encoded as if asked alone, whatever
+``positions``), and their final-token log-probabilities are subtracted from the paraphrases' final-token logits.
+Later tokens come from the one fused sequence, uncalibrated.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import torch
 
 from selfens_pl.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
 from selfens_pl.decoding import PrefillBatch, pad_token_id
-from selfens_pl.fusion import RULES, WEIGHTED, FusionMethod, fuse_logits, no_fusion
-from selfens_pl.heads.base import FusionHead, check_context, confidence_weights
-from selfens_pl.heads.logit import group_valid
+from selfens_pl.content_free import CALIBRATIONS, Calibration, content_free_prompts
+from selfens_pl.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
+from selfens_pl.heads.base import FusionHead, check_context, confidence_weights, prompt_batch
+from selfens_pl.heads.logit import group_valid, padded
 
 
 @dataclass
@@ -77,6 +83,9 @@ class FlexFusion(FusionHead):
         fusion: FusionMethod = "avg",
         backend: Literal["auto", "flex", "dense"] = "auto",
         compile: bool = True,
+        calibration: Calibration = "none",
+        prior_floor: float = 0.1,
+        agreement: bool = False,
     ):
         """
         Args:
@@ -87,20 +96,28 @@ class FlexFusion(FusionHead):
             backend: ``flex`` (BlockMask + flex_attention), ``dense`` (bool mask + SDPA), ``auto`` (flex on CUDA,
                 dense elsewhere). A backend that cannot run raises; there is no silent fallback.
             compile: compile ``flex_attention`` (needed for speed; eager flex is the slow exact reference).
+            calibration: calibrate the fused first token: ``none``, ``subject`` (MyriadLAMA: the fact's subject
+                replaced by ``N/A`` in each paraphrase) or ``question`` (the question replaced by ``N/A``); needs
+                ``first_token=fused``. Costs one prefill of the content-free rows per batch.
+            prior_floor: with calibration, content-free probabilities below this share of their top one count as
+                that floor (0: plain division; 1: no calibration).
+            agreement: also answer every paraphrase on its own (a per_prompt pass: its cost) to fill each record's
+                ``agreement``.
         """
         super().__init__()
         choices = {"layout": (layout, ("concat", "shared_prefix")), "positions": (positions, ("aligned", "sequential")),
                    "first_token": (first_token, ("fused", "last_segment")), "backend": (backend, ("auto", "flex", "dense")),
-                   "fusion": (fusion, RULES)}
+                   "fusion": (fusion, RULES), "calibration": (calibration, CALIBRATIONS)}
         for flag, (value, allowed_values) in choices.items():
             if value not in allowed_values:
                 raise ValueError(f"--model.head.init_args.{flag}={value!r}: choose one of {', '.join(allowed_values)}")
         self.layout, self.positions, self.first_token = layout, positions, first_token
         self.fusion, self.backend, self.compile = fusion, backend, compile
-
-    @property
-    def method(self) -> str:  # type: ignore[override]
-        return f"flex_{self.layout}"
+        if calibration != "none" and first_token != "fused":
+            raise ValueError(f"--model.head.init_args.calibration={calibration!r} calibrates the fused first token: "
+                             f"it needs first_token=fused, not {first_token!r}")
+        self.calibration, self.prior_floor = calibration, check_prior_floor(prior_floor)
+        self.agreement = agreement
 
     def resolve_backend(self, device: torch.device) -> str:
         if self.backend == "auto":
@@ -161,18 +178,40 @@ class FlexFusion(FusionHead):
         return batch
 
     def fuse_first(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
-                   valid: torch.Tensor | None = None) -> torch.Tensor:
+                   valid: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
         """``logits [g, N, V]`` at each paraphrase's final token -> ``[g, V]`` log-scores. With ragged groups the
-        last slot of a short group repeats its last paraphrase, so ``last_segment`` reads the right one."""
+        last slot of a short group repeats its last paraphrase, so ``last_segment`` reads the right one.
+        ``prior [g, N | 1, V]``: content-free log-probabilities (calibration)."""
         if self.first_token == "last_segment":
             return logits[:, -1]
-        return fuse_logits(logits, self.fusion, weights, valid)
+        return fuse_logits(logits, self.fusion, weights, valid, prior, self.prior_floor)
+
+    def content_free_prior(self, decoder, prompts, groups: list[dict], k: int) -> torch.Tensor:
+        """``[g, k | 1, V]`` final-token log-probabilities of the groups' content-free prompts, from one prefill of
+        independent rows (no decoding). ``k``: paraphrase slots per group (``subject``: one prompt per slot)."""
+        m = k if self.calibration == "subject" else 1
+        items = [(g, p) for g in groups for p in padded(content_free_prompts(g, self.calibration), m)]
+        logits = decoder.prefill(prompt_batch(decoder, prompts, items))  # [g * m, 1, V]
+        return logits.reshape(len(groups), m, -1).log_softmax(dim=-1)
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        name = f"flex_{self.layout}"
+        return name if self.calibration == "none" else f"{name}_calibrated"
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         batch = self.build_batch(decoder, prompts, groups)
-        gens = decoder.decode_n_tokens(batch, self.fuse_first, no_fusion)
-        return [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+        fuse_first = self.fuse_first
+        if self.calibration != "none":
+            prior = self.content_free_prior(decoder, prompts, groups, batch.gather.shape[1])
+
+            def fuse_first(logits, weights=None, valid=None):
+                return self.fuse_first(logits, weights, valid, prior)
+
+        gens = decoder.decode_n_tokens(batch, fuse_first, no_fusion)
+        records = [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+        return self.add_agreement(decoder, prompts, groups, records)
 
 
 def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3):

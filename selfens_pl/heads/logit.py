@@ -1,44 +1,97 @@
 """``LogitFusion``: decode all paraphrases of a group together and fuse their next-token distributions.
 
-The rules (``avg``, ``max``, ``weighted_avg``, ``weighted_max``) live in :mod:`selfens_pl.fusion`. The fused token is
-fed to every row of the group, so each paraphrase continues the same answer. Groups may differ in size: each is
-padded to the largest group of the batch with copies of its first paraphrase, which the rule ignores (``valid``).
+The rules (``avg``, ``max``, ``weighted_avg``, ``weighted_max``, ``prob_avg``, ``entropy_weighted``) live in
+:mod:`selfens_pl.fusion`. The fused token is fed to every row of the group, so each paraphrase continues the same
+answer. Groups may differ in size: each is padded to the largest group of the batch with copies of its first
+paraphrase, which the rule ignores (``valid``).
+
+Calibration (``calibration=subject|question``, :mod:`selfens_pl.content_free`): the group's content-free prompts
+ride as extra rows of the same group, after its ``n`` paraphrase rows (``n`` of them for ``subject``, one per
+paraphrase; one for ``question``), are fed the same fused token (so each prior follows the answer prefix) and are
+split off again by :meth:`LogitFusion.fuse`, which subtracts their log-probabilities from the paraphrase rows'
+logits. The decoder only sees ``rows_per_group = n + m``. Cost: ``m`` extra cached rows per group, i.e. about 2x
+the rows of the uncalibrated rule for ``subject`` and ``(n + 1) / n`` for ``question``; the shared prefix is still
+encoded once per batch.
 """
 
 from __future__ import annotations
 
 import torch
 
-from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
+from selfens_pl.content_free import Calibration, check_calibration, content_free_prompts
+from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, check_prior_floor, fuse_logits
 from selfens_pl.heads.base import FusionHead, confidence_weights, prompt_batch
 
 
 class LogitFusion(FusionHead):
     """All paraphrases of each group decode as cached rows; each step's logits are fused per group."""
 
-    def __init__(self, method: FusionMethod = "avg"):
+    def __init__(self, method: FusionMethod = "avg", calibration: Calibration = "none", prior_floor: float = 0.1,
+                 agreement: bool = False):
+        """
+        Args:
+            method: Fusion rule: ``avg`` (mean logits), ``max`` (max probability), ``prob_avg`` (mean probability),
+                ``entropy_weighted`` (log-probabilities weighted by softmax of minus each row's entropy, per step),
+                ``weighted_avg`` / ``weighted_max`` (sampled confidences, ``--data.confidences``).
+            calibration: ``none``; ``subject`` (MyriadLAMA: each paraphrase with the fact's subject replaced by
+                ``N/A``, one content-free row per paraphrase); ``question`` (the question replaced by ``N/A``, one
+                content-free row per group). The rule then fuses ``logits - content-free log-probabilities``.
+            prior_floor: With calibration: content-free probabilities below ``prior_floor`` times their top one
+                count as that floor, so only tokens the template favours are discounted (0: plain division, as
+                Zhao et al.; 1: no calibration).
+            agreement: Also answer every paraphrase on its own (a per_prompt pass: its cost) to fill each record's
+                ``agreement``.
+        """
         super().__init__()
         self.fusion = check_method(method)
+        self.calibration = check_calibration(calibration)
+        self.prior_floor = check_prior_floor(prior_floor)
+        self.agreement = agreement
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return self.fusion
+        return self.fusion if self.calibration == "none" else f"calibrated_{self.fusion}"
+
+    def content_free_rows(self, n: int) -> int:
+        """``m``: content-free rows per group for groups padded to ``n`` paraphrases."""
+        return {"none": 0, "subject": n, "question": 1}[self.calibration]
 
     def fuse(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
              valid: torch.Tensor | None = None) -> torch.Tensor:
-        return fuse_logits(logits, self.fusion, weights, valid)
+        """``logits [g, n + m, V]`` -> ``[g, V]``. Without calibration ``m = 0``; with it the last ``m`` rows are the
+        content-free ones and ``weights`` / ``valid`` are ``[g, n + m]`` (only their first ``n`` columns count)."""
+        if self.calibration == "none":
+            return fuse_logits(logits, self.fusion, weights, valid)
+        rows = logits.shape[1]
+        n = rows // 2 if self.calibration == "subject" else rows - 1  # shapes only: no host sync
+        prior = logits[:, n:].log_softmax(dim=-1)  # [g, n | 1, V]
+        return fuse_logits(logits[:, :n], self.fusion, None if weights is None else weights[:, :n],
+                           None if valid is None else valid[:, :n], prior, self.prior_floor)
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         n = max(len(g["paraphrases"]) for g in groups)
-        items = [(g, p) for g in groups for p in padded(g["paraphrases"], n)]
-        batch = prompt_batch(decoder, prompts, items, n)
-        if any(len(g["paraphrases"]) < n for g in groups):
-            batch.valid = batch.step_valid = group_valid(groups, n, decoder.device)
+        m = self.content_free_rows(n)
+        items = []
+        for g in groups:
+            items += [(g, p) for p in padded(g["paraphrases"], n)]
+            if m:
+                items += [(g, p) for p in padded(content_free_prompts(g, self.calibration), m)]
+        batch = prompt_batch(decoder, prompts, items, n + m)
+        ragged = any(len(g["paraphrases"]) < n for g in groups)
+        if ragged or m:
+            valid = group_valid(groups, n, decoder.device)
+            if m:  # the content-free rows' own mask; the fused rule only reads the first n columns
+                valid = torch.cat([valid, valid if m == n else valid[:, :1]], dim=1)
+            batch.valid = batch.step_valid = valid
         if self.fusion in WEIGHTED:
-            batch.weights = batch.step_weights = confidence_weights(groups, self.fusion, decoder.device, n)
+            weights = confidence_weights(groups, self.fusion, decoder.device, n)
+            if m:
+                weights = torch.cat([weights, weights.new_zeros(len(groups), m)], dim=1)
+            batch.weights = batch.step_weights = weights
         gens = decoder.decode_n_tokens(batch, self.fuse, self.fuse)
-        return [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+        records = [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
+        return self.add_agreement(decoder, prompts, groups, records)
 
 
 def padded(paraphrases: list[str], n: int) -> list[str]:

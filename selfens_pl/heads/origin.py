@@ -11,8 +11,18 @@ class OriginHead(FusionHead):
 
     method = "origin"
 
+    def __init__(self, agreement: bool = False):
+        """
+        Args:
+            agreement: Also answer every paraphrase on its own (a per_prompt pass: its cost) to fill each record's
+                ``agreement``, the share of paraphrases whose answer agrees with the origin answer.
+        """
+        super().__init__()
+        self.agreement = agreement
+
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         batch = prompt_batch(decoder, prompts, [(g, g["paraphrases"][0]) for g in groups])
         gens = decoder.decode_n_tokens(batch, no_fusion, no_fusion)
-        return [self.record(g, gen, 0, g["paraphrases"][:1]) for g, gen in zip(groups, gens)]
+        records = [self.record(g, gen, 0, g["paraphrases"][:1]) for g, gen in zip(groups, gens)]
+        return self.add_agreement(decoder, prompts, groups, records)

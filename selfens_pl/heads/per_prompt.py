@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from selfens_pl.decoding import no_fusion
-from selfens_pl.heads.base import FusionHead, prompt_batch
+from selfens_pl.agreement import Lemmas, agreement_share
+from selfens_pl.heads.base import FusionHead, paraphrase_generations
 
 
 class PerPromptHead(FusionHead):
-    """All paraphrases of all groups as independent rows of one batch."""
+    """All paraphrases of all groups as independent rows of one batch. Each record's ``agreement`` is the share of
+    its group's paraphrases whose answer agrees with its own (every paraphrase's answer is at hand: no extra cost)."""
 
     method = "per_prompt"
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
-        owners = [(g, i, p) for g in groups for i, p in enumerate(g["paraphrases"])]
-        batch = prompt_batch(decoder, prompts, [(g, p) for g, _, p in owners])
-        gens = decoder.decode_n_tokens(batch, no_fusion, no_fusion)
-        return [self.record(g, gen, i, [p]) for (g, i, p), gen in zip(owners, gens)]
+        records, lemmas = [], Lemmas()
+        for g, gens in zip(groups, paraphrase_generations(decoder, prompts, groups)):
+            answers = [gen.prediction for gen in gens]
+            for i, (p, gen) in enumerate(zip(g["paraphrases"], gens)):
+                rec = self.record(g, gen, i, [p])
+                rec["agreement"] = agreement_share(gen.prediction, answers, lemmas)
+                records.append(rec)
+        return records

@@ -64,6 +64,7 @@ def group_myriadlama(rows) -> list[dict]:
             facts[uuid] = {
                 "uuid": uuid,
                 "answers": _dedupe(row["obj_aliases"]),
+                "subject": row["sub_ent"],
                 "manual_paraphrases": [],
                 "auto_paraphrases": [],
             }
@@ -135,7 +136,11 @@ def select_paraphrases(fact, num_manual: int, num_auto: int) -> list[str]:
 
 
 def myriadlama_groups(facts, num_manual: int = 1, num_auto: int = 0) -> list[dict]:
-    """Turn facts into package groups with the selected paraphrases."""
+    """Turn facts into package groups with the selected paraphrases and the fact's ``subject`` (the hub rows'
+    ``sub_ent``, or recovered from ALL the fact's paraphrases, ``None`` if it cannot be: see
+    :mod:`selfens_pl.content_free`), which content-free prompts for calibration need."""
+    from selfens_pl.content_free import recover_subject
+
     if num_manual + num_auto <= 0:
         raise ValueError(f"num_manual={num_manual} + num_auto={num_auto} must select at least one paraphrase")
     return [
@@ -144,6 +149,7 @@ def myriadlama_groups(facts, num_manual: int = 1, num_auto: int = 0) -> list[dic
             "paraphrases": select_paraphrases(fact, num_manual, num_auto),
             "answers": list(fact["answers"]),
             "confidences": None,
+            "subject": fact.get("subject") or recover_subject(fact["manual_paraphrases"] + fact["auto_paraphrases"]),
         }
         for fact in facts
     ]

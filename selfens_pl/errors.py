@@ -1,0 +1,272 @@
+"""What a failed command prints: one line for a user error, the traceback for a bug.
+
+:func:`selfens_pl.cli.main` runs every subcommand (``predict``, ``fit``, ... and the verbs ``ask``, ``paraphrase``,
+``confidence``, ``report``, ``mask``) through :func:`user_error_message`. A **user error** prints one line on stderr,
+``selfens_pl: error: <message>``, and exits with status 2; anything else is a **bug** and keeps Python's traceback
+(status 1). ``SELFENS_PL_DEBUG=1`` shows the traceback of every error, user errors and parse errors included.
+
+The rule, by exception type and by where it was raised:
+
+* a command-line parse error (an unknown flag or config key, a value of the wrong type or outside its choices, a
+  missing argument): jsonargparse's and argparse's own errors, raised as :class:`UsageError` while a command runs
+  (:func:`parse_errors_raise`); multi-line jsonargparse messages are cut to the flag and the problem;
+* ``ValueError`` or ``ImportError`` raised by a ``raise`` statement of this package: the package checks its input
+  and raises with a message naming the record, file or flag. An exception that only passes through the package
+  (``int("x")`` in our code, a ``ValueError`` raised inside torch or transformers) is a bug;
+* ``ValueError`` / ``TypeError`` raised by a ``raise`` statement of Lightning while its accelerator connector checks
+  the Trainer's flags (``--trainer.accelerator``, ``devices``, ``strategy``, ``precision``; e.g.
+  ``--trainer.devices x``), and Lightning's ``MisconfigurationException`` anywhere;
+* any ``OSError`` (``FileNotFoundError``, ``NotADirectoryError``, ``PermissionError``, ``IsADirectoryError``, a
+  hub repository that does not exist, no network): it reports the environment (a path, a permission, a URL), not a
+  code path, wherever it was raised;
+* ``ModuleNotFoundError`` anywhere: a dependency is not installed (an optional one such as ``peft``).
+
+An exception that crossed a process boundary arrives as text: a DataLoader worker's error is re-raised by torch
+with the worker's traceback in its message, a ``ddp_spawn`` process's error as ``ProcessRaisedException``. The same
+rule is applied to the original exception, read from that text (the source line of its last frame shows whether it
+was a ``raise`` statement). Under ``--trainer.strategy ddp`` every process runs this command: a process other than
+rank 0 names its rank and reports a moment later, so that an error every process meets (a broken data file) is
+reported once, by rank 0, which stops the other processes as it fails (:class:`selfens_pl.cli.SelfEnsembleCLI`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dis
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+PROG = "selfens_pl"
+DEBUG_ENV = "SELFENS_PL_DEBUG"
+EXIT_USER_ERROR = 2
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: The Lightning module that checks the Trainer's flags (``--trainer.accelerator``, ``devices``, ``strategy``,
+#: ``precision``): a ValueError / TypeError that Lightning raises beneath it is the user's.
+LIGHTNING_FLAG_CHECK = "accelerator_connector.py"
+
+_RAISE = dis.opmap["RAISE_VARARGS"]
+_OS_ERRORS = {"OSError", "IOError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "IsADirectoryError",
+              "PermissionError", "ConnectionError", "TimeoutError"}
+
+
+class UsageError(Exception):
+    """A command-line parse error: an unknown flag or config key, a bad value, a missing argument."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# -- parse errors --------------------------------------------------------------------------------------------------
+@contextmanager
+def parse_errors_raise():
+    """While the block runs, a parser that would print its usage and exit with status 2 raises :class:`UsageError`
+    instead: one place for every parser of every command (LightningCLI's jsonargparse parsers and the verbs' own
+    argparse / jsonargparse parsers), so none of them needs its own handling. ``--help`` is unaffected."""
+    import jsonargparse
+
+    def argparse_error(self, message):
+        raise UsageError(message)
+
+    original = jsonargparse.ArgumentParser.error
+
+    def jsonargparse_error(self, message, ex=None):
+        # exit_on_error=False: jsonargparse parses a nested value (a class's init_args, a union member) and catches
+        # the error itself; leave that path alone
+        if not self.exit_on_error:
+            return original(self, message, ex)
+        raise UsageError(message) from ex
+
+    saved = argparse.ArgumentParser.error, original
+    argparse.ArgumentParser.error, jsonargparse.ArgumentParser.error = argparse_error, jsonargparse_error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error, jsonargparse.ArgumentParser.error = saved
+
+
+_PARSER_KEY = re.compile(r'^Parser key "([^"]+)":\s*(.*)$')
+_LITERAL = re.compile(r"^Expected a typing\.Literal\[(.*)\]\.?(?: Got value: (.*))?$")
+_EXPECTED = re.compile(r"^Expected a <class '([\w.]+)'>\.?(?: Got value: (.*))?$")
+_NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted$")
+_NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value type:|"
+                    r"Expected a <class 'NoneType'>|Expected a path but )")
+
+
+def summarize_parse_error(message: str, argv: list[str] | None = None) -> str:
+    """One line naming the flag from a (possibly multi-line, nested) jsonargparse / argparse error message.
+
+    ``Parser key "model.head": ... class_path 'selfens_pl.heads.LogitFusion': Parser key "method": Expected a
+    typing.Literal['avg', 'max']. Got value: x`` becomes ``--model.head.init_args.method='x': choose one of avg,
+    max``. A message it does not recognise is joined onto one line. A config file that is not valid YAML is named
+    from ``argv`` (jsonargparse's message does not name it)."""
+    if message.startswith("Problems parsing config") and argv:
+        configs = _config_files(argv)
+        if len(configs) == 1:
+            message = f"--config {configs[0]}: {message}"
+    lines = [re.sub(r"^- ", "", line.strip()) for line in message.strip().splitlines()]  # "- " bullets
+    lines = [line for line in lines if line]
+    keys, given, class_path, detail = [], None, False, None
+    for line in lines:
+        match = _PARSER_KEY.match(line)
+        if match and detail is None:
+            keys.append(("init_args." if class_path and keys else "") + match.group(1))
+            if match.group(2):
+                detail = match.group(2)
+            continue
+        if line.startswith("Given value:"):
+            given = given or line.split(":", 1)[1].strip()
+            continue
+        if line.startswith("Problem with given class_path"):
+            class_path = True
+            continue
+        if detail is None and not _NOISE.match(line):
+            detail = line
+    if not keys or detail is None:
+        return one_line(message)
+    flag = "--" + ".".join(keys)
+    if match := _LITERAL.match(detail):
+        choices = ", ".join(c.strip().strip("'\"") for c in match.group(1).split(","))
+        value = match.group(2) if match.group(2) is not None else given
+        return f"{flag}={value!r}: choose one of {choices}"
+    if match := _NOT_ACCEPTED.match(detail):
+        return f"{flag}{'.init_args' if class_path else ''}.{match.group(1)}: no such option"
+    if match := _EXPECTED.match(detail):
+        value = match.group(2) if match.group(2) is not None else given
+        nullable = " (or null)" if any("NoneType" in line for line in lines) else ""
+        return f"{flag}={value!r}: expected a{'n' if match.group(1)[0] in 'aeiou' else ''} {match.group(1)}{nullable}"
+    if given and not given.startswith(("NestedArg(", "{")):
+        return one_line(f"{flag}={given!r}: {detail}")
+    return one_line(f"{flag}: {detail}")
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+# -- classification ------------------------------------------------------------------------------------------------
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+
+
+def user_error_message(exc: BaseException, argv: list[str] | None = None) -> str | None:
+    """The one-line message for a user error (see the module docstring for the rule), ``None`` for a bug.
+    ``argv``: the command line, to name a config file a parse error is about."""
+    if isinstance(exc, UsageError):
+        return summarize_parse_error(str(exc), argv)
+    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: not ours to report
+        return None
+    remote = _remote_exception(exc)
+    if remote is not None:
+        return _remote_message(*remote)
+    if isinstance(exc, OSError):
+        return _os_error_message(exc)
+    if isinstance(exc, ModuleNotFoundError):
+        return f"{exc} (a dependency is missing: install it)"
+    if _is_misconfiguration(type(exc)):
+        return one_line(exc)
+    site = _raise_site(exc)
+    if site is None:
+        return None
+    if isinstance(exc, (ValueError, ImportError)) and _in_package(site):
+        return one_line(exc)
+    if isinstance(exc, (ValueError, TypeError)) and _in_lightning(site) and _passes_through(exc, LIGHTNING_FLAG_CHECK):
+        return one_line(exc)
+    return None
+
+
+def _os_error_message(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:  # from the OS: "[Errno 13] Permission denied: 'x'"
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return one_line(f"{target}: {exc.strerror}")
+    return one_line(exc)
+
+
+def _is_misconfiguration(cls: type) -> bool:
+    return any(c.__name__ == "MisconfigurationException" and c.__module__.startswith("lightning")
+               for c in cls.__mro__)
+
+
+def _raise_site(exc: BaseException) -> str | None:
+    """The file of the innermost frame when that frame raised ``exc`` with a ``raise`` statement (not a call that
+    failed inside a builtin), else ``None``."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if not 0 <= tb.tb_lasti < len(code.co_code) or code.co_code[tb.tb_lasti] != _RAISE:
+        return None
+    return code.co_filename
+
+
+def _in_package(filename: str) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+
+
+def _in_lightning(filename: str) -> bool:
+    return "lightning" in Path(filename).parts
+
+
+def _passes_through(exc: BaseException, file_name: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).name == file_name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+# -- errors from other processes (DataLoader workers, ddp_spawn) ---------------------------------------------------
+_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+')
+_LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?:: (.*))?$")
+_PROCESS = re.compile(r"-- Process (\d+) terminated")
+
+
+def _remote_exception(exc: Exception) -> tuple[str, str, str, str, str | None] | None:
+    """``(type name, message, file of the last frame, its source line, process)`` of the original exception when
+    ``exc`` carries another process's traceback as text, else ``None``."""
+    text = str(exc)
+    start = text.rfind("Traceback (most recent call last):")
+    if start < 0:
+        return None
+    lines = text[start:].splitlines()[1:]
+    filename, source, last = None, "", None
+    for i, line in enumerate(lines):
+        match = _FRAME.match(line)
+        if match:
+            filename = match.group(1)
+            source = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        elif not line.startswith(" ") and line.strip():
+            last = i
+            break
+    if filename is None or last is None:
+        return None
+    match = _LAST_LINE.match(lines[last])
+    if match is None:
+        return None
+    message = " ".join([match.group(2) or "", *lines[last + 1:]])
+    process = _PROCESS.search(text[:start])
+    return match.group(1).rsplit(".", 1)[-1], one_line(message), filename, source, process and process.group(1)
+
+
+def _remote_message(type_name: str, message: str, filename: str, source: str, process: str | None) -> str | None:
+    deliberate = source.startswith("raise")
+    user = (type_name in _OS_ERRORS or type_name in ("ModuleNotFoundError", "MisconfigurationException")
+            or (type_name in ("ValueError", "ImportError") and deliberate and _in_package(filename)))
+    if not user:
+        return None
+    return f"rank {process}: {message}" if process is not None else message

@@ -1,0 +1,40 @@
+"""``VoteHead``: every paraphrase answered on its own, then the answer most paraphrases agree on.
+
+Decoding is per_prompt's (every paraphrase of every group an independent row of one batch). Per group, each
+paraphrase's answer gets a *support*: how many of the group's answers agree with it under the lemma rule
+(:mod:`selfens_pl.agreement`: one answer's lemmas inside the other's). The answer with the most support wins; ties
+go to the highest mean token log-probability (``Generation.logprobs``, under its own paraphrase), then to the
+lowest paraphrase index. One record per group: the winner's generation, ``voted_index`` (which paraphrase gave
+it), ``paraphrase_predictions`` (every paraphrase's answer), ``mean_prob`` (the winner's own mean token
+probability) and ``agreement`` = support / paraphrases. Cost: exactly per_prompt's.
+"""
+
+from __future__ import annotations
+
+from selfens_pl.agreement import Lemmas, vote
+from selfens_pl.heads.base import FusionHead, paraphrase_generations
+
+
+class VoteHead(FusionHead):
+    """Majority vote over the paraphrases' own answers (lemma-rule agreement, ties to the surest answer)."""
+
+    method = "vote"
+
+    def generate(self, decoder, prompts, groups):
+        self.check_groups(groups)
+        return vote_records(self, groups, paraphrase_generations(decoder, prompts, groups))
+
+
+def vote_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
+    """One vote record per group from each group's per-paraphrase ``Generation``s (also used by ``sweep``, which
+    votes over the first K answers of a per_prompt run)."""
+    records, lemmas = [], Lemmas()
+    for group, gens in zip(groups, generations):
+        answers = [g.prediction for g in gens]
+        best, support = vote(answers, [g.logprobs for g in gens], lemmas)
+        rec = head.record(group, gens[best], None, list(group["paraphrases"]))
+        rec["voted_index"] = best
+        rec["agreement"] = support / len(gens)
+        rec["paraphrase_predictions"] = answers
+        records.append(rec)
+    return records
