@@ -234,7 +234,7 @@ class EquivalenceJudge:
             chunk = pairs[first:first + self.batch_size]
             items = [({"id": f"judge pair {first + i}"}, judge_question(o, c)) for i, (o, c) in enumerate(chunk)]
             batch = prompt_batch(self.decoder, self.prompts, items)
-            logits = self.decoder.prefill(batch, self.decoder.new_cache())[:, -1].float()  # [r, V]
+            logits = self.decoder.prefill(batch)[:, -1].float()  # [r, V]; a cache sized for these prompts
             logp = torch.log_softmax(logits, dim=-1)
             yes = torch.logsumexp(logp[:, self.yes], dim=-1)
             no = torch.logsumexp(logp[:, self.no], dim=-1)
