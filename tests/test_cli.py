@@ -28,7 +28,7 @@ from selfens_pl.cli import build_cli, main
 from selfens_pl.commands.report import ORACLE_LABEL, load_run
 from selfens_pl.data import demo_path, load_groups
 from selfens_pl.writer import PREDICTIONS, SUMMARY
-from test_ddp import one_thread, write_config, write_groups  # noqa: F401
+from test_ddp import write_config, write_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 ERROR = "selfens_pl: error: "

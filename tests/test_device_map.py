@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 from test_ddp import read_jsonl, write_config, write_groups
 
 from selfens_pl.cli import build_cli
@@ -28,14 +27,6 @@ SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0
          "model.norm": "disk", "lm_head": "disk"}
 #: A budget of 400 kB for the CPU: accelerate puts what does not fit (~0.5 MB in all) on disk.
 BUDGET = {"device_map": "auto", "max_memory": {"cpu": "400KB"}}
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def answers(lm: SelfEnsembleLM, groups, template) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 
 from selfens_pl.cli import build_cli
 from selfens_pl.writer import PREDICTIONS, SUMMARY, check_resumable, read_done, read_part
-from test_ddp import one_thread, read_jsonl, subprocess_env, write_config, write_groups  # noqa: F401
+from test_ddp import read_jsonl, subprocess_env, write_config, write_groups
 
 N_GROUPS = 40
 

@@ -85,12 +85,9 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
     ax.legend(handles=[Patch(facecolor=ALLOWED_COLOUR, edgecolor="black", label="allowed"),
                        Patch(facecolor=BLOCKED_COLOUR, edgecolor="black", label="blocked")],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=True, title="attention", fontsize=font, title_fontsize=font)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    from selfens_pl.commands.report import save_figure
+
+    return save_figure(fig, out)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -63,6 +63,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def save_figure(fig, out: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``out`` (folders made) at 100 dpi and close it (every chart of the verbs)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def load_run(directory: str | Path) -> Run:
     """Read one predict output directory; one clear error naming it when a file is missing or inconsistent."""
     path = Path(directory)
@@ -198,12 +210,7 @@ def draw_chart(runs: list[Run], out: str | Path, title: str = "accuracy per meth
     ax.set_title(f"{title}\nmodel: {', '.join(models)}; n = {', '.join(ns)} questions")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 COVERAGE_POINTS = (0.1, 0.25, 0.5, 0.75, 1.0)
@@ -282,12 +289,7 @@ def draw_coverage(runs: list[Run], out: str | Path, confidence: str) -> Path:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

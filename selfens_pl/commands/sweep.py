@@ -13,8 +13,8 @@ Work is reused, never re-decoded:
   the **mean single-paraphrase** accuracy (the mean over paraphrases 0..K-1 of each one's accuracy), the
   **oracle** (any of the K right), the **vote** (:func:`selfens_pl.heads.vote.vote_records` over the first K
   answers: VoteHead's rule on the same decodes) and **origin** (paraphrase 0; K does not matter);
-* each fused head (``--heads``) runs once per K >= 2; the LogitFusion heads (unweighted rules) share one encoding
-  of each fact's rows per K (:mod:`selfens_pl.commands.sweep_shared`: every paraphrase and content-free prompt is
+* each fused head (``--heads``) runs once per K >= 2; the LogitFusion heads (unweighted rules) of one calibration
+  mode share one encoding of each fact's rows per K (:mod:`selfens_pl.commands.sweep_shared`: every paraphrase and content-free prompt is
   prefilled once and its KV cache copied to every rule's group). At K = 1 an uncalibrated fused head fuses one paraphrase,
   which is that paraphrase's own distribution at every step (tested token for token in tests/test_ragged.py), so
   its K = 1 point is the origin run; a calibrated head changes even one paraphrase and runs at K = 1 too;
@@ -119,7 +119,7 @@ class Sweep:
                               "ids": hashlib.sha256("\n".join(g["id"] for g in groups).encode()).hexdigest()}
         self.seconds: dict[str, float] = {}
         self._lengths: dict[str, int] = {}
-        self.shared_seconds: dict[int, float] = {}
+        self.shared_seconds: dict[int, dict[tuple, float]] = {}  # K -> {the rules decoded together: seconds}
         self.shared_names: set[str] = set()
 
     # -- runs on disk ---------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class Sweep:
             return None
         self.seconds[name] = float(summary.get("seconds") or 0.0)
         if summary.get("decoded_with"):
-            self.shared_seconds[int(summary["k"])] = self.seconds[name]
+            self.shared_seconds.setdefault(int(summary["k"]), {})[tuple(summary["decoded_with"])] = self.seconds[name]
             self.shared_names.add(name)
         print(f"[sweep] {name}: reused ({len(records)} records)", flush=True)
         return records
@@ -255,7 +255,7 @@ class Sweep:
             self.shared_names.add(name)
             self.finish(recs, answers, k)
             self.save(name, label, k, recs, seconds, setting, derived=None, shared=labels)
-        self.shared_seconds[k] = seconds
+        self.shared_seconds.setdefault(k, {})[tuple(labels)] = seconds
         print(f"[sweep] K={k}: {seconds:.1f}s for {len(heads)} rules", flush=True)
         return out
 
@@ -314,7 +314,7 @@ def markdown(curves: dict[str, dict[int, float]], sweep: "Sweep", k_max: int, n:
     times = [f"per_prompt pass ({n} x {k_max} answers; origin, vote, oracle, mean single): {per_prompt:.0f} s"]
     if sweep.shared_seconds:
         times.append("LogitFusion rules, one shared encoding per K: " + ", ".join(
-            f"K={k} {s:.0f} s" for k, s in sorted(sweep.shared_seconds.items())))
+            f"K={k} {sum(s.values()):.0f} s" for k, s in sorted(sweep.shared_seconds.items())))
     for method in curves:
         runs = [sweep.seconds[f"{method}_k{k}"] for k in ks if f"{method}_k{k}" in sweep.seconds
                 and f"{method}_k{k}" not in sweep.shared_names]
@@ -349,11 +349,9 @@ def draw(curves: dict[str, dict[int, float]], out: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    from selfens_pl.commands.report import save_figure
+
+    return save_figure(fig, out)
 
 
 def load_decoder(model: str, max_new_tokens: int, stop: str | None, device: str | None):
@@ -416,8 +414,10 @@ def main(argv: list[str] | None = None) -> Path:
             curves[labels[i]][1] = accuracy(records)
     for k in range(1, k_max + 1):
         todo = [i for i in shared if not (k == 1 and single_is_origin(heads[i]))]
-        if todo:
-            for i, records in zip(todo, sweep.shared([heads[i] for i in todo], [labels[i] for i in todo], k, answers)):
+        # one encoding per calibration mode: an uncalibrated rule would otherwise decode the content-free rows too
+        for mode in dict.fromkeys(heads[i].calibration for i in todo):
+            part = [i for i in todo if heads[i].calibration == mode]
+            for i, records in zip(part, sweep.shared([heads[i] for i in part], [labels[i] for i in part], k, answers)):
                 curves[labels[i]][k] = accuracy(records)
     for i, head in enumerate(heads):
         if i in shared:
