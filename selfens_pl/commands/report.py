@@ -153,7 +153,7 @@ def paraphrase_section(runs: list[Run]) -> list[str]:
 
     from selfens_pl.paraphrase_checks import format_statistics, paraphrase_statistics
 
-    lines = []
+    lines, answered = [], {}  # (file, ids) -> names of the runs that answered those ids of that file
     for run in runs:
         config = run.path / "config.yaml"
         if not config.is_file():
@@ -167,10 +167,12 @@ def paraphrase_section(runs: list[Run]) -> list[str]:
         records = read_jsonl(Path(path))
         if not records or "rejected" not in records[0]:  # not written by `paraphrase`
             continue
-        ids = {str(r["id"]) for r in run.records}
+        ids = frozenset(str(r["id"]) for r in run.records)
+        answered.setdefault((path, ids), (records, []))[1].append(run.path.name)
+    for (path, ids), (records, names) in answered.items():  # one line per file and id set, not per run
         stats = paraphrase_statistics([r for r in records if str(r["id"]) in ids])
-        lines.append(f"- `{run.path.name}` answered `{path}` (paraphraser: {', '.join(stats['paraphrasers'])}): "
-                     f"{format_statistics(stats)}")
+        lines.append(f"- {', '.join(f'`{n}`' for n in names)} answered `{path}` (paraphraser: "
+                     f"{', '.join(stats['paraphrasers'])}): {format_statistics(stats)}")
     return ["## Paraphrases", "", *lines, ""] if lines else []
 
 
