@@ -1,5 +1,6 @@
-"""Sampling (reproducible per seed, independent of the batch) and the paraphrase tool: detection and regeneration
-of bad paraphrases, output schema, reuse of a finished file and resume after an interrupted one."""
+"""Sampling (reproducible per seed, independent of the batch) and the paraphrase tool: checks and regeneration of
+bad paraphrases (new seeds, short groups flagged, never padded), output schema, every head answering a written file,
+reuse of a finished file, refusal of other settings and resume after an interrupted one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from selfens_pl.commands import paraphrase
 from selfens_pl.data import ParaphraseDataModule, load_groups
 from selfens_pl.decoding import GreedyDecoder, no_fusion
 from selfens_pl.heads.base import rows_batch
-from selfens_pl.commands.paraphrase import find_bad, first_line, paraphrase_groups
+from selfens_pl.commands.paraphrase import first_line, paraphrase_groups
+from selfens_pl.paraphrase_checks import CheckSettings, ParaphraseChecker, copy_key, text_failures
 from selfens_pl.prompts import PromptTokenizer
 from selfens_pl.sampling import Sampler, sample_from_logits
 from selfens_pl.sources import load_webqa, webqa_groups
@@ -80,48 +82,74 @@ def test_sampler_stops_per_row(decoder, template, groups):
         assert decoder.tokenizer.eos_token_id not in gen.token_ids
 
 
-# -- detection and regeneration -----------------------------------------------------------------------------------
-def test_find_bad_and_first_line():
-    original = "What is X?"
-    assert find_bad(original, ["what  is x?", "Which X?", " WHICH x? ", "", "  ", "Other"]) == [0, 2, 3, 4]
-    assert find_bad(original, ["a", "b"]) == []
-    assert first_line("\n  Foo bar \nmore") == "Foo bar"
+# -- checking and regeneration -----------------------------------------------------------------------------------
+Q1, Q2 = "what language is spoken in jamaica?", "who wrote hamlet?"
+TABLE = {  # (question, seed) -> generation; k=3, seed=10: attempt a, slot r -> seed 10 + 3a + r
+    (Q1, 10): "French language\nignored",  # not a question, too short, lost the content words
+    (Q1, 11): "which language do people in jamaica speak?",  # kept (slot 1)
+    (Q1, 12): "Which language do people in Jamaica speak ?",  # passes the text checks, repeats slot 1
+    (Q1, 13): "in jamaica, what language do people speak?",  # slot 0, attempt 1: kept
+    (Q1, 15): "What language is spoken in Jamaica?",  # slot 2, attempt 1: the original again
+    (Q1, 18): "",  # slot 2, attempt 2
+    (Q1, 21): "what is spoken in jamaica?",  # slot 2, attempt 3: lost "language"; slot 2 stays empty
+    (Q2, 10): "who is the writer of hamlet?", (Q2, 11): "who was hamlet written by?",
+    (Q2, 12): "who wrote hamlet",  # no question mark, and the original again
+    (Q2, 15): "hamlet was written by whom?",  # slot 2, attempt 1: kept
+}
 
 
-def test_paraphrase_groups_regenerates_with_new_seeds():
-    q1, q2 = "What is X?", "Where is Y?"
-    table = {  # (question, seed) -> generation; k=3, seed=10: attempt a, slot r -> seed 10 + 3a + r
-        (q1, 10): "what  is x?\nignored", (q1, 11): "Which X?", (q1, 12): "which x?",  # dup original, ok, dup
-        (q1, 13): "Tell me X",  # slot 0, attempt 1
-        (q1, 15): "", (q1, 18): "TELL ME x", (q1, 21): " ",  # slot 2 stays bad: empty, duplicate, empty
-        (q2, 10): "Y is where?", (q2, 11): "y is WHERE?", (q2, 12): "Locate Y",
-        (q2, 14): "Y IS where?", (q2, 17): "y is where?", (q2, 20): "Y is  where?",  # slot 1 stays a duplicate
-    }
-    calls = []
-
+def table_sampler(calls):
     def sample(items, seeds):
-        calls.append([(q, s) for (_, q), row in zip(items, seeds) for s in row])
-        return [[table.get((q, s), "") for s in row] for (_, q), row in zip(items, seeds)]
+        calls.append([(q, row) for (_, q), row in zip(items, seeds)])
+        return [[TABLE[(q, s)] for s in row] for (_, q), row in zip(items, seeds)]
 
-    groups = [{"id": "a", "paraphrases": [q1], "answers": ["x"]}, {"id": "b", "paraphrases": [q2], "answers": []}]
-    recs = paraphrase_groups(sample, groups, k=3, seed=10, max_retries=3)
+    return sample
+
+
+def test_paraphrase_groups_checks_and_regenerates_with_new_seeds():
+    calls = []
+    groups = [{"id": "a", "paraphrases": [Q1], "answers": ["x"]}, {"id": "b", "paraphrases": [Q2], "answers": []}]
+    recs = paraphrase_groups(table_sampler(calls), groups, k=3, seed=10, max_retries=3, check=ParaphraseChecker())
+    # attempt 0: one prompt per question, its k slots from one prefill; later: one prompt per pending slot
     assert calls == [
-        [(q1, 10), (q1, 11), (q1, 12), (q2, 10), (q2, 11), (q2, 12)],
-        [(q1, 13), (q1, 15), (q2, 14)],
-        [(q1, 18), (q2, 17)],
-        [(q1, 21), (q2, 20)],
+        [(Q1, [10, 11, 12]), (Q2, [10, 11, 12])],
+        [(Q1, [13]), (Q1, [15]), (Q2, [15])],
+        [(Q1, [18])],
+        [(Q1, [21])],
     ]
-    assert recs[0]["paraphrases"] == [q1, "Tell me X", "Which X?", q1]  # still empty: the original stands in
-    assert len(recs[0]["issues"]) == 1 and "paraphrases[3]" in recs[0]["issues"][0] and "empty" in recs[0]["issues"][0]
-    assert recs[1]["paraphrases"] == [q2, "Y is where?", "Y is  where?", "Locate Y"]
-    assert len(recs[1]["issues"]) == 1 and "duplicate" in recs[1]["issues"][0]
-    assert recs[0]["id"] == "a" and recs[0]["question"] == q1 and recs[0]["answers"] == ["x"]
-    # nothing bad: one call, no retries
+    assert recs[0] == {
+        "id": "a", "question": Q1, "answers": ["x"], "short": True,  # slot 2 never passed: written with 2, flagged
+        "paraphrases": [Q1, "in jamaica, what language do people speak?", "which language do people in jamaica speak?"],
+        "rejected": [
+            {"text": "French language", "seed": 10, "attempt": 0, "failed": ["question", "type", "length", "content"]},
+            {"text": "Which language do people in Jamaica speak ?", "seed": 12, "attempt": 0, "failed": ["duplicate"]},
+            {"text": "What language is spoken in Jamaica?", "seed": 15, "attempt": 1, "failed": ["copy"]},
+            {"text": "", "seed": 18, "attempt": 2, "failed": ["empty"]},
+            {"text": "what is spoken in jamaica?", "seed": 21, "attempt": 3, "failed": ["content"]},
+        ]}
+    assert recs[1] == {
+        "id": "b", "question": Q2, "answers": [], "short": False,
+        "paraphrases": [Q2, "who is the writer of hamlet?", "who was hamlet written by?", "hamlet was written by whom?"],
+        "rejected": [{"text": "who wrote hamlet", "seed": 12, "attempt": 0, "failed": ["question", "copy"]}]}
+    # fewer retries: fewer attempts, the slot left empty; batching never changes a record
     calls.clear()
-    table.update({(q1, 10): "A", (q1, 11): "B", (q1, 12): "C"})
-    assert paraphrase_groups(sample, groups[:1], 3, 10, 3)[0] == {
-        "id": "a", "question": q1, "answers": ["x"], "paraphrases": [q1, "A", "B", "C"], "issues": []}
-    assert len(calls) == 1
+    one = paraphrase_groups(table_sampler(calls), groups[1:], k=3, seed=10, max_retries=1, check=ParaphraseChecker())
+    assert one == recs[1:] and len(calls) == 2
+    no_retry = paraphrase_groups(table_sampler([]), groups[1:], 3, 10, 0, ParaphraseChecker())[0]
+    assert no_retry["paraphrases"] == [Q2, "who is the writer of hamlet?", "who was hamlet written by?"]
+    assert no_retry["short"]
+
+
+def test_without_text_checks_only_empty_copy_and_duplicate_reject():
+    groups = [{"id": "a", "paraphrases": [Q1], "answers": []}]
+    rec = paraphrase_groups(table_sampler([]), groups, 3, 10, 3)[0]  # the default check: no text checks
+    assert rec["paraphrases"] == [Q1, "French language", "which language do people in jamaica speak?",
+                                  "what is spoken in jamaica?"]
+    assert [x["failed"] for x in rec["rejected"]] == [["duplicate"], ["copy"], ["empty"]]
+
+
+def test_first_line():
+    assert first_line("\n  Foo bar \nmore") == "Foo bar"
 
 
 # -- the tool end to end ------------------------------------------------------------------------------------------
@@ -133,54 +161,104 @@ def _args(model_dir, output, **extra):
 
 @pytest.fixture(scope="module")
 def written(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("para") / "p.jsonl"
-    paraphrase.main(_args(tiny_model_dir, out))
-    return out, out.read_text()
+    """The tiny model's paraphrases with the text checks off (random weights write no questions), so that groups
+    keep paraphrases, and with the default checks."""
+    out = tmp_path_factory.mktemp("para")
+    loose, strict = out / "loose.jsonl", out / "strict.jsonl"
+    paraphrase.main(_args(tiny_model_dir, loose, checks="[]"))
+    paraphrase.main(_args(tiny_model_dir, strict, start=1))
+    return loose, loose.read_text(), strict
 
 
-def test_output_schema(written):
-    out, text = written
+def test_output_schema(written, tiny_model_dir):
+    out, text, _ = written
     assert text.endswith("\n")
     rows = [json.loads(line) for line in text.splitlines()]
     expected = webqa_groups(load_webqa(str(WEBQA), "train"), id_prefix="webqa-train")[:3]
     assert [r["id"] for r in rows] == [g["id"] for g in expected] == ["webqa-train-0", "webqa-train-1",
                                                                       "webqa-train-2"]
     for row, group in zip(rows, expected):
-        assert set(row) == {"id", "question", "answers", "paraphrases", "issues"}
+        assert set(row) == {"id", "question", "answers", "paraphrases", "short", "rejected", "paraphraser"}
+        assert row["paraphraser"] == str(tiny_model_dir)
         assert row["question"] == row["paraphrases"][0] == group["paraphrases"][0]
         assert row["answers"] == group["answers"]
-        assert len(row["paraphrases"]) == 4 and all(p.strip() for p in row["paraphrases"])
-        # every paraphrase that is still a duplicate is reported; without issues all K are unique
-        assert len(find_bad(row["question"], row["paraphrases"][1:])) == len(row["issues"])
+        assert 1 <= len(row["paraphrases"]) <= 4 and all(p.strip() for p in row["paraphrases"])
+        assert row["short"] == (len(row["paraphrases"]) < 4)
+        keys = [copy_key(p) for p in row["paraphrases"]]
+        assert len(set(keys)) == len(keys)  # no copy of the original, no duplicate
+        for x in row["rejected"]:
+            assert x["failed"] and set(x["failed"]) <= {"empty", "copy", "duplicate"}
+    settings = json.loads(paraphrase.settings_path(out).read_text())
+    assert settings["model"] == str(tiny_model_dir) and settings["checks"] == []
     groups = load_groups(str(out))
-    assert [len(g["paraphrases"]) for g in groups] == [4, 4, 4]
+    assert [len(g["paraphrases"]) for g in groups] == [len(r["paraphrases"]) for r in rows]
     data = ParaphraseDataModule(path=str(out), few_shot=[])
     data.setup()
     assert data.groups[0]["paraphrases"] == rows[0]["paraphrases"]
 
 
+def test_checked_records_say_why(written):
+    _, _, strict = written
+    rows = [json.loads(line) for line in strict.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["webqa-train-1", "webqa-train-2", "webqa-train-3"]  # --start 1
+    settings = CheckSettings()
+    for row in rows:
+        for p in row["paraphrases"][1:]:  # whatever was kept passes every check
+            assert text_failures(row["question"], p, settings) == []
+        assert len(row["rejected"]) >= 3 * 3 - (len(row["paraphrases"]) - 1)  # 3 attempts for each empty slot
+        for x in row["rejected"]:  # every rejection names exactly the checks the text fails
+            assert x["failed"] == (text_failures(row["question"], x["text"], settings) or ["duplicate"])
+    # random weights write no question: every group is short, down to the original alone, and flagged
+    assert all(r["short"] for r in rows)
+
+
+def test_written_groups_answer_through_every_head(written, tiny_lm, template):
+    """A file the tool wrote (groups of unequal size) is answered by every head, each group as it is alone."""
+    from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+
+    out, _, strict = written
+    groups = load_groups(str(out)) + load_groups(str(strict))[:1]
+    assert len({len(g["paraphrases"]) for g in groups}) > 1, "the fixture should be ragged"
+    prompts = tiny_lm.prompts(template)
+    for head in (OriginHead(), PerPromptHead(), LogitFusion("avg"), LogitFusion("max"),
+                 FlexFusion(layout="shared_prefix", backend="dense"), FlexFusion(layout="concat", backend="dense")):
+        records = head.generate(tiny_lm.decoder, prompts, groups)
+        if isinstance(head, PerPromptHead):
+            assert len(records) == sum(len(g["paraphrases"]) for g in groups)
+            continue
+        alone = [head.generate(tiny_lm.decoder, prompts, [g])[0]["generation"] for g in groups]
+        assert [r["generation"] for r in records] == alone
+
+
 def test_rerun_reuses_the_file(written, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    out, text = written
+    out, text, _ = written
     copy = tmp_path / "p.jsonl"
     copy.write_text(text)
+    paraphrase.settings_path(copy).write_text(paraphrase.settings_path(out).read_text())
 
     def no_model(*args, **kwargs):
         raise AssertionError("a finished file must not load the model")
 
     monkeypatch.setattr(paraphrase, "load_decoder", no_model)
-    paraphrase.main(_args(tiny_model_dir, copy))
-    assert "reused" in capsys.readouterr().out
+    paraphrase.main(_args(tiny_model_dir, copy, checks="[]"))
+    printed = capsys.readouterr().out
+    assert "reused" in printed and "paraphrases kept" in printed  # the statistics are printed
     assert copy.read_text() == text
-    with pytest.raises(ValueError, match="num_paraphrases"):  # a file written with other settings is refused
-        paraphrase.main(_args(tiny_model_dir, copy, num_paraphrases=2))
+    for flag in ({"num_paraphrases": 2}, {"temperature": 0.3}, {}):  # other settings (the default checks too)
+        with pytest.raises(ValueError, match="written with other settings"):
+            paraphrase.main(_args(tiny_model_dir, copy, **({"checks": "[]"} | flag if flag else {})))
+    paraphrase.settings_path(copy).unlink()
+    with pytest.raises(ValueError, match="no p.jsonl.settings.json"):
+        paraphrase.main(_args(tiny_model_dir, copy, checks="[]"))
 
 
 def test_resume_after_truncated_file(written, tiny_model_dir, tmp_path, capsys):
-    out, text = written
+    out, text, _ = written
     lines = text.splitlines(keepends=True)
     copy = tmp_path / "p.jsonl"
     copy.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # record 0, half of record 1, record 2 missing
-    paraphrase.main(_args(tiny_model_dir, copy))
+    paraphrase.settings_path(copy).write_text(paraphrase.settings_path(out).read_text())
+    paraphrase.main(_args(tiny_model_dir, copy, checks="[]"))
     printed = capsys.readouterr().out
     assert "half-written" in printed and "resuming" in printed
     rows = [json.loads(line) for line in copy.read_text().splitlines()]
@@ -190,12 +268,24 @@ def test_resume_after_truncated_file(written, tiny_model_dir, tmp_path, capsys):
     load_groups(str(copy))
 
 
-def test_config_parses(monkeypatch):
+def test_bad_flags(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--checks=.*unknown check"):
+        paraphrase.main(_args(tiny_model_dir, tmp_path / "x.jsonl", checks="[grammar]"))
+    with pytest.raises(ValueError, match="--start=6: .* holds only 6 questions"):
+        paraphrase.main(_args(tiny_model_dir, tmp_path / "x.jsonl", start=6))
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_configs_parse(monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_webqa.yaml"])
-    assert (cfg.source, cfg.split, cfg.limit, cfg.num_paraphrases) == ("../shared/data/webquestions/train.jsonl",
-                                                                       "train", 20, 4)
-    assert (cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.output) == (1.5, 0.9, 30, None)
+    assert (cfg.source, cfg.split, cfg.start, cfg.limit, cfg.num_paraphrases) == (
+        "../shared/data/webquestions/train.jsonl", "train", 0, 200, 4)
+    assert (cfg.temperature, cfg.top_p) == (paraphrase.DEFAULT_TEMPERATURE, paraphrase.DEFAULT_TOP_P)
+    assert cfg.checks == ["question", "type", "length", "content"] and cfg.output is None
+    seed = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_seed_webqa.yaml"])
+    assert (seed.temperature, seed.top_p, seed.max_new_tokens) == (1.5, 0.9, 30)  # the seed's values
+    assert seed.output != cfg.output
     assert paraphrase.source_tag(cfg.source, cfg.split) == "webquestions"
     assert paraphrase.source_tag("stanfordnlp/web_questions", "test") == "web_questions"
     assert paraphrase.model_tag("smollm2-135m-instruct") == "smollm2-135m-instruct"

@@ -9,17 +9,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, VoteHead
 
 FUSED = {
     "avg": lambda: LogitFusion("avg"),
     "max": lambda: LogitFusion("max"),
     "weighted_avg": lambda: LogitFusion("weighted_avg"),
     "weighted_max": lambda: LogitFusion("weighted_max"),
+    "prob_avg": lambda: LogitFusion("prob_avg"),
+    "entropy_weighted": lambda: LogitFusion("entropy_weighted"),
+    "calibrated_avg": lambda: LogitFusion("avg", calibration="question"),
+    "calibrated_prob_avg": lambda: LogitFusion("prob_avg", calibration="question"),
     "flex_concat": lambda: FlexFusion(layout="concat", backend="dense"),
     "flex_shared_prefix": lambda: FlexFusion(layout="shared_prefix", backend="dense"),
     "flex_shared_prefix_max": lambda: FlexFusion(layout="shared_prefix", fusion="max", backend="dense"),
     "flex_last_segment": lambda: FlexFusion(layout="shared_prefix", first_token="last_segment", backend="dense"),
+    "flex_calibrated": lambda: FlexFusion(layout="shared_prefix", backend="dense", calibration="question"),
 }
 
 
@@ -46,8 +51,8 @@ def first_scores(head, tiny_lm, template, data) -> list:
     attr = "fuse_first" if isinstance(head, FlexFusion) else "fuse"
     inner, seen = getattr(head, attr), []
 
-    def recording(logits, weights=None, valid=None):
-        out = inner(logits, weights, valid)
+    def recording(logits, *args):
+        out = inner(logits, *args)
         seen.append(out)
         return out
 
@@ -80,3 +85,18 @@ def test_per_prompt_and_origin_take_ragged_groups(tiny_lm, template, groups):
     data = ragged(groups)
     assert len(PerPromptHead().generate(tiny_lm.decoder, prompts, data)) == 6
     assert len(OriginHead().generate(tiny_lm.decoder, prompts, data)) == 3
+
+
+def test_vote_takes_ragged_groups(tiny_lm, template, groups):
+    """A vote over 3, 1 and 2 answers: each group's record is the one it gets alone, its agreement over its own
+    paraphrases only."""
+    prompts = tiny_lm.prompts(template)
+    data = ragged(groups)
+    batched = VoteHead().generate(tiny_lm.decoder, prompts, data)
+    alone = [VoteHead().generate(tiny_lm.decoder, prompts, [g])[0] for g in data]
+    # the same records; mean_prob (a float over another batch composition) to float precision
+    assert [{k: v for k, v in r.items() if k != "mean_prob"} for r in batched] == \
+        [{k: v for k, v in r.items() if k != "mean_prob"} for r in alone]
+    assert [r["mean_prob"] for r in batched] == pytest.approx([r["mean_prob"] for r in alone], rel=1e-4)
+    assert [len(r["paraphrase_predictions"]) for r in batched] == [3, 1, 2]
+    assert batched[1]["voted_index"] == 0 and batched[1]["agreement"] == 1.0

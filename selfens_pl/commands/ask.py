@@ -73,7 +73,9 @@ def generate_paraphrases(decoder, question: str, k: int, seed: int = 42, tempera
 
     [record] = paraphrase_groups(sample, [{"id": "ask", "paraphrases": [question], "answers": []}], k, seed,
                                  max_retries)
-    return record["paraphrases"][1:], record["issues"]
+    issues = [f"{k - len(record['paraphrases']) + 1} of {k} paraphrases still empty or duplicate after "
+              f"{max_retries} retries: left out"] if record["short"] else []
+    return record["paraphrases"][1:], issues
 
 
 def row_name(record: dict) -> str:

@@ -1,21 +1,29 @@
-"""Generate paraphrases of WebQuestions questions with the model itself (the seed's method), as a groups file.
+"""Generate paraphrases of WebQuestions questions with a language model, keep only those that pass quality checks,
+and write a groups file.
 
     python -m selfens_pl paraphrase --config configs/paraphrase_webqa.yaml
     python -m selfens_pl paraphrase --source stanfordnlp/web_questions --split test --limit 100 --batch_size 16
+    python -m selfens_pl paraphrase --config configs/paraphrase_seed_webqa.yaml    # the seed's sampling settings
 
 Method: a paraphrasing instruction plus five worked examples in the package's ``Q:``/``A:`` few-shot format
-(:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling rounds per question,
-round ``r`` with its own seed ``seed + r`` (temperature 1.5, top-p 0.9 by default), first line of the generation
-kept. All rounds of a question share one prefill (its KV cache is copied once per round). A paraphrase that is
-empty or repeats the original question or an earlier paraphrase (case- and whitespace-insensitive) is regenerated
-with a new seed (``seed + attempt * num_paraphrases + r``), up to ``max_retries`` times; what is still bad then is
-printed and listed in the record's ``issues`` (an empty one is replaced by the original question, so the file
-stays loadable).
+(:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling slots per question,
+slot ``r`` of attempt ``a`` sampled with its own seed ``seed + a * num_paraphrases + r``, first line of the
+generation kept. All slots of a question share one prefill (its KV cache is copied once per slot). Each candidate
+goes through :mod:`selfens_pl.paraphrase_checks` (is a question, sane length, keeps the original's content words,
+not a copy, not a duplicate of a kept paraphrase, optionally the model's own yes/no judgement); a rejected slot is
+sampled again with the next attempt's seed, up to ``max_retries`` times. A question whose slots are still not all
+filled is written with fewer paraphrases and ``short: true``; a bad candidate never pads a group.
 
-Output: JSONL ``{id, question, answers, paraphrases: [original, p1..pK], issues: [...]}`` with ids
-``webqa-<split>-<index>`` (as :func:`selfens_pl.sources.webqa_groups` numbers them), appended and flushed per
-batch. A rerun skips the ids already written (a half-written last line is dropped first); a complete file is reused
-without loading the model. The file is a groups file: ``predict --data.path <file>``.
+The paraphrasing model (``--model``) need not be the answering model: paraphrase once with a larger model and
+answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``.
+
+Output: JSONL ``{id, question, answers, paraphrases: [original, kept...], short, rejected: [{text, seed, attempt,
+failed: [check, ...]}], paraphraser}`` with ids ``webqa-<split>-<index>`` (as :func:`selfens_pl.sources.webqa_groups`
+numbers them, ``--start`` included), appended and flushed per batch, plus ``<output>.settings.json`` (model, sampling
+and check settings). A rerun skips the ids already written (a half-written last line is dropped first) and refuses
+a file written with other settings; a complete file is reused without loading the model. At the end the file's
+statistics are printed (kept, mean per question, rejections by check); ``report`` prints them for every run that
+answered such a file.
 """
 
 from __future__ import annotations
@@ -27,6 +35,15 @@ from pathlib import Path
 from typing import Callable
 
 from selfens_pl.models import EMBEDDED_MODEL
+from selfens_pl.paraphrase_checks import (
+    TEXT_CHECKS,
+    CheckSettings,
+    EquivalenceJudge,
+    ParaphraseChecker,
+    copy_key,
+    format_statistics,
+    paraphrase_statistics,
+)
 
 PARAPHRASE_INSTRUCTION = (
     "Paraphrase the question: ask for exactly the same information using different words and a different "
@@ -47,14 +64,15 @@ PARAPHRASE_FEW_SHOT: list[dict[str, str]] = [
      "answer": "in what year did the titanic go down?"},
 ]
 
+#: Sampling defaults, chosen on WebQuestions train questions 200-299 with the embedded model (README).
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+
 #: ``sample(items, seeds) -> texts``: ``items`` are ``(group, question)`` prompts, ``seeds[i]`` the seeds of the
 #: samples of prompt ``i`` (every list the same length); ``texts[i][j]`` is sample ``j`` of prompt ``i``.
 SampleFn = Callable[[list[tuple[dict, str]], list[list[int]]], list[list[str]]]
-
-
-def normalize(text: str) -> str:
-    """Case- and whitespace-insensitive key used to detect duplicates."""
-    return " ".join(text.lower().split())
+#: ``check(pairs) -> failures``: for each ``(original, candidate)`` the names of the checks it fails.
+CheckFn = Callable[[list[tuple[str, str]]], list[list[str]]]
 
 
 def first_line(text: str) -> str:
@@ -62,68 +80,54 @@ def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
-def find_bad(original: str, paraphrases: list[str]) -> list[int]:
-    """Indices of ``paraphrases`` that are empty or repeat the original or an earlier paraphrase."""
-    seen, bad = {normalize(original)}, []
-    for i, p in enumerate(paraphrases):
-        key = normalize(p)
-        if not key or key in seen:
-            bad.append(i)
-        else:
-            seen.add(key)
-    return bad
+def paraphrase_groups(sample: SampleFn, groups: list[dict], k: int, seed: int, max_retries: int,
+                      check: CheckFn | None = None) -> list[dict]:
+    """Up to ``k`` checked paraphrases per group (``{id, paraphrases[0] = question, answers}``).
 
-
-def paraphrase_groups(sample: SampleFn, groups: list[dict], k: int, seed: int, max_retries: int) -> list[dict]:
-    """``k`` good paraphrases per group (``{id, paraphrases[0] = question, answers}``), regenerating bad ones.
+    ``check`` defaults to :class:`ParaphraseChecker` with no text check enabled (only ``empty``, ``copy`` and
+    ``duplicate`` reject); the ``paraphrase`` tool passes its configured checker.
 
     Slot ``r`` of attempt ``a`` (``a = 0`` first) is sampled with seed ``seed + a * k + r``: every (slot, attempt)
-    pair has its own seed, the same for every question and independent of the batch. A candidate is accepted when
-    it is non-empty and differs from the original and from the paraphrases already accepted. Returns records
-    ``{id, question, answers, paraphrases: [original, p1..pk], issues}``.
+    pair has its own seed, the same for every question and independent of the batch. Each attempt's candidates
+    are checked together (``check``); then, slot by slot, a candidate that passed is kept unless it repeats one
+    already kept for its question (``duplicate``). Slots still empty after ``max_retries`` further attempts are
+    dropped: the group is written with fewer paraphrases and ``short: true``. Kept paraphrases are in slot order.
+    Returns records ``{id, question, answers, paraphrases: [original, kept...], short, rejected}``, where
+    ``rejected`` lists every failed candidate ``{text, seed, attempt, failed}`` in sampling order.
     """
+    check = check or ParaphraseChecker(CheckSettings(checks=()))
     questions = [g["paraphrases"][0] for g in groups]
-    texts = sample([(g, q) for g, q in zip(groups, questions)], [[seed + r for r in range(k)] for _ in groups])
     kept: list[list[str | None]] = [[None] * k for _ in groups]
-    last: list[list[str]] = [[""] * k for _ in groups]
-    seen = [{normalize(q)} for q in questions]
-
-    def offer(q: int, r: int, text: str) -> None:
-        candidate = first_line(text)
-        key = normalize(candidate)
-        if key and key not in seen[q]:
-            kept[q][r] = candidate
-            seen[q].add(key)
-        else:
-            last[q][r] = candidate
-
-    for q in range(len(groups)):
-        for r in range(k):
-            offer(q, r, texts[q][r])
-    for attempt in range(1, max_retries + 1):
-        bad = [(q, r) for q in range(len(groups)) for r in range(k) if kept[q][r] is None]
-        if not bad:
+    rejected: list[list[dict]] = [[] for _ in groups]
+    todo = [(q, r) for q in range(len(groups)) for r in range(k)]
+    for attempt in range(max_retries + 1):
+        if not todo:
             break
-        texts = sample([(groups[q], questions[q]) for q, _ in bad], [[seed + attempt * k + r] for _, r in bad])
-        for (q, r), t in zip(bad, texts):
-            offer(q, r, t[0])
+        if attempt == 0:  # one prompt per question, its k slots sampled from one prefill
+            out = sample([(g, q) for g, q in zip(groups, questions)], [[seed + r for r in range(k)] for _ in groups])
+            texts = {(q, r): first_line(out[q][r]) for q, r in todo}
+        else:  # one prompt per pending slot, all in one call
+            out = sample([(groups[q], questions[q]) for q, _ in todo], [[seed + attempt * k + r] for _, r in todo])
+            texts = {(q, r): first_line(row[0]) for (q, r), row in zip(todo, out)}
+        failures = check([(questions[q], texts[(q, r)]) for q, r in todo])
+        still = []
+        for (q, r), failed in zip(todo, failures):
+            text, failed = texts[(q, r)], list(failed)
+            if not failed and copy_key(text) in {copy_key(p) for p in kept[q] if p is not None}:
+                failed = ["duplicate"]
+            if failed:
+                rejected[q].append({"text": text, "seed": seed + attempt * k + r, "attempt": attempt,
+                                    "failed": failed})
+                still.append((q, r))
+            else:
+                kept[q][r] = text
+        todo = still
 
     records = []
     for q, group in enumerate(groups):
-        paraphrases, issues = [questions[q]], []
-        for r in range(k):
-            if kept[q][r] is not None:
-                paraphrases.append(kept[q][r])
-                continue
-            if not normalize(last[q][r]):
-                issues.append(f"paraphrases[{r + 1}]: empty after {max_retries} retries; the original question "
-                              "stands in")
-                paraphrases.append(questions[q])
-            else:
-                issues.append(f"paraphrases[{r + 1}]: {last[q][r]!r} is a duplicate after {max_retries} retries")
-                paraphrases.append(last[q][r])
+        good = [p for p in kept[q] if p is not None]
         records.append({"id": group["id"], "question": questions[q], "answers": list(group.get("answers") or []),
-                        "paraphrases": paraphrases, "issues": issues})
+                        "paraphrases": [questions[q]] + good, "short": len(good) < k, "rejected": rejected[q]})
     return records
 
 
@@ -213,27 +217,74 @@ def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="python -m selfens_pl paraphrase",
-                            description="Generate paraphrases of WebQuestions questions with the model itself.")
+                            description="Generate paraphrases of WebQuestions questions with a language model and "
+                                        "keep those that pass the quality checks.")
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
     parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
-                        help="Alias, smollm2-135m-instruct (embedded), local directory or hub id")
+                        help="Paraphrasing model (need not be the answering one): alias, smollm2-135m-instruct "
+                             "(embedded), local directory or hub id; recorded as each record's 'paraphraser'")
     parser.add_argument("--source", type=str, default="stanfordnlp/web_questions",
                         help="WebQuestions hub id or local file ({question, answers, url} records)")
     parser.add_argument("--split", type=str, default="test", help="Split (hub sources); also names the ids")
-    parser.add_argument("--limit", type=int | None, default=None, help="Only the first LIMIT questions")
+    parser.add_argument("--start", type=int, default=0,
+                        help="Skip the first START questions (ids keep their index in the source)")
+    parser.add_argument("--limit", type=int | None, default=None, help="Only LIMIT questions (after --start)")
     parser.add_argument("--num_paraphrases", type=int, default=4,
-                        help="Generated paraphrases per question (the original is kept first: K + 1 in all)")
-    parser.add_argument("--temperature", type=float, default=1.5, help="Sampling temperature")
-    parser.add_argument("--top_p", type=float, default=0.9, help="Nucleus sampling mass")
+                        help="Paraphrases sought per question (the original is kept first: at most K + 1 in all)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help="Sampling temperature (chosen on WebQuestions train questions 200-299, README; the "
+                             "seed's 1.5 is configs/paraphrase_seed_webqa.yaml)")
+    parser.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help="Nucleus sampling mass")
     parser.add_argument("--max_new_tokens", type=int, default=30, help="Most tokens per paraphrase")
-    parser.add_argument("--seed", type=int, default=42, help="Round r samples with seed + r")
+    parser.add_argument("--seed", type=int, default=42, help="Slot r of attempt a samples with seed + a * K + r")
     parser.add_argument("--batch_size", type=int, default=8, help="Questions per batch (written after each)")
     parser.add_argument("--max_retries", type=int, default=3,
-                        help="Regenerations of an empty or duplicate paraphrase, each with a new seed")
+                        help="Further attempts for a slot whose candidate failed a check, each with a new seed")
+    parser.add_argument("--checks", type=list[str], default=list(TEXT_CHECKS),
+                        help=f"Text checks a paraphrase must pass, from {list(TEXT_CHECKS)}; [] keeps only the "
+                             "empty, copy and duplicate rejections (selfens_pl/paraphrase_checks.py documents each)")
+    parser.add_argument("--min_content", type=float, default=CheckSettings.min_content,
+                        help="content: share of the original's content lemmas a paraphrase must keep")
+    parser.add_argument("--min_length_ratio", type=float, default=CheckSettings.min_length_ratio,
+                        help="length: fewest words, as a multiple of the original's")
+    parser.add_argument("--max_length_ratio", type=float, default=CheckSettings.max_length_ratio,
+                        help="length: most words, as a multiple of the original's")
+    parser.add_argument("--judge", type=bool, default=False,
+                        help="Also ask the paraphrasing model whether the two questions ask for the same "
+                             "information (log p(yes) - log p(no) >= --judge_margin)")
+    parser.add_argument("--judge_margin", type=float, default=0.0, help="judge: least yes-over-no log-odds")
     parser.add_argument("--output", type=str | None, default=None,
                         help="Output JSONL (default outputs/paraphrases/<model>/<source>-<split>.jsonl)")
     parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
     return parser
+
+
+#: Settings that decide what a record holds: a file written with other values is not resumed.
+SETTINGS_KEYS = ("model", "source", "split", "num_paraphrases", "temperature", "top_p", "max_new_tokens", "seed",
+                 "max_retries", "checks", "min_content", "min_length_ratio", "max_length_ratio", "judge",
+                 "judge_margin")
+
+
+def settings_path(output: Path) -> Path:
+    """``<output>.settings.json`` beside the groups file: the settings that wrote it."""
+    return output.with_name(output.name + ".settings.json")
+
+
+def check_settings(output: Path, settings: dict) -> None:
+    """Refuse to extend ``output`` when its settings file records other settings (or is missing beside records)."""
+    path = settings_path(output)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON ({exc.msg}); delete it together with {output}") from None
+        changed = sorted(k for k in SETTINGS_KEYS if old.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{output} was written with other settings ({', '.join('--' + k for k in changed)} "
+                             f"differ from {path.name}); use another --output or delete both files")
+    elif output.is_file() and output.stat().st_size:
+        raise ValueError(f"{output} has records but no {path.name} (written by an older version?); use another "
+                         "--output or delete it")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -242,27 +293,43 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError(f"--num_paraphrases must be >= 1, got {cfg.num_paraphrases}")
     if cfg.batch_size < 1 or cfg.max_retries < 0:
         raise ValueError("--batch_size must be >= 1 and --max_retries >= 0")
+    if cfg.start < 0:
+        raise ValueError(f"--start must be >= 0, got {cfg.start}")
+    checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.min_length_ratio,
+                                       cfg.max_length_ratio)
     from selfens_pl.sources import load_webqa, webqa_groups
 
     groups = webqa_groups(load_webqa(cfg.source, cfg.split), id_prefix=f"webqa-{cfg.split}")
-    if cfg.limit is not None:
-        if cfg.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
-        groups = groups[: cfg.limit]
+    if cfg.start >= len(groups):
+        raise ValueError(f"--start={cfg.start}: {cfg.source} holds only {len(groups)} questions")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
+    groups = groups[cfg.start:][: cfg.limit]
     k = cfg.num_paraphrases
     output = Path(cfg.output or Path("outputs/paraphrases") / model_tag(cfg.model)
                   / f"{source_tag(cfg.source, cfg.split)}-{cfg.split}.jsonl")
+    settings = {key: (list(cfg[key]) if key == "checks" else cfg[key]) for key in SETTINGS_KEYS}
+    check_settings(output, settings)
 
-    def check(number: int, rec: dict) -> None:
+    def check_record(number: int, rec: dict) -> None:
         n = len(rec.get("paraphrases") or [])
-        if n != k + 1:
-            raise ValueError(f"{output}: line {number}: record {rec['id']!r} has {n} paraphrases but "
-                             f"--num_paraphrases={k} writes {k + 1} (original + {k}); use another --output")
+        if not 1 <= n <= k + 1 or "rejected" not in rec:
+            raise ValueError(f"{output}: line {number}: record {rec['id']!r} is not a paraphrase record of "
+                             f"--num_paraphrases={k} ({n} paraphrases; original + at most {k}); use another --output")
 
-    todo = pending_groups(output, groups, check, "paraphrase")
-    if not todo:
-        return output
+    todo = pending_groups(output, groups, check_record, "paraphrase")
+    settings_path(output).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    if todo:
+        run(cfg, todo, output, k, checks, first_done=len(groups) - len(todo), total=len(groups))
+    ids = {g["id"] for g in groups}
+    stats = paraphrase_statistics([r for r in resume_jsonl(output, check_record, "paraphrase").values()
+                                   if r["id"] in ids])
+    print(f"[paraphrase] {output}: {format_statistics(stats)}")
+    return output
 
+
+def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int) -> None:
+    """Load the model, then paraphrase, check and append ``todo`` batch by batch."""
     from selfens_pl.heads.base import prompt_batch
     from selfens_pl.prompts import PromptTemplate, PromptTokenizer
     from selfens_pl.sampling import Sampler
@@ -271,26 +338,21 @@ def main(argv: list[str] | None = None) -> Path:
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)
     sampler = Sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop="\n")
     prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT))
-
-    sampled = 0
+    judge = EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None
+    checker = ParaphraseChecker(settings, judge)
 
     def sample(items: list[tuple[dict, str]], seeds: list[list[int]]) -> list[list[str]]:
-        nonlocal sampled
         repeat = len(seeds[0])
-        sampled += len(items) * repeat
         gens = sampler.sample(prompt_batch(decoder, prompts, items), [s for row in seeds for s in row], repeat)
         return [[g.text for g in gens[i * repeat:(i + 1) * repeat]] for i in range(len(items))]
 
-    issues = 0
     for first in range(0, len(todo), cfg.batch_size):
-        records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries)
-        append_jsonl(output, records)
+        records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries,
+                                    checker)
         for rec in records:
-            for issue in rec["issues"]:
-                print(f"[paraphrase] {rec['id']}: {issue}")
-            issues += bool(rec["issues"])
-        print(f"[paraphrase] {len(groups) - len(todo) + first + len(records)}/{len(groups)} records "
-              f"({time.perf_counter() - start:.1f}s)", flush=True)
-    print(f"[paraphrase] wrote {len(todo)} records to {output} in {time.perf_counter() - start:.1f}s "
-          f"({sampled - len(todo) * k} paraphrases regenerated, {issues} records with issues)")
-    return output
+            rec["paraphraser"] = cfg.model
+        append_jsonl(output, records)
+        short = sum(r["short"] for r in records)
+        print(f"[paraphrase] {first_done + first + len(records)}/{total} records "
+              f"({time.perf_counter() - start:.1f}s; this batch: {short} short)", flush=True)
+    print(f"[paraphrase] wrote {len(todo)} records to {output} in {time.perf_counter() - start:.1f}s")

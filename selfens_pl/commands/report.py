@@ -141,7 +141,39 @@ def render_markdown(runs: list[Run]) -> str:
                 "its records). A per_prompt run's accuracy counts every paraphrase's answer; "
                 f"'{ORACLE_LABEL}': share of questions that at least one paraphrase answers correctly.")
     text += ["", "runs: " + ", ".join(f"`{r.path}`" for r in runs), ""]
+    text += paraphrase_section(runs)
     return "\n".join(text)
+
+
+def paraphrase_section(runs: list[Run]) -> list[str]:
+    """Markdown lines with the statistics of each groups file that ``paraphrase`` wrote and a run answered (its
+    ``config.yaml``'s ``data.path``), over the ids the run answered: kept, mean per question, short groups,
+    acceptance and rejections by check. Nothing for runs on other data."""
+    import yaml
+
+    from selfens_pl.paraphrase_checks import format_statistics, paraphrase_statistics
+
+    lines, answered = [], {}  # (file, ids) -> names of the runs that answered those ids of that file
+    for run in runs:
+        config = run.path / "config.yaml"
+        if not config.is_file():
+            continue
+        path = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}).get("path")
+        if not isinstance(path, str) or not path.endswith(".jsonl"):
+            continue
+        if not Path(path).is_file():
+            lines.append(f"- `{run.path.name}` answered `{path}`: file not found from here, no statistics")
+            continue
+        records = read_jsonl(Path(path))
+        if not records or "rejected" not in records[0]:  # not written by `paraphrase`
+            continue
+        ids = frozenset(str(r["id"]) for r in run.records)
+        answered.setdefault((path, ids), (records, []))[1].append(run.path.name)
+    for (path, ids), (records, names) in answered.items():  # one line per file and id set, not per run
+        stats = paraphrase_statistics([r for r in records if str(r["id"]) in ids])
+        lines.append(f"- {', '.join(f'`{n}`' for n in names)} answered `{path}` (paraphraser: "
+                     f"{', '.join(stats['paraphrasers'])}): {format_statistics(stats)}")
+    return ["## Paraphrases", "", *lines, ""] if lines else []
 
 
 def draw_chart(runs: list[Run], out: str | Path, title: str = "accuracy per method") -> Path:

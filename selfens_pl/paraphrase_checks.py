@@ -1,0 +1,300 @@
+"""Quality checks for generated paraphrases, the model's own yes/no judgement, and statistics of a paraphrase file.
+
+A generated paraphrase is kept only if it passes every enabled check; each failed check is reported by name:
+
+* ``empty`` (always on): nothing left after taking the generation's first line;
+* ``question``: it ends with ``?`` and contains a question word (what, which, who, whom, whose, where, when, why,
+  how) or starts with an auxiliary verb (is, does, can, ...): "French language" is not a question;
+* ``type``: it asks for the same kind of answer as the original (:func:`answer_type`: who, where, when, quantity,
+  why, how, what, yes/no): "where did jane mansfield die?" is not asked by "in what year did jane mansfield die?";
+* ``length``: its word count is within ``[min_length_ratio, max_length_ratio]`` times the original's (and at
+  least 2 words): rambling 30-token generations and one-word fragments fail;
+* ``content``: it keeps at least ``min_content`` of the original's content lemmas (:func:`content_lemmas`: spaCy's
+  lookup lemmas of the words that are neither stop words nor punctuation, so names, nouns, verbs and numbers); a
+  lemma counts as kept when the paraphrase has the same lemma, or one of the two extends the other, by anything
+  when the shorter has at least 4 letters (``jamaica`` / ``jamaican``, ``russia`` / ``russian``), by a
+  derivational ending otherwise (``win`` / ``winner``, not ``art`` / ``arthur``);
+* ``copy`` (always on): it is the original again up to case, punctuation and spacing;
+* ``duplicate`` (always on, applied by the caller): it repeats a paraphrase already kept for the question;
+* ``judge`` (optional, :class:`EquivalenceJudge`): the model itself, asked whether the two questions ask for the
+  same information, must prefer ``yes`` over ``no`` by ``margin`` nats. Only candidates that pass the text
+  checks are judged.
+
+Lemmas come from the same blank-English spaCy pipeline as the lemma-match metric (no model download).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+#: Text checks that can be switched on or off (``--checks``), in the order they are reported.
+TEXT_CHECKS = ("question", "type", "length", "content")
+#: Every failure name a record can carry (``empty``, ``copy`` and ``duplicate`` are always on).
+FAILURES = ("empty",) + TEXT_CHECKS + ("copy", "duplicate", "judge")
+
+QUESTION_WORDS = frozenset("what which who whom whose where when why how".split())
+AUXILIARIES = frozenset("is are was were am do does did can could will would shall should may might must has have "
+                        "had".split())
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+#: ``what/which <noun>`` asking for a place or a time is a where / when question.
+PLACE_NOUNS = frozenset("city cities country countries state states place places town towns continent region county "
+                        "province island location nation part area".split())
+TIME_NOUNS = frozenset("year years date time day month century decade age era period season".split())
+QUANTITY_WORDS = frozenset("many much old long tall big large far high deep".split())
+#: Endings that extend a lemma of fewer than 4 letters into a related word (``win`` -> ``winner``).
+SHORT_SUFFIXES = frozenset("s es r er ers ner n an ian i ese ish".split())
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words (letters/digits, with an inner apostrophe): what length and copy compare."""
+    return _WORD.findall(text.lower())
+
+
+def is_question(text: str) -> bool:
+    """Ends with ``?`` and has a question word anywhere, or starts with an auxiliary verb."""
+    tokens = words(text)
+    if not text.rstrip().endswith("?") or not tokens:
+        return False
+    return tokens[0] in AUXILIARIES or any(t in QUESTION_WORDS for t in tokens)
+
+
+def answer_type(text: str) -> str:
+    """The kind of answer a question asks for, from its first question word: ``who`` (who/whom/whose), ``where``
+    (also what/which + a place noun, within two words), ``when`` (also what/which + a time noun), ``quantity`` (how
+    many/much/old/...), ``why``, ``how``, ``what`` (any other what/which), or ``yes/no`` (no question word)."""
+    tokens = words(text)
+    for i, token in enumerate(tokens):
+        if token in ("who", "whom", "whose"):
+            return "who"
+        if token in ("where", "when", "why"):
+            return token
+        if token == "how":
+            return "quantity" if tokens[i + 1:i + 2] and tokens[i + 1] in QUANTITY_WORDS else "how"
+        if token in ("what", "which"):
+            after = tokens[i + 1:i + 3]
+            if any(t in PLACE_NOUNS for t in after):
+                return "where"
+            if any(t in TIME_NOUNS for t in after):
+                return "when"
+            return "what"
+    return "yes/no"
+
+
+def content_lemmas(text: str) -> list[str]:
+    """Lemmas of ``text``'s content words (not stop words, not punctuation or spaces), in order, without repeats."""
+    from selfens_pl.metrics import _get_nlp
+
+    seen: list[str] = []
+    for tok in _get_nlp()(text.lower()):
+        if tok.is_stop or tok.is_punct or tok.is_space:
+            continue
+        lemma = tok.lemma_.lower().strip("'")
+        if lemma and any(c.isalnum() for c in lemma) and lemma not in seen:
+            seen.append(lemma)
+    return seen
+
+
+def lemma_kept(lemma: str, candidates: list[str]) -> bool:
+    """``lemma`` is among ``candidates``, or one of the two extends the other (the shorter of >= 4 letters, or the
+    ending in :data:`SHORT_SUFFIXES`)."""
+    for other in candidates:
+        if other == lemma:
+            return True
+        short, long_ = sorted((lemma, other), key=len)
+        if long_.startswith(short) and (len(short) >= 4 or long_[len(short):] in SHORT_SUFFIXES):
+            return True
+    return False
+
+
+def content_kept(original: str, candidate: str) -> float:
+    """Share of ``original``'s content lemmas that ``candidate`` keeps (1.0 when the original has none)."""
+    need = content_lemmas(original)
+    if not need:
+        return 1.0
+    have = content_lemmas(candidate)
+    return sum(lemma_kept(lemma, have) for lemma in need) / len(need)
+
+
+def copy_key(text: str) -> str:
+    """What ``copy`` and ``duplicate`` compare: the words, case, punctuation and spacing ignored."""
+    return " ".join(words(text))
+
+
+@dataclass
+class CheckSettings:
+    """Which text checks run, and their thresholds (every field is a ``paraphrase`` flag of the same name)."""
+
+    checks: tuple[str, ...] = TEXT_CHECKS
+    min_content: float = 1.0
+    min_length_ratio: float = 0.5
+    max_length_ratio: float = 2.0
+
+    def __post_init__(self):
+        self.checks = tuple(self.checks)
+        unknown = [c for c in self.checks if c not in TEXT_CHECKS]
+        if unknown:
+            raise ValueError(f"--checks={list(self.checks)}: unknown check(s) {unknown}; choose from "
+                             f"{list(TEXT_CHECKS)} (or [] for none)")
+        if not 0 <= self.min_content <= 1:
+            raise ValueError(f"--min_content must be in [0, 1], got {self.min_content}")
+        if not 0 < self.min_length_ratio <= 1 <= self.max_length_ratio:
+            raise ValueError(f"--min_length_ratio must be in (0, 1] and --max_length_ratio >= 1, got "
+                             f"{self.min_length_ratio} and {self.max_length_ratio}")
+
+
+def text_failures(original: str, candidate: str, settings: CheckSettings) -> list[str]:
+    """Names of the checks ``candidate`` fails as a paraphrase of ``original`` (empty list: it passes).
+
+    An empty candidate fails ``empty`` only; otherwise every enabled check is evaluated, so a record lists all
+    the reasons, not just the first.
+    """
+    if not candidate.strip():
+        return ["empty"]
+    failed = []
+    on = set(settings.checks)
+    if "question" in on and not is_question(candidate):
+        failed.append("question")
+    if "type" in on and answer_type(candidate) != answer_type(original):
+        failed.append("type")
+    if "length" in on:
+        n, m = len(words(candidate)), max(1, len(words(original)))
+        if n < max(2, math.floor(settings.min_length_ratio * m)) or n > math.ceil(settings.max_length_ratio * m):
+            failed.append("length")
+    if "content" in on and content_kept(original, candidate) < settings.min_content - 1e-9:
+        failed.append("content")
+    if copy_key(candidate) == copy_key(original):
+        failed.append("copy")
+    return failed
+
+
+# -- the model's own judgement ------------------------------------------------------------------------------------
+JUDGE_INSTRUCTION = ("Decide whether the two questions ask for exactly the same information, so that they have "
+                     "the same answer. Answer yes or no.")
+
+#: Worked examples, two of each verdict (the paraphrase tool's own examples and swapped pairs of them).
+JUDGE_FEW_SHOT: list[dict[str, str]] = [
+    {"question": 'Question 1: "who wrote the novel pride and prejudice?" Question 2: "which author is responsible '
+                 'for writing pride and prejudice?"', "answer": "yes"},
+    {"question": 'Question 1: "what currency is used in japan?" Question 2: "what language is spoken in japan?"',
+     "answer": "no"},
+    {"question": 'Question 1: "where was albert einstein born?" Question 2: "in which city did albert einstein '
+                 'come into the world?"', "answer": "yes"},
+    {"question": 'Question 1: "when did the titanic sink?" Question 2: "who built the titanic?"', "answer": "no"},
+]
+
+
+def judge_question(original: str, candidate: str) -> str:
+    """The judge's question for one pair, in the format of :data:`JUDGE_FEW_SHOT`."""
+    return f'Question 1: "{original}" Question 2: "{candidate}"'
+
+
+class EquivalenceJudge:
+    """The model's own verdict on ``(original, paraphrase)`` pairs: ``log p(yes) - log p(no)`` for the first
+    answer token after a yes/no prompt (:data:`JUDGE_INSTRUCTION` + :data:`JUDGE_FEW_SHOT`), from one prefill.
+
+    ``yes`` and ``no`` each sum the probability of the first token of ``" yes"``, ``"yes"``, ``" Yes"``, ``"Yes"``
+    (likewise for no), leaving out a first token the two words share. A pair passes when its score is
+    ``>= margin``.
+    """
+
+    def __init__(self, decoder, margin: float = 0.0, batch_size: int = 32):
+        from selfens_pl.prompts import PromptTemplate, PromptTokenizer
+
+        self.decoder = decoder
+        self.margin = float(margin)
+        self.batch_size = int(batch_size)
+        self.prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(JUDGE_INSTRUCTION, JUDGE_FEW_SHOT))
+        yes, no = self._first_tokens("yes"), self._first_tokens("no")
+        # a first token both words can start with (a bare space in a small vocabulary) says nothing: left out
+        self.yes, self.no = sorted(yes - no), sorted(no - yes)
+        if not self.yes or not self.no:
+            raise ValueError("--judge: this tokenizer gives 'yes' and 'no' no first token of their own; the judge "
+                             "cannot tell them apart with this model")
+
+    def _first_tokens(self, word: str) -> set[int]:
+        ids = set()
+        for variant in (f" {word}", word, f" {word.capitalize()}", word.capitalize()):
+            tokens = self.decoder.tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if tokens:
+                ids.add(int(tokens[0]))
+        return ids
+
+    @torch.inference_mode()
+    def scores(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """``log p(yes) - log p(no)`` per ``(original, candidate)`` pair, in batches of ``batch_size``."""
+        from selfens_pl.heads.base import prompt_batch
+
+        out: list[float] = []
+        for first in range(0, len(pairs), self.batch_size):
+            chunk = pairs[first:first + self.batch_size]
+            items = [({"id": f"judge pair {first + i}"}, judge_question(o, c)) for i, (o, c) in enumerate(chunk)]
+            batch = prompt_batch(self.decoder, self.prompts, items)
+            logits = self.decoder.prefill(batch)[:, -1].float()  # [r, V]; a cache sized for these prompts
+            logp = torch.log_softmax(logits, dim=-1)
+            yes = torch.logsumexp(logp[:, self.yes], dim=-1)
+            no = torch.logsumexp(logp[:, self.no], dim=-1)
+            out += (yes - no).tolist()
+        return out
+
+
+class ParaphraseChecker:
+    """``checker(pairs) -> failures``: the text checks of ``settings`` on every ``(original, candidate)`` pair,
+    then the judge (when given) on the pairs that passed them, in one batch."""
+
+    def __init__(self, settings: CheckSettings | None = None, judge: EquivalenceJudge | None = None):
+        self.settings = settings or CheckSettings()
+        self.judge = judge
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[list[str]]:
+        failures = [text_failures(o, c, self.settings) for o, c in pairs]
+        if self.judge is not None:
+            passed = [i for i, f in enumerate(failures) if not f]
+            if passed:
+                scores = self.judge.scores([pairs[i] for i in passed])
+                for i, score in zip(passed, scores):
+                    if score < self.judge.margin:
+                        failures[i].append("judge")
+        return failures
+
+
+# -- statistics of a paraphrase file ------------------------------------------------------------------------------
+def paraphrase_statistics(records: list[dict]) -> dict:
+    """Counts over ``paraphrase`` records (``{paraphrases: [original, kept..], rejected: [{failed}], short}``).
+
+    Returns ``{questions, kept, mean_kept, sizes: {kept per question: questions}, short, candidates, rejected,
+    acceptance, failed: {check: candidates that failed it}, paraphrasers}``; a candidate that failed two checks
+    counts under both. ``acceptance`` is kept / candidates sampled.
+    """
+    kept = [len(r.get("paraphrases") or []) - 1 for r in records]
+    rejected = [x for r in records for x in (r.get("rejected") or [])]
+    failed = Counter(name for x in rejected for name in x.get("failed", []))
+    candidates = sum(kept) + len(rejected)
+    return {
+        "questions": len(records),
+        "kept": sum(kept),
+        "mean_kept": sum(kept) / len(records) if records else None,
+        "sizes": dict(sorted(Counter(kept).items())),
+        "short": sum(bool(r.get("short")) for r in records),
+        "candidates": candidates,
+        "rejected": len(rejected),
+        "acceptance": sum(kept) / candidates if candidates else None,
+        "failed": {name: failed[name] for name in FAILURES if failed[name]},
+        "paraphrasers": sorted({str(r.get("paraphraser")) for r in records if r.get("paraphraser")}),
+    }
+
+
+def format_statistics(stats: dict) -> str:
+    """One line: questions, kept (mean per question), short groups, acceptance, rejections by check."""
+    if not stats["questions"]:
+        return "no records"
+    failed = ", ".join(f"{name} {count}" for name, count in stats["failed"].items()) or "none"
+    sizes = ", ".join(f"{k}: {v}" for k, v in stats["sizes"].items())
+    acceptance = "–" if stats["acceptance"] is None else f"{100 * stats['acceptance']:.1f}%"
+    return (f"{stats['questions']} questions, {stats['kept']} paraphrases kept ({stats['mean_kept']:.2f} per "
+            f"question; questions by paraphrases kept: {sizes}), {stats['short']} short; {stats['candidates']} "
+            f"candidates, acceptance {acceptance}; rejections by check: {failed}")
