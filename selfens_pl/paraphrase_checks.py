@@ -288,6 +288,23 @@ def paraphrase_statistics(records: list[dict]) -> dict:
     }
 
 
+def file_statistics(path, ids=None) -> dict | None:
+    """:func:`paraphrase_statistics` of the ``paraphrase`` records of the JSONL file ``path`` whose id is in ``ids``
+    (all when ``None``); ``None`` when ``path`` is not such a file (no ``rejected`` field: not written by
+    ``paraphrase``) or cannot be read."""
+    import json
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if not records or not isinstance(records[0], dict) or "rejected" not in records[0]:
+        return None
+    return paraphrase_statistics([r for r in records if ids is None or str(r.get("id")) in ids])
+
+
 def format_statistics(stats: dict) -> str:
     """One line: questions, kept (mean per question), short groups, acceptance, rejections by check."""
     if not stats["questions"]:

@@ -165,11 +165,32 @@ class PredictionWriter(BasePredictionWriter):
             "seconds": round(seconds, 3),
             "questions_per_s": round(n_groups / seconds, 3) if n_groups and seconds else None,
         }
+        paraphrased = _paraphrase_file(trainer, done.keys())
+        if paraphrased is not None:
+            summary["paraphrase_file"] = paraphrased
         _atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         print(format_table([summary]))
+        if paraphrased is not None:
+            from selfens_pl.paraphrase_checks import format_statistics
+
+            print(f"paraphrases ({paraphrased['path']}, by {', '.join(paraphrased['paraphrasers']) or '?'}): "
+                  f"{format_statistics(paraphrased)}")
         if self._n_resumed:
             print(resume_note(summary, self.output_dir))
         print(f"predictions: {self.output_dir / PREDICTIONS}")
+
+
+def _paraphrase_file(trainer, ids) -> dict | None:
+    """The statistics of the groups file the run answered, over ``ids``, when ``paraphrase`` wrote it (kept,
+    rejected by which check, mean per question; :func:`selfens_pl.paraphrase_checks.file_statistics`)."""
+    from selfens_pl.paraphrase_checks import file_statistics
+
+    hparams = getattr(trainer.datamodule, "hparams", None) or {}
+    path = hparams.get("path")
+    if hparams.get("source", "groups") != "groups" or not isinstance(path, str) or not path.endswith(".jsonl"):
+        return None
+    stats = file_statistics(path, {str(i) for i in ids})
+    return None if stats is None else {"path": path, **stats}
 
 
 def _dataset_ids(trainer) -> set[str] | None:

@@ -290,3 +290,30 @@ def test_configs_parse(monkeypatch):
     assert paraphrase.source_tag("stanfordnlp/web_questions", "test") == "web_questions"
     assert paraphrase.model_tag("smollm2-135m-instruct") == "smollm2-135m-instruct"
     assert paraphrase.model_tag("Qwen/Qwen2.5-7B-Instruct") == "Qwen--Qwen2.5-7B-Instruct"
+
+
+def test_predict_summary_states_the_paraphrase_file(written, tiny_model_dir, tmp_path, monkeypatch, capsys,
+                                                   one_thread):
+    """predict on a file ``paraphrase`` wrote: the summary holds the file's statistics over the answered ids and the
+    run prints them under its table; a groups file ``paraphrase`` did not write gets neither."""
+    from test_cli import predict_in_process
+    from test_ddp import write_config, write_groups
+
+    from selfens_pl.paraphrase_checks import paraphrase_statistics
+    from selfens_pl.writer import SUMMARY
+
+    out, text, _ = written
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, out,
+                          head={"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}})
+    printed = predict_in_process(monkeypatch, capsys, "--config", str(config), "--data.limit", "2",
+                                 "--output_dir", str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / SUMMARY).read_text())
+    expected = paraphrase_statistics([json.loads(line) for line in text.splitlines()][:2])
+    assert summary["paraphrase_file"] == json.loads(json.dumps({"path": str(out), **expected}))
+    assert f"paraphrases ({out}, by {tiny_model_dir}): 2 questions, {expected['kept']} paraphrases kept" in printed
+
+    write_groups(tmp_path / "plain.jsonl", 2)
+    config = write_config(tmp_path / "plain.yaml", tiny_model_dir, tmp_path / "plain.jsonl")
+    printed = predict_in_process(monkeypatch, capsys, "--config", str(config), "--output_dir", str(tmp_path / "p"))
+    assert "paraphrase_file" not in json.loads((tmp_path / "p" / SUMMARY).read_text())
+    assert "paraphrases (" not in printed

@@ -151,7 +151,7 @@ def paraphrase_section(runs: list[Run]) -> list[str]:
     acceptance and rejections by check. Nothing for runs on other data."""
     import yaml
 
-    from selfens_pl.paraphrase_checks import format_statistics, paraphrase_statistics
+    from selfens_pl.paraphrase_checks import file_statistics, format_statistics
 
     lines, answered = [], {}  # (file, ids) -> names of the runs that answered those ids of that file
     for run in runs:
@@ -164,13 +164,12 @@ def paraphrase_section(runs: list[Run]) -> list[str]:
         if not Path(path).is_file():
             lines.append(f"- `{run.path.name}` answered `{path}`: file not found from here, no statistics")
             continue
-        records = read_jsonl(Path(path))
-        if not records or "rejected" not in records[0]:  # not written by `paraphrase`
-            continue
         ids = frozenset(str(r["id"]) for r in run.records)
-        answered.setdefault((path, ids), (records, []))[1].append(run.path.name)
-    for (path, ids), (records, names) in answered.items():  # one line per file and id set, not per run
-        stats = paraphrase_statistics([r for r in records if str(r["id"]) in ids])
+        answered.setdefault((path, ids), []).append(run.path.name)
+    for (path, ids), names in answered.items():  # one line per file and id set, not per run
+        stats = file_statistics(path, ids)
+        if stats is None:  # not written by `paraphrase`
+            continue
         lines.append(f"- {', '.join(f'`{n}`' for n in names)} answered `{path}` (paraphraser: "
                      f"{', '.join(stats['paraphrasers'])}): {format_statistics(stats)}")
     return ["## Paraphrases", "", *lines, ""] if lines else []
