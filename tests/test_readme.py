@@ -1,0 +1,75 @@
+"""The README stays true: every file, config, script, image and command it names exists, every shipped config is
+in its table, and every ``--config`` command parses with the parser of its verb."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.cli import LightningCLI
+
+from selfens_pl.cli import TOOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def expand(name: str) -> list[str]:
+    """``{a,b}_x.yaml`` -> ``a_x.yaml``, ``b_x.yaml`` (the README's shorthand for a family of files)."""
+    match = re.search(r"\{([^{}]+)\}", name)
+    if not match:
+        return [name]
+    return [out for part in match.group(1).split(",")
+            for out in expand(name[:match.start()] + part + name[match.end():])]
+
+
+def named(pattern: str) -> list[str]:
+    return sorted({path for raw in re.findall(pattern, README) for path in expand(raw)})
+
+
+def test_every_named_file_exists():
+    paths = named(r"((?:selfens_pl|scripts|configs|docs|tests)/[\w{},./*-]*\w)")
+    assert len(paths) > 30, "the README should name the package's files"
+    missing = [p for p in paths if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
+    assert not missing, f"the README names files that do not exist: {missing}"
+
+
+def test_every_config_is_in_the_table():
+    rows = "\n".join(line for line in README.splitlines() if line.startswith("| `"))
+    table = {p for raw in re.findall(r"`([\w{},]+\.yaml)`", rows) for p in expand(raw)}
+    shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert not table - shipped, f"the table lists configs that are not shipped: {sorted(table - shipped)}"
+    assert not shipped - table, f"shipped configs the README's table does not list: {sorted(shipped - table)}"
+
+
+def commands() -> list[list[str]]:
+    """Every ``python -m selfens_pl ...`` command of the README's code blocks (continued lines joined)."""
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", README, flags=re.S)
+    lines = " ".join(blocks).replace("\\\n", " ").splitlines()
+    out = []
+    for line in lines:
+        for match in re.finditer(r"python -m selfens_pl ([^#\n]*)", line):
+            out.append(shlex.split(match.group(1)))
+    return out
+
+
+def test_every_command_is_a_known_verb():
+    verbs = {args[0] for args in commands()}
+    assert {"predict", "report", "sweep", "paraphrase"} <= verbs
+    unknown = verbs - set(TOOLS) - set(LightningCLI.subcommands())
+    assert not unknown, f"the README runs verbs the command line does not have: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("args", [a for a in commands() if "--config" in a and a[0] in TOOLS],
+                         ids=lambda a: " ".join(a[:3]))
+def test_tool_commands_parse(args, monkeypatch):
+    """``paraphrase`` / ``confidence`` / ``sweep`` / ... with a config: their own parser reads it (no model run)."""
+    import importlib
+
+    monkeypatch.chdir(ROOT)
+    module = importlib.import_module(TOOLS[args[0]].split(":")[0])
+    if not hasattr(module, "build_parser"):
+        pytest.skip(f"{args[0]} builds the predict parser (tests/test_mask.py runs it end to end)")
+    module.build_parser().parse_args(args[1:])
