@@ -82,6 +82,30 @@ def test_inductor_compiled_equals_eager(tiny_lm, template, data):
             torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("head", [LogitFusion("avg", calibration="question"),
+                                  LogitFusion("prob_avg", calibration="subject"),
+                                  LogitFusion("weighted_avg", calibration="question")], ids=lambda h: h.method)
+def test_inductor_fusion_with_a_changing_batch_size(head):
+    """The compiled fusion + argmax under inductor as the decoder calls it: one static compile, then a dynamic one
+    for every later group count. A calibrated rule splits its content-free rows off by shape; sliced with a
+    shape-derived bound, inductor (torch 2.13, CPU) returned garbage and NaN once the batch went dynamic."""
+    from selfens_pl.decoding import fuse_and_pick
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fuse_and_pick, fullgraph=True, dynamic=None, backend="inductor")
+    generator = torch.Generator().manual_seed(0)
+    n = 6 if head.calibration == "subject" else 4  # rows per group: paraphrases + content-free rows
+    for g in (8, 4, 2, 1, 3):
+        logits = torch.randn(g * n, 512, generator=generator)
+        valid = torch.rand(g, n, generator=generator) > 0.3
+        valid[:, 0] = valid[:, n // 2] = valid[:, -1] = True
+        weights = torch.rand(g, n, generator=generator)
+        tokens, logprobs = fuse_and_pick(head.fuse, logits, n, weights, valid)
+        got_tokens, got_logprobs = compiled(head.fuse, logits, n, weights, valid)
+        assert torch.equal(got_tokens, tokens), (head.method, g)
+        torch.testing.assert_close(got_logprobs, logprobs, atol=1e-5, rtol=1e-5)
+
+
 def generations(dec, head, prompts, groups) -> list:
     """The decoder's ``Generation`` objects behind ``head``'s records (token ids and log-probabilities)."""
     seen = []

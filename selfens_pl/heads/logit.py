@@ -64,9 +64,13 @@ class LogitFusion(FusionHead):
             return fuse_logits(logits, self.fusion, weights, valid)
         rows = logits.shape[1]
         n = rows // 2 if self.calibration == "subject" else rows - 1  # shapes only: no host sync
-        prior = logits[:, n:].log_softmax(dim=-1)  # [g, n | 1, V]
-        return fuse_logits(logits[:, :n], self.fusion, None if weights is None else weights[:, :n],
-                           None if valid is None else valid[:, :n], prior, self.prior_floor)
+        # split, not logits[:, n:]: inductor (torch 2.13, CPU) miscompiles a slice whose bound comes from a dynamic
+        # shape once the batch size goes dynamic (garbage / NaN scores; tests/test_compiled.py pins this)
+        sizes = [n, rows - n]
+        paraphrases, free = logits.split(sizes, dim=1)
+        prior = free.log_softmax(dim=-1)  # [g, n | 1, V]
+        return fuse_logits(paraphrases, self.fusion, None if weights is None else weights.split(sizes, dim=1)[0],
+                           None if valid is None else valid.split(sizes, dim=1)[0], prior, self.prior_floor)
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
