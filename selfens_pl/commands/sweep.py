@@ -340,9 +340,18 @@ def draw(curves: dict[str, dict[int, float]], out: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(8.0, 5.2))
     styles = {SINGLE: dict(color="black", linestyle="--", marker="o"), ORACLE: dict(color="grey", linestyle=":"),
               "origin": dict(color="black", linestyle="-.", marker=None)}
+    # methods often tie at every K: distinct markers, sizes and a small sideways offset keep tied lines visible
+    markers = "osD^vP*Xh<>"
+    fused = [m for m in curves if m not in styles]
     for method, curve in curves.items():
         ks = sorted(curve)
-        ax.plot(ks, [100 * curve[k] for k in ks], label=method, **styles.get(method, dict(marker="o")))
+        if method in styles:
+            style, shift = styles[method], 0.0
+        else:
+            i = fused.index(method)
+            style = dict(marker=markers[i % len(markers)], markersize=7 - (i % 3), alpha=0.9)
+            shift = 0.04 * (i - (len(fused) - 1) / 2)
+        ax.plot([k + shift for k in ks], [100 * curve[k] for k in ks], label=method, **style)
     ax.set_xlabel("K (paraphrases per question)")
     ax.set_ylabel("accuracy (%)")
     ax.set_xticks(sorted({k for c in curves.values() for k in c}))
