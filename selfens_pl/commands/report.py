@@ -258,18 +258,19 @@ def accuracy_at(curve: list[float], coverage: float) -> float:
     return curve[max(1, round(coverage * len(curve))) - 1]
 
 
-def coverage_table(runs: list[Run], confidence: str) -> str:
+def coverage_table(runs: list[Run], curves: list[list[float] | None], confidence: str) -> str:
+    """The area and the accuracy at each of :data:`COVERAGE_POINTS` per run (``curves``: each run's
+    :func:`coverage_curve`, ``None`` for "–")."""
     header = ["run", "method", "confidence", "records", "area"] + [f"acc@{int(100 * c)}%" for c in COVERAGE_POINTS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    for run in runs:
-        curve = coverage_curve(run.records, confidence)
+    for run, curve in zip(runs, curves):
         cells = ["–"] * (1 + len(COVERAGE_POINTS)) if curve is None else \
             [f"{100 * coverage_area(curve):.1f}"] + [_pct(accuracy_at(curve, c)) for c in COVERAGE_POINTS]
         lines.append("| " + " | ".join([run.path.name, run.method, confidence, str(len(run.records))] + cells) + " |")
     return "\n".join(lines)
 
 
-def draw_coverage(runs: list[Run], out: str | Path, confidence: str) -> Path:
+def draw_coverage(runs: list[Run], curves: list[list[float] | None], out: str | Path, confidence: str) -> Path:
     """Accuracy against coverage, one line per run that has the confidence; the area in the legend."""
     import matplotlib
 
@@ -277,8 +278,7 @@ def draw_coverage(runs: list[Run], out: str | Path, confidence: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.0, 5.0))
-    for label, run in zip(run_labels(runs), runs):
-        curve = coverage_curve(run.records, confidence)
+    for label, curve in zip(run_labels(runs), curves):
         if curve is None:
             continue
         xs = [100 * (i + 1) / len(curve) for i in range(len(curve))]
@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     out = Path(args.out) if args.out else Path(args.dirs[0]).parent / "report.md"
     png = Path(args.png) if args.png else out.with_suffix(".png")
     coverage_png = Path(args.coverage_png) if args.coverage_png else out.with_name(out.stem + "_coverage.png")
-    coverage = coverage_table(runs, args.confidence)
-    missing = [r.path.name for r in runs if coverage_curve(r.records, args.confidence) is None]
+    curves = [coverage_curve(r.records, args.confidence) for r in runs]  # once per run: table, note and chart
+    coverage = coverage_table(runs, curves, args.confidence)
+    missing = [r.path.name for r, curve in zip(runs, curves) if curve is None]
     note = "" if not missing else (f"\n\n'–': no {args.confidence} on the records of {', '.join(missing)} (a run "
                                    "made before records carried it, agreement not computed, or unscored records).")
     text = render_markdown(runs) + (f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over "
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     draw_chart(runs, png)
-    draw_coverage(runs, coverage_png, args.confidence)
+    draw_coverage(runs, curves, coverage_png, args.confidence)
     print(markdown_table(runs))
     print()
     print(coverage + note)
