@@ -200,8 +200,10 @@ def source_tag(source: str, split: str) -> str:
     return source.rstrip("/").split("/")[-1]
 
 
-def load_decoder(model: str, max_new_tokens: int, device: str | None):
-    """The model, its tokenizer and a :class:`GreedyDecoder` (newline stop, shared prefix) on ``device``."""
+def load_decoder(model: str, max_new_tokens: int, device: str | None, stop: str | None = "\n",
+                 decoder_class=None):
+    """The model and its tokenizer in a decoder (``decoder_class``, default :class:`GreedyDecoder`; shared prefix)
+    on ``device`` (default: cuda if present); the verbs' way to load a model outside Lightning."""
     import torch
 
     from selfens_pl.decoding import GreedyDecoder
@@ -210,7 +212,8 @@ def load_decoder(model: str, max_new_tokens: int, device: str | None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm, tokenizer = load_model_and_tokenizer(model)
     lm.to(device)
-    return GreedyDecoder(lm, tokenizer, max_new_tokens=max_new_tokens, stop="\n", share_prefix=True)
+    return (decoder_class or GreedyDecoder)(lm, tokenizer, max_new_tokens=max_new_tokens, stop=stop,
+                                            share_prefix=True)
 
 
 def build_parser():

@@ -185,9 +185,9 @@ class Sweep:
 
     def per_prompt(self, k_max: int) -> list[dict]:
         """Every paraphrase of every group answered on its own, with its token log-probabilities (for votes)."""
-        from selfens_pl.agreement import agreement_share
         from selfens_pl.heads import PerPromptHead
         from selfens_pl.heads.base import paraphrase_generations
+        from selfens_pl.heads.per_prompt import per_prompt_records
 
         head, name = PerPromptHead(), f"per_prompt_k{k_max}"
         settings = self.settings(head_spec(head), k_max)
@@ -197,13 +197,11 @@ class Sweep:
         print(f"[sweep] {name}: answering {len(self.groups) * k_max} paraphrases on their own", flush=True)
         start, records = time.perf_counter(), []
         for chunk in self.batches(self.groups, k_max):
-            for group, gens in zip(chunk, paraphrase_generations(self.decoder, self.prompts, chunk)):
-                answers = [g.prediction for g in gens]
-                for i, gen in enumerate(gens):
-                    rec = head.record(group, gen, i, [group["paraphrases"][i]])
-                    rec["agreement"] = agreement_share(gen.prediction, answers, self.lemmas)
-                    rec["logprobs"] = gen.logprobs
-                    records.append(rec)
+            generations = paraphrase_generations(self.decoder, self.prompts, chunk)
+            chunk_records = per_prompt_records(head, chunk, generations)
+            for rec, gen in zip(chunk_records, [gen for gens in generations for gen in gens]):
+                rec["logprobs"] = gen.logprobs
+            records += chunk_records
         self.save(name, "per_prompt", k_max, self.score(records), time.perf_counter() - start, settings)
         return records
 
@@ -269,6 +267,7 @@ def derived_runs(sweep: Sweep, per_prompt: list[dict], k_max: int) -> tuple[dict
     from selfens_pl.decoding import Generation
     from selfens_pl.heads import VoteHead
     from selfens_pl.heads.vote import vote_records
+    from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
 
     by_id: dict[str, list[dict]] = {}
     for rec in per_prompt:
@@ -277,9 +276,10 @@ def derived_runs(sweep: Sweep, per_prompt: list[dict], k_max: int) -> tuple[dict
         recs.sort(key=lambda r: r["paraphrase_index"])
     curves: dict[str, dict[int, float]] = {SINGLE: {}, ORACLE: {}, "vote": {}}
     for k in range(1, k_max + 1):
-        per_index = [accuracy([by_id[g["id"]][i] for g in sweep.groups]) for i in range(k)]
-        curves[SINGLE][k] = sum(per_index) / k
-        curves[ORACLE][k] = sum(any(r["correct"] for r in by_id[g["id"]][:k]) for g in sweep.groups) / len(sweep.groups)
+        first_k = [r for r in per_prompt if r["paraphrase_index"] < k]
+        per_index, _ = accuracy_by_paraphrase(first_k)
+        curves[SINGLE][k] = sum(per_index.values()) / k
+        curves[ORACLE][k], _ = oracle_accuracy(first_k)
         gens = [[Generation(text=r["generation"], logprobs=r["logprobs"]) for r in by_id[g["id"]][:k]]
                 for g in sweep.groups]
         cut = [dict(g, paraphrases=g["paraphrases"][:k]) for g in sweep.groups]
@@ -363,18 +363,6 @@ def draw(curves: dict[str, dict[int, float]], out: Path, title: str) -> Path:
     return save_figure(fig, out)
 
 
-def load_decoder(model: str, max_new_tokens: int, stop: str | None, device: str | None):
-    """A :class:`SharedRowsDecoder` (shared prefix, as predict) for ``model`` on ``device`` (default: cuda if present)."""
-    import torch
-
-    from selfens_pl.commands.sweep_shared import SharedRowsDecoder
-    from selfens_pl.models import load_model_and_tokenizer
-
-    lm, tokenizer = load_model_and_tokenizer(model)
-    lm.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return SharedRowsDecoder(lm, tokenizer, max_new_tokens=max_new_tokens, stop=stop, share_prefix=True)
-
-
 def main(argv: list[str] | None = None) -> Path:
     start, cpu_start = time.perf_counter(), time.process_time()
     parser = build_parser()
@@ -401,17 +389,18 @@ def main(argv: list[str] | None = None) -> Path:
                              f"--k_max={k_max}")
     groups = [dict(g, paraphrases=g["paraphrases"][:k_max]) for g in groups]
 
+    from selfens_pl.commands.paraphrase import load_decoder
+    from selfens_pl.commands.sweep_shared import SharedRowsDecoder, shares_rows
     from selfens_pl.prompts import PromptTokenizer
 
-    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.stop, cfg.device)
+    # a SharedRowsDecoder: the LogitFusion rules of one K decode from one encoding of each fact's rows
+    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop, SharedRowsDecoder)
     sweep = Sweep(cfg, groups, template, decoder, PromptTokenizer(decoder.tokenizer, template))
     per_prompt = sweep.per_prompt(k_max)
     curves, origin = derived_runs(sweep, per_prompt, k_max)
     answers: dict[str, list[str]] = {}
     for rec in sorted(per_prompt, key=lambda r: r["paraphrase_index"]):
         answers.setdefault(str(rec["id"]), []).append(rec["prediction"])
-    from selfens_pl.commands.sweep_shared import shares_rows
-
     for label in labels:
         curves[label] = {}
     shared = [i for i, h in enumerate(heads) if shares_rows(h)]

@@ -14,11 +14,17 @@ class PerPromptHead(FusionHead):
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
-        records, lemmas = [], Lemmas()
-        for g, gens in zip(groups, paraphrase_generations(decoder, prompts, groups)):
-            answers = [gen.prediction for gen in gens]
-            for i, (p, gen) in enumerate(zip(g["paraphrases"], gens)):
-                rec = self.record(g, gen, i, [p])
-                rec["agreement"] = agreement_share(gen.prediction, answers, lemmas)
-                records.append(rec)
-        return records
+        return per_prompt_records(self, groups, paraphrase_generations(decoder, prompts, groups))
+
+
+def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
+    """One record per paraphrase from each group's per-paraphrase ``Generation``s, with its ``agreement`` (also used
+    by ``sweep``, which keeps the generations' log-probabilities for its votes)."""
+    records, lemmas = [], Lemmas()
+    for g, gens in zip(groups, generations):
+        answers = [gen.prediction for gen in gens]
+        for i, (p, gen) in enumerate(zip(g["paraphrases"], gens)):
+            rec = head.record(g, gen, i, [p])
+            rec["agreement"] = agreement_share(gen.prediction, answers, lemmas)
+            records.append(rec)
+    return records
