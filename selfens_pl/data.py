@@ -116,7 +116,7 @@ class ParaphraseDataModule(LightningDataModule):
 
     def __init__(
         self,
-        path: str = DEMO,
+        path: str | list[str] = DEMO,
         source: Literal["groups", "webqa", "myriadlama"] = "groups",
         task: Literal["webqa", "myriadlama"] = "webqa",
         split: str = "test",
@@ -131,6 +131,8 @@ class ParaphraseDataModule(LightningDataModule):
         few_shot_source: str | None = None,
         num_few_shot: int = 5,
         few_shot_seed: int = 42,
+        few_shot_pool: str | list[str] | None = None,
+        demo_blocks: int = 1,
         batch_size: int = 8,
         num_workers: int = 0,
         val_path: str | None = None,
@@ -141,7 +143,8 @@ class ParaphraseDataModule(LightningDataModule):
         """
         Args:
             path: Groups file (JSONL of ``{id, paraphrases, answers, confidences?}``), ``demo`` for the shipped demo
-                set, or for ``source=webqa|myriadlama`` a hub id or local file in that dataset's schema.
+                set, or for ``source=webqa|myriadlama`` a hub id or local file in that dataset's schema. A list of
+                such sources answers them all, in order (ids must not repeat across them).
             source: Schema of ``path``: ``groups``; ``webqa`` (``question, answers, url``: one paraphrase per
                 group); ``myriadlama`` (hub rows ``uuid, sub_ent, template, ...``, or a local file already grouped
                 with ``manual_paraphrases`` / ``auto_paraphrases``).
@@ -159,6 +162,13 @@ class ParaphraseDataModule(LightningDataModule):
             few_shot_source: WebQA-schema source (hub id or file) to sample ``num_few_shot`` examples from.
             num_few_shot: How many few-shot examples to sample from ``few_shot_source``.
             few_shot_seed: Seed for sampling few-shot examples and splits.
+            few_shot_pool: Demonstrations for the extra few-shot blocks of ``demo_blocks`` (one source or a list):
+                MyriadLAMA grouped facts or hub rows (a fact's manual paraphrase and first answer), or WebQuestions
+                questions (file or hub id, split ``train``). The pool may hold the answered facts: a group's blocks
+                never show its own fact.
+            demo_blocks: ``M``: ask every paraphrase with ``M`` five-shot blocks (block 0 the configured one,
+                blocks 1..M-1 drawn from ``few_shot_pool`` by group id and block index), so a group has ``K x M``
+                members (:mod:`selfens_pl.demos`). ``1``: the configured block only.
             batch_size: Groups per batch (every paraphrase of a group rides in the same batch).
             num_workers: DataLoader workers.
             val_path: Fine-tuning only: validation groups (same ``source`` schema and options as ``path``).
@@ -178,7 +188,19 @@ class ParaphraseDataModule(LightningDataModule):
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def _load(self, path: str, split: str) -> list[dict]:
+    def _load(self, path: str | list[str], split: str) -> list[dict]:
+        if not isinstance(path, str):  # several sources, answered in order
+            if not path:
+                raise ValueError("--data.path: an empty list of sources")
+            groups, seen = [], {}
+            for source in path:
+                for group in self._load(source, split):
+                    if group["id"] in seen:
+                        raise ValueError(f"--data.path: record {group['id']!r} of {source} repeats one of "
+                                         f"{seen[group['id']]}")
+                    seen[group["id"]] = source
+                    groups.append(group)
+            return groups
         hp = self.hparams
         if hp.source == "groups":
             return load_groups(demo_path() if path == DEMO else path)
@@ -230,7 +252,22 @@ class ParaphraseDataModule(LightningDataModule):
             self.val_groups = self._prepare(self.val_groups)
         groups = self._prepare(groups[: hp.limit])
         self.template = self._template(groups + (self.val_groups or []))
+        if hp.demo_blocks != 1:
+            self._attach_blocks(groups + (self.val_groups or []))
         self.groups = groups
+
+    def _attach_blocks(self, groups: list[dict]) -> None:
+        """``--data.demo_blocks M``: give every group its ``M - 1`` extra few-shot blocks (:mod:`selfens_pl.demos`)."""
+        from selfens_pl.demos import attach_blocks, load_pool
+
+        hp = self.hparams
+        if hp.demo_blocks < 1:
+            raise ValueError(f"--data.demo_blocks must be >= 1, got {hp.demo_blocks}")
+        if hp.few_shot_pool is None:
+            raise ValueError(f"--data.demo_blocks={hp.demo_blocks} needs --data.few_shot_pool (demonstrations to draw "
+                             "the extra blocks from, e.g. ../shared/data/myriadlama/dev.jsonl)")
+        shots = len(self.template.few_shot) or hp.num_few_shot
+        attach_blocks(groups, load_pool(hp.few_shot_pool, hp.task), hp.demo_blocks, shots)
 
     def _prepare(self, groups: list[dict]) -> list[dict]:
         """Cut every group to ``num_paraphrases``, then attach confidences by id and paraphrase index.

@@ -52,7 +52,12 @@ class PrefillBatch:
         valid: ``[g, n*k]`` bool, False where a ragged group was padded (first token); ``None``: all real.
         step_valid: ``[g, n]`` the same for later tokens.
         prefix_ids: ``[p]`` tokens every row starts with, encoded once and shared through the KV cache; then
-            ``input_ids`` holds only what follows it and ``position_ids`` count from ``p``.
+            ``input_ids`` holds only what follows it and ``position_ids`` count from ``p``. Or ``[P, p]``: ``P``
+            distinct prefixes (few-shot blocks, :mod:`selfens_pl.demos`), left-padded, each encoded once and copied
+            to the rows that start with it (``prefix_rows``); a row's positions then count from its own prefix's
+            length and ``pad_mask``'s first ``p`` columns are its prefix's ``prefix_mask``.
+        prefix_mask: ``[P, p]`` 1 for the real tokens of each of several prefixes (``None`` with one prefix).
+        prefix_rows: ``[r]`` the prefix (row of ``prefix_ids``) each row starts with (``None`` with one prefix).
     """
 
     input_ids: torch.Tensor
@@ -67,10 +72,51 @@ class PrefillBatch:
     valid: torch.Tensor | None = None
     step_valid: torch.Tensor | None = None
     prefix_ids: torch.Tensor | None = None
+    prefix_mask: torch.Tensor | None = None
+    prefix_rows: torch.Tensor | None = None
+    #: Prompts already encoded (:meth:`GreedyDecoder.encode`): the prefill copies row ``rows_from[i]`` of their
+    #: cache and logits into row ``i`` instead of running the model (``input_ids`` is then ``[r, 0]``).
+    source: EncodedPrompts | None = None
+    rows_from: torch.Tensor | None = None
 
     @property
     def prefix_len(self) -> int:
-        return 0 if self.prefix_ids is None else int(self.prefix_ids.shape[0])
+        return 0 if self.prefix_ids is None else int(self.prefix_ids.shape[-1])
+
+    @property
+    def rows(self) -> int:
+        return int(self.pad_mask.shape[0])
+
+
+@dataclass
+class EncodedPrompts:
+    """Prompts encoded once (:meth:`GreedyDecoder.encode`), to decode or score from as often as needed: every
+    fused rule, every subset of a group's members and every candidate answer reuses the same prefill.
+
+    Attributes:
+        cache: keys/values of the ``u`` prompts, ``width`` columns (the prompt only).
+        logits: ``[u, V]`` float32 next-token logits at each prompt's last token.
+        pad_mask: ``[u, width]`` 1 for real prompt columns (shared prefixes included).
+        next_position: ``[u]`` position of each prompt's first generated token.
+    """
+
+    cache: StaticKVCache
+    logits: torch.Tensor
+    pad_mask: torch.Tensor
+    next_position: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return int(self.pad_mask.shape[1])
+
+    def batch(self, rows_from: torch.Tensor, rows_per_group: int = 1) -> PrefillBatch:
+        """A batch whose row ``i`` continues encoded prompt ``rows_from[i]`` (repeats allowed): decoding it runs no
+        prefill."""
+        return PrefillBatch(
+            input_ids=rows_from.new_zeros((len(rows_from), 0)), pad_mask=self.pad_mask[rows_from],
+            position_ids=rows_from.new_zeros((len(rows_from), 0)), next_position=self.next_position[rows_from],
+            gather=rows_from.new_zeros((len(rows_from), 1)), rows_per_group=rows_per_group, source=self,
+            rows_from=rows_from)
 
 
 @dataclass
@@ -90,6 +136,17 @@ class Generation:
     text: str = ""
     #: ``logprobs[i]``: log-probability of ``token_ids[i]`` under the (fused) distribution it was picked from.
     logprobs: list[float] = field(default_factory=list)
+    #: Why it ended: ``"eos"`` (the EOS token, not kept in ``token_ids``), ``"stop"`` (the stop string, kept: it is
+    #: inside the last token) or ``None`` (``max_new_tokens``).
+    end: str | None = None
+    #: The EOS token id that ended it (``end == "eos"``).
+    eos_token: int | None = None
+
+    @property
+    def continuation(self) -> list[int]:
+        """The answer's tokens through its end: ``token_ids``, plus the EOS token when EOS ended it (what answer-level
+        rescoring scores: the answer and that it stops there)."""
+        return self.token_ids + ([self.eos_token] if self.end == "eos" else [])
 
     @property
     def prediction(self) -> str:
@@ -271,27 +328,116 @@ class GreedyDecoder:
     def prefill(self, batch: PrefillBatch, cache: StaticKVCache | None = None) -> torch.Tensor:
         """Encode the prompts once into ``cache`` (a fresh one sized for the prompts when ``None``).
 
-        Returns logits ``[r, k, V]`` at ``batch.gather``.
+        Returns logits ``[r, k, V]`` at ``batch.gather``. A batch of already encoded prompts (``batch.source``)
+        only copies their cache rows and logits.
         """
+        if batch.source is not None:
+            return self._copy_encoded(batch, cache)
         rows, s = batch.input_ids.shape
         p = batch.prefix_len
         cache = cache if cache is not None else self.new_cache(rows, p + s)
-        self.stats.prompt_tokens += int(batch.pad_mask.sum()) - (rows - 1) * p
-        if p:  # one row of prefix, written into every row of the cache
+        if p and batch.prefix_rows is not None:  # several prefixes, each encoded once
+            self.stats.prompt_tokens += int(batch.pad_mask[:, p:].sum()) + int(batch.prefix_mask.sum())
+            self._prefill_prefixes(batch, cache)
+        elif p:  # one row of prefix, written into every row of the cache
+            self.stats.prompt_tokens += int(batch.pad_mask.sum()) - (rows - 1) * p
             prefix_segments = torch.full((1, p), PREFIX, device=self.device)
             cache.write_pos, cache.read_len = torch.arange(p, device=self.device), p
             self._count(batch.prefix_ids[None])
             self._forward(batch.prefix_ids[None], dense_mask(prefix_segments), torch.arange(p, device=self.device)[None],
                           cache)
+        else:
+            self.stats.prompt_tokens += int(batch.pad_mask.sum())
         mask = batch.attention_mask
         if mask is None:  # causal over the prefix and each row's own tokens, padding masked
-            segments = torch.where(batch.pad_mask.bool(), 0, PAD)
-            segments[:, :p] = PREFIX
+            real = batch.pad_mask.bool()
+            segments = torch.where(real, 0, PAD)
+            segments[:, :p] = torch.where(real[:, :p], PREFIX, PAD)
             mask = dense_mask(segments)[:, :, p:]
         cache.write_pos, cache.read_len = torch.arange(p, p + s, device=self.device), p + s
         self._count(batch.input_ids)
         hidden = self._forward(batch.input_ids, mask, batch.position_ids, cache)
         return gathered_logits(self.model, hidden, batch.gather)
+
+    @torch.inference_mode()
+    def encode(self, batch: PrefillBatch) -> EncodedPrompts:
+        """Prefill ``batch`` (one logit per row) into a cache of exactly its width, kept for later decodes/scores."""
+        if batch.gather.shape[1] != 1:
+            raise ValueError("encode takes one next-token position per row")
+        cache = self.new_cache(batch.rows, batch.pad_mask.shape[1])
+        logits = self.prefill(batch, cache)[:, 0]
+        return EncodedPrompts(cache, logits, batch.pad_mask, batch.next_position)
+
+    def _copy_encoded(self, batch: PrefillBatch, cache: StaticKVCache) -> torch.Tensor:
+        source, rows = batch.source, batch.rows_from
+        extra = cache.rows - len(rows)  # a compiled bucket's padding rows repeat the first one
+        cache.copy_prompt(source.cache, torch.cat([rows, rows[:1].expand(extra)]) if extra else rows)
+        return source.logits[rows][:, None]
+
+    @torch.inference_mode()
+    def score_continuations(self, source: EncodedPrompts, rows_from: list[int],
+                            continuations: list[list[int]], chunk_tokens: int = 2048) -> list[list[float]]:
+        """Log-probability of every token of ``continuations[i]`` after encoded prompt ``rows_from[i]``, teacher
+        forced: one forward of each continuation (all but its last token) against a copy of its prompt's cache.
+        Rows are batched by length (little padding), about ``chunk_tokens`` fed tokens per forward. The first
+        token's log-probability comes from the prompt's own logits. Returns one list per continuation, as long as
+        it."""
+        if len(rows_from) != len(continuations) or any(not c for c in continuations):
+            raise ValueError("score_continuations needs one non-empty continuation per row")
+        order = sorted(range(len(rows_from)), key=lambda i: len(continuations[i]))
+        out: list[list[float] | None] = [None] * len(rows_from)
+        start = 0
+        while start < len(order):
+            width = max(1, len(continuations[order[start]]) - 1)
+            stop = start + 1
+            while stop < len(order) and (stop - start + 1) * max(width, len(continuations[order[stop]]) - 1) \
+                    <= chunk_tokens:
+                width = max(width, len(continuations[order[stop]]) - 1)
+                stop += 1
+            chunk = order[start:stop]
+            rows = torch.tensor([rows_from[i] for i in chunk], dtype=torch.long, device=self.device)
+            for i, logprobs in zip(chunk, self._score_chunk(source, rows, [continuations[i] for i in chunk])):
+                out[i] = logprobs
+            start = stop
+        return out  # type: ignore[return-value]
+
+    def _score_chunk(self, source: EncodedPrompts, rows: torch.Tensor, conts: list[list[int]]) -> list[list[float]]:
+        r, width, device = len(rows), source.width, self.device
+        tokens = torch.full((r, max(len(c) for c in conts)), pad_token_id(self.tokenizer), dtype=torch.long)
+        for i, c in enumerate(conts):
+            tokens[i, :len(c)] = torch.tensor(c)
+        tokens = tokens.to(device)
+        first = source.logits[rows].log_softmax(-1).gather(1, tokens[:, :1])  # [r, 1]
+        t = tokens.shape[1] - 1  # tokens fed: all but the last, whose output predicts nothing scored
+        if t == 0:
+            logprobs = first
+        else:
+            cache = self.new_cache(r, width + t)
+            cache.copy_prompt(source.cache, rows)
+            cache.write_pos, cache.read_len = torch.arange(width, width + t, device=device), None
+            causal = torch.ones((t, t), dtype=torch.bool, device=device).tril()
+            mask = torch.cat([source.pad_mask[rows].bool()[:, None, :].expand(-1, t, -1),
+                              causal[None].expand(r, -1, -1)], dim=2)[:, None]  # [r, 1, t, width + t]
+            positions = source.next_position[rows][:, None] + torch.arange(t, device=device)
+            self._count(tokens[:, :t])
+            hidden = self._forward(tokens[:, :t], mask, positions, cache)
+            later = lm_logits(self.model, hidden).log_softmax(-1).gather(2, tokens[:, 1:, None])[..., 0]
+            logprobs = torch.cat([first, later], dim=1)
+        host = logprobs.double().tolist()
+        return [row[:len(c)] for row, c in zip(host, conts)]
+
+    def _prefill_prefixes(self, batch: PrefillBatch, cache: StaticKVCache) -> None:
+        """Encode the ``P`` left-padded prefixes into the cache's first ``P`` rows, then copy each row's own prefix
+        (``batch.prefix_rows``) into it; rows past the batch (a compiled bucket's padding) get the first row's."""
+        real = batch.prefix_mask.bool()
+        p = batch.prefix_len
+        cache.write_pos, cache.read_len = torch.arange(p, device=self.device), p
+        self._count(batch.prefix_ids)
+        self._forward(batch.prefix_ids, dense_mask(torch.where(real, PREFIX, PAD)),
+                      (real.long().cumsum(-1) - 1).clamp(min=0), cache)
+        rows = batch.prefix_rows
+        extra = cache.rows - len(rows)
+        cache.copy_rows(cache, torch.cat([rows, rows[:1].expand(extra)]) if extra else rows)
 
     def decode_one_token(self, cache: StaticKVCache, tokens: torch.Tensor, positions: torch.Tensor,
                          key_mask: torch.Tensor) -> torch.Tensor:
@@ -335,18 +481,22 @@ class GreedyDecoder:
     # -- the loop ------------------------------------------------------------------------------------------------
     def _stopped(self, gen: Generation, token: int, logprob: float) -> bool:
         if token in self.eos_ids:
+            gen.end, gen.eos_token = "eos", token
             return True
         gen.token_ids.append(token)
         gen.logprobs.append(logprob)
         gen.text = self.tokenizer.decode(gen.token_ids, skip_special_tokens=True)
         # A stop string only counts once the answer has started: a leading newline is not an empty answer.
-        return self.stop is not None and self.stop in gen.text.lstrip()
+        if self.stop is not None and self.stop in gen.text.lstrip():
+            gen.end = "stop"
+            return True
+        return False
 
     def _start(self, batch: PrefillBatch, fuse_first: FuseFn) -> tuple[_Live, torch.Tensor]:
         """Allocate (or reuse) the cache, prefill, pick every group's first token, lay out the per-row state.
         Returns it and the first tokens' log-probabilities ``[g]``."""
         n, device = batch.rows_per_group, self.device
-        rows, width = batch.input_ids.shape[0], batch.pad_mask.shape[1]
+        rows, width = batch.rows, batch.pad_mask.shape[1]
         groups = rows // n
         length = width + self.max_new_tokens - 1  # the last token is never fed back
         if self.compiled:
@@ -384,7 +534,7 @@ class GreedyDecoder:
     def decode_n_tokens(self, batch: PrefillBatch, fuse_first: FuseFn, fuse_step: FuseFn) -> list[Generation]:
         """Prefill, then greedy decoding until every group hit EOS, the stop string or ``max_new_tokens``."""
         n = batch.rows_per_group
-        rows = batch.input_ids.shape[0]
+        rows = batch.rows
         if rows % n:
             raise ValueError(f"{rows} rows do not split into groups of {n}")
         gens = [Generation() for _ in range(rows // n)]

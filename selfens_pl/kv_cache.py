@@ -83,6 +83,16 @@ class StaticKVCache:
         for mine, theirs in zip(self.keys + self.values, source.keys + source.values):
             mine.copy_(theirs.index_select(0, rows))
 
+    def copy_prompt(self, source: StaticKVCache, rows: torch.Tensor) -> None:
+        """``self[i, :, :w] = source[rows[i]]`` for every layer (``rows [self.rows]``, ``w = source.length``): start
+        decoding (or scoring) from prompts encoded once, into a cache with room for what follows them."""
+        if not self.keys:
+            for k, v in zip(source.keys, source.values):
+                self._allocate(k[:1], v[:1])
+        w = source.length
+        for mine, theirs in zip(self.keys + self.values, source.keys + source.values):
+            mine[:, :, :w].copy_(theirs.index_select(0, rows))
+
     def adopt_layout(self, source: StaticKVCache) -> None:
         """Allocate like ``source`` (heads, dims, dtypes, devices per layer) before :meth:`copy_rows`."""
         for k, v in zip(source.keys, source.values):

@@ -63,6 +63,23 @@ class PromptTokenizer:
         if not template.prefix:  # still let the tokenizer add its BOS, if it has one
             self.prefix_ids = tokenizer("", add_special_tokens=True)["input_ids"]
         self.max_length = max_length
+        self._blocks: dict[tuple, PromptTokenizer] = {}
+
+    def for_block(self, group: dict, block: int) -> "PromptTokenizer":
+        """The prompts of ``group``'s few-shot block ``block`` (:mod:`selfens_pl.demos`): ``self`` for block 0, else
+        the same instruction with the group's block ``block`` as few-shot examples (tokenised once per distinct
+        block)."""
+        if block == 0:
+            return self
+        blocks = group.get("blocks") or []
+        if not 1 <= block <= len(blocks):
+            raise ValueError(f"record {group.get('id')!r} has no few-shot block {block} ({1 + len(blocks)} blocks)")
+        examples = blocks[block - 1]
+        key = tuple((e["question"], e["answer"]) for e in examples)
+        if key not in self._blocks:
+            template = PromptTemplate(instruction=self.template.instruction, few_shot=[dict(e) for e in examples])
+            self._blocks[key] = PromptTokenizer(self.tokenizer, template, self.max_length)
+        return self._blocks[key]
 
     def question_ids(self, paraphrase: str) -> list[int]:
         return self.tokenizer(self.template.question(paraphrase), add_special_tokens=False)["input_ids"]

@@ -6,6 +6,7 @@ from selfens_pl.heads.flex import FlexFusion
 from selfens_pl.heads.logit import LogitFusion
 from selfens_pl.heads.origin import OriginHead
 from selfens_pl.heads.per_prompt import PerPromptHead
+from selfens_pl.heads.rerank import RerankHead
 from selfens_pl.heads.vote import VoteHead
 
-__all__ = ["FusionHead", "OriginHead", "PerPromptHead", "LogitFusion", "FlexFusion", "VoteHead", "fuse_logits"]
+__all__ = ["FusionHead", "OriginHead", "PerPromptHead", "LogitFusion", "FlexFusion", "VoteHead", "RerankHead", "fuse_logits"]

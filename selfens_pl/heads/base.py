@@ -73,13 +73,13 @@ class FusionHead(nn.Module):
 
 def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer,
                            groups: list[dict]) -> list[list[Generation]]:
-    """Every paraphrase of every group answered on its own, all as independent rows of one batch (per_prompt's
-    decoding). Returns, per group, one Generation per paraphrase."""
+    """Every member (paraphrase x few-shot block, :func:`selfens_pl.demos.members`) of every group answered on its
+    own, all as independent rows of one batch (per_prompt's decoding). Returns, per group, one Generation per member
+    (block-major: without extra blocks, one per paraphrase)."""
     from selfens_pl.fusion import no_fusion
 
-    owners = [(gi, p) for gi, g in enumerate(groups) for p in g["paraphrases"]]
-    gens = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [(groups[gi], p) for gi, p in owners]),
-                                   no_fusion, no_fusion)
+    owners = [(gi, item) for gi, g in enumerate(groups) for item in member_items(g)]
+    gens = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [item for _, item in owners]), no_fusion, no_fusion)
     out: list[list[Generation]] = [[] for _ in groups]
     for (gi, _), gen in zip(owners, gens):
         out[gi].append(gen)
@@ -97,39 +97,68 @@ def check_context(decoder: GreedyDecoder, length: int, record_id, what: str = "p
 
 
 def rows_batch(decoder: GreedyDecoder, rows: list[list[int]], rows_per_group: int = 1,
-               prefix: list[int] | None = None) -> PrefillBatch:
+               prefix: list[int] | list[list[int]] | None = None,
+               prefix_of_row: list[int] | None = None) -> PrefillBatch:
     """A batch of independent prompts (one row each), left-padded, positions counted from each row's start.
 
     With ``prefix``, ``rows`` are what follows the shared prefix: the prefix is encoded once and its KV cache
-    shared, and each row's tokens are positioned right after it (pads sit between prefix and row, masked).
+    shared, and each row's tokens are positioned right after it (pads sit between prefix and row, masked). With
+    several prefixes (``prefix`` a list of token lists, ``prefix_of_row [r]`` the one each row continues), each
+    prefix is encoded once and shared by its rows (few-shot blocks, :mod:`selfens_pl.demos`).
     """
     input_ids, pad_mask = left_pad(rows, pad_token_id(decoder.tokenizer), decoder.device)
-    p = len(prefix) if prefix else 0
-    position_ids = (pad_mask.cumsum(-1) - 1).clamp(min=0) + p
     s = input_ids.shape[1]
+    several = prefix_of_row is not None
+    if several:
+        prefix_ids, prefix_mask = left_pad(prefix, pad_token_id(decoder.tokenizer), decoder.device)
+        prefix_rows = torch.tensor(prefix_of_row, dtype=torch.long, device=decoder.device)
+        offset = prefix_mask.sum(-1)[prefix_rows]  # [r] each row's own prefix length
+    else:
+        offset = len(prefix) if prefix else 0
+    position_ids = (pad_mask.cumsum(-1) - 1).clamp(min=0) + (offset[:, None] if several else offset)
     batch = PrefillBatch(
         input_ids=input_ids,
         pad_mask=pad_mask,
         position_ids=position_ids,
-        next_position=pad_mask.sum(-1) + p,
+        next_position=pad_mask.sum(-1) + offset,
         gather=torch.full((len(rows), 1), s - 1, dtype=torch.long, device=decoder.device),
         rows_per_group=rows_per_group,
     )
-    if prefix:
+    if several:
+        batch.prefix_ids, batch.prefix_mask, batch.prefix_rows = prefix_ids, prefix_mask, prefix_rows
+        batch.pad_mask = torch.cat([prefix_mask[prefix_rows], pad_mask], dim=1)
+    elif prefix:
         batch.prefix_ids = torch.tensor(prefix, dtype=torch.long, device=decoder.device)
-        batch.pad_mask = torch.cat([pad_mask.new_ones(len(rows), p), pad_mask], dim=1)
+        batch.pad_mask = torch.cat([pad_mask.new_ones(len(rows), len(prefix)), pad_mask], dim=1)
     return batch
 
 
-def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[tuple[dict, str]],
+def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[tuple],
                  rows_per_group: int = 1) -> PrefillBatch:
-    """One row per ``(group, paraphrase)``: the full prompt, or only the question when the decoder shares the
-    prefix. Checks every prompt against the context window, naming the record."""
-    for group, paraphrase in items:
-        check_context(decoder, len(prompts.prefix_ids) + len(prompts.question_ids(paraphrase)), group["id"])
-    if decoder.share_prefix:
-        return rows_batch(decoder, [prompts.question_ids(p) for _, p in items], rows_per_group, prompts.prefix_ids)
-    return rows_batch(decoder, [prompts.prompt_ids(p) for _, p in items], rows_per_group)
+    """One row per item ``(group, paraphrase)`` or ``(group, paraphrase, block)`` (few-shot block ``block`` of the
+    group, :mod:`selfens_pl.demos`; 0 = the template's): the full prompt, or only the question when the decoder
+    shares prefixes (each distinct prefix encoded once per batch). Checks every prompt against the context window,
+    naming the record."""
+    tokenizers = [prompts.for_block(item[0], item[2] if len(item) > 2 else 0) for item in items]
+    for (group, paraphrase, *_), tok in zip(items, tokenizers):
+        check_context(decoder, len(tok.prefix_ids) + len(tok.question_ids(paraphrase)), group["id"])
+    if not decoder.share_prefix:
+        return rows_batch(decoder, [tok.prompt_ids(p) for (_, p, *_), tok in zip(items, tokenizers)], rows_per_group)
+    questions = [tok.question_ids(p) for (_, p, *_), tok in zip(items, tokenizers)]
+    if all(tok is prompts for tok in tokenizers):  # one prefix: the plain shared-prefix path
+        return rows_batch(decoder, questions, rows_per_group, prompts.prefix_ids)
+    index: dict[int, int] = {}
+    for tok in tokenizers:
+        index.setdefault(id(tok), len(index))
+    prefixes = list({id(tok): tok.prefix_ids for tok in tokenizers}.values())
+    return rows_batch(decoder, questions, rows_per_group, prefixes, [index[id(tok)] for tok in tokenizers])
+
+
+def member_items(group: dict) -> list[tuple[dict, str, int]]:
+    """``(group, text, block)`` for each of the group's members (:func:`selfens_pl.demos.members`, block-major)."""
+    from selfens_pl.demos import members
+
+    return [(group, m.text, m.block_index) for m in members(group)]
 
 
 def confidence_weights(groups: list[dict], method: str, device, n: int | None = None) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 The rules (``avg``, ``max``, ``weighted_avg``, ``weighted_max``, ``prob_avg``, ``entropy_weighted``) live in
 :mod:`selfens_pl.fusion`. The fused token is fed to every row of the group, so each paraphrase continues the same
-answer. Groups may differ in size: each is padded to the largest group of the batch with copies of its first
-paraphrase, which the rule ignores (``valid``).
+answer. With ``--data.demo_blocks`` a group's rows are its members (every paraphrase x few-shot block,
+:mod:`selfens_pl.demos`). Groups may differ in size: each is padded to the largest group of the batch with copies of
+its first row, which the rule ignores (``valid``).
 
 Calibration (``calibration=subject|question``, :mod:`selfens_pl.content_free`): the group's content-free prompts
 ride as extra rows of the same group, after its ``n`` paraphrase rows (``n`` of them for ``subject``, one per
@@ -20,7 +21,7 @@ import torch
 
 from selfens_pl.content_free import Calibration, check_calibration, content_free_prompts
 from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, check_prior_floor, fuse_logits
-from selfens_pl.heads.base import FusionHead, confidence_weights, prompt_batch
+from selfens_pl.heads.base import FusionHead, confidence_weights, member_items, prompt_batch
 
 
 class LogitFusion(FusionHead):
@@ -74,17 +75,19 @@ class LogitFusion(FusionHead):
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
-        n = max(len(g["paraphrases"]) for g in groups)
+        check_no_blocks(self, groups)
+        rows = [member_items(g) for g in groups]  # every paraphrase x few-shot block
+        n = max(len(r) for r in rows)
         m = self.content_free_rows(n)
         items = []
-        for g in groups:
-            items += [(g, p) for p in padded(g["paraphrases"], n)]
+        for g, own in zip(groups, rows):
+            items += padded(own, n)
             if m:
                 items += [(g, p) for p in padded(content_free_prompts(g, self.calibration), m)]
         batch = prompt_batch(decoder, prompts, items, n + m)
-        ragged = any(len(g["paraphrases"]) < n for g in groups)
+        ragged = any(len(r) < n for r in rows)
         if ragged or m:
-            valid = group_valid(groups, n, decoder.device)
+            valid = group_valid([len(r) for r in rows], n, decoder.device)
             if m:  # the content-free rows' own mask; the fused rule only reads the first n columns
                 valid = torch.cat([valid, valid if m == n else valid[:, :1]], dim=1)
             batch.valid = batch.step_valid = valid
@@ -98,12 +101,34 @@ class LogitFusion(FusionHead):
         return self.add_agreement(decoder, prompts, groups, records)
 
 
-def padded(paraphrases: list[str], n: int) -> list[str]:
-    """``paraphrases`` followed by copies of the first one up to ``n`` rows (the copies are masked out)."""
-    return list(paraphrases) + [paraphrases[0]] * (n - len(paraphrases))
+def padded(items: list, n: int) -> list:
+    """``items`` (a group's paraphrases or member rows) followed by copies of the first one up to ``n`` rows (the
+    copies are masked out)."""
+    return list(items) + [items[0]] * (n - len(items))
 
 
-def group_valid(groups: list[dict], n: int, device) -> torch.Tensor:
-    """``[g, n]`` True for each group's real paraphrases, False for its padding rows."""
-    sizes = torch.tensor([len(g["paraphrases"]) for g in groups], device=device)
+def group_valid(groups: list[dict] | list[int], n: int, device) -> torch.Tensor:
+    """``[g, n]`` True for each group's real rows, False for its padding rows; ``groups``: the groups (sized by
+    their paraphrases) or each group's row count."""
+    sizes = torch.tensor([s if isinstance(s, int) else len(s["paraphrases"]) for s in groups], device=device)
     return torch.arange(n, device=device)[None, :] < sizes[:, None]
+
+
+def check_no_blocks(head: FusionHead, groups: list[dict]) -> None:
+    """Refuse extra few-shot blocks where a head reads something written for block 0 only: calibration (each
+    member would need a content-free prompt of its own block) and the ``weighted_*`` rules (confidences sampled per
+    paraphrase with block 0). Nothing is silently mixed."""
+    from selfens_pl.demos import num_blocks
+
+    what = []
+    if getattr(head, "calibration", "none") != "none":
+        what.append(f"--model.head.init_args.calibration={head.calibration}")
+    if getattr(head, "fusion", None) in WEIGHTED:
+        what.append(f"the {head.fusion} rule")
+    if not what:
+        return
+    for g in groups:
+        if num_blocks(g) > 1:
+            raise ValueError(f"record {g['id']!r}: {' and '.join(what)} cannot run with --data.demo_blocks > 1 (the "
+                             f"group has {num_blocks(g)} few-shot blocks; both are defined for block 0 only): use "
+                             "--data.demo_blocks 1 or another rule")

@@ -1,4 +1,5 @@
-"""``per_prompt``: every paraphrase answered on its own; one record per paraphrase."""
+"""``per_prompt``: every paraphrase (with ``--data.demo_blocks``: every paraphrase x few-shot block) answered on its
+own; one record per member."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ class PerPromptHead(FusionHead):
 
 
 def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
-    """One record per paraphrase from each group's per-paraphrase ``Generation``s, with its ``agreement`` (also used
-    by ``sweep``, which keeps the generations' log-probabilities for its votes)."""
+    """One record per member (paraphrase x few-shot block) from each group's per-member ``Generation``s, with its
+    ``agreement`` (also used by ``sweep``, which keeps the generations' log-probabilities for its votes). With extra
+    few-shot blocks each record also names its ``block_index``."""
+    from selfens_pl.demos import members, num_blocks
+
     records, lemmas = [], Lemmas()
     for g, gens in zip(groups, generations):
         answers = [gen.prediction for gen in gens]
-        for i, (p, gen) in enumerate(zip(g["paraphrases"], gens)):
-            rec = head.record(g, gen, i, [p])
+        blocks = num_blocks(g) > 1
+        for member, gen in zip(members(g), gens):
+            rec = head.record(g, gen, member.paraphrase_index, [member.text])
+            if blocks:  # which few-shot block asked it (records of runs without extra blocks stay as they were)
+                rec["block_index"] = member.block_index
             rec["agreement"] = agreement_share(gen.prediction, answers, lemmas)
             records.append(rec)
     return records

@@ -4,8 +4,10 @@ Decoding is per_prompt's (every paraphrase of every group an independent row of 
 paraphrase's answer gets a *support*: how many of the group's answers agree with it under the lemma rule
 (:mod:`selfens_pl.agreement`: one answer's lemmas inside the other's). The answer with the most support wins; ties
 go to the highest mean token log-probability (``Generation.logprobs``, under its own paraphrase), then to the
-lowest paraphrase index. One record per group: the winner's generation, ``voted_index`` (which paraphrase gave
-it), ``paraphrase_predictions`` (every paraphrase's answer), ``mean_prob`` (the winner's own mean token
+lowest member index. With ``--data.demo_blocks`` the voters are the group's members (every paraphrase x few-shot
+block, :mod:`selfens_pl.demos`). One record per group: the winner's generation, ``voted_index`` (which member gave
+it: paraphrase ``voted_index % K`` with block ``voted_index // K``), ``paraphrase_predictions`` (every member's
+answer), ``mean_prob`` (the winner's own mean token
 probability) and ``agreement`` = support / paraphrases. Cost: exactly per_prompt's.
 """
 
@@ -34,7 +36,7 @@ def vote_records(head: FusionHead, groups: list[dict], generations: list[list]) 
         best, support = vote(answers, [g.logprobs for g in gens], lemmas)
         rec = head.record(group, gens[best], None, list(group["paraphrases"]))
         rec["voted_index"] = best
-        rec["agreement"] = support / len(gens)
+        rec["agreement"] = support / len(gens)  # share of the members
         rec["paraphrase_predictions"] = answers
         records.append(rec)
     return records
