@@ -2,6 +2,7 @@
 
 from selfens_pl.fusion import fuse_logits
 from selfens_pl.heads.base import FusionHead
+from selfens_pl.heads.cascade import CascadeHead
 from selfens_pl.heads.flex import FlexFusion
 from selfens_pl.heads.logit import LogitFusion
 from selfens_pl.heads.origin import OriginHead
@@ -9,4 +10,4 @@ from selfens_pl.heads.per_prompt import PerPromptHead
 from selfens_pl.heads.rerank import RerankHead
 from selfens_pl.heads.vote import VoteHead
 
-__all__ = ["FusionHead", "OriginHead", "PerPromptHead", "LogitFusion", "FlexFusion", "VoteHead", "RerankHead", "fuse_logits"]
+__all__ = ["FusionHead", "OriginHead", "PerPromptHead", "LogitFusion", "FlexFusion", "VoteHead", "RerankHead", "CascadeHead", "fuse_logits"]

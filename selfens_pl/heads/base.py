@@ -71,19 +71,27 @@ class FusionHead(nn.Module):
         return records
 
 
-def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer,
-                           groups: list[dict]) -> list[list[Generation]]:
+def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict],
+                           known: list[dict[int, Generation]] | None = None) -> list[list[Generation]]:
     """Every member (paraphrase x few-shot block, :func:`selfens_pl.demos.members`) of every group answered on its
     own, all as independent rows of one batch (per_prompt's decoding). Returns, per group, one Generation per member
-    (block-major: without extra blocks, one per paraphrase)."""
+    (block-major: without extra blocks, one per paraphrase). ``known[g]``: members of group ``g`` already answered
+    (``{member index: Generation}``, e.g. by a cascade's first stage): taken as they are, not decoded again."""
     from selfens_pl.fusion import no_fusion
 
-    owners = [(gi, item) for gi, g in enumerate(groups) for item in member_items(g)]
-    gens = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [item for _, item in owners]), no_fusion, no_fusion)
-    out: list[list[Generation]] = [[] for _ in groups]
-    for (gi, _), gen in zip(owners, gens):
-        out[gi].append(gen)
-    return out
+    out: list[list[Generation | None]] = []
+    owners = []
+    for gi, g in enumerate(groups):
+        items = member_items(g)
+        got = known[gi] if known is not None else {}
+        out.append([got.get(m) for m in range(len(items))])
+        owners += [(gi, m, item) for m, item in enumerate(items) if m not in got]
+    if owners:
+        gens = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [item for _, _, item in owners]), no_fusion,
+                                       no_fusion)
+        for (gi, m, _), gen in zip(owners, gens):
+            out[gi][m] = gen
+    return out  # type: ignore[return-value]
 
 
 def check_context(decoder: GreedyDecoder, length: int, record_id, what: str = "prompt") -> None:

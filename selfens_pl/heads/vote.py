@@ -22,9 +22,10 @@ class VoteHead(FusionHead):
 
     method = "vote"
 
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups, known=None):
+        """``known[g]``: members of group ``g`` already answered (a cascade's first stage): not decoded again."""
         self.check_groups(groups)
-        return vote_records(self, groups, paraphrase_generations(decoder, prompts, groups))
+        return vote_records(self, groups, paraphrase_generations(decoder, prompts, groups, known))
 
 
 def vote_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
