@@ -376,55 +376,73 @@ class GreedyDecoder:
 
     @torch.inference_mode()
     def score_continuations(self, source: EncodedPrompts, rows_from: list[int],
-                            continuations: list[list[int]], chunk_tokens: int = 2048) -> list[list[float]]:
-        """Log-probability of every token of ``continuations[i]`` after encoded prompt ``rows_from[i]``, teacher
-        forced: one forward of each continuation (all but its last token) against a copy of its prompt's cache.
-        Rows are batched by length (little padding), about ``chunk_tokens`` fed tokens per forward. The first
-        token's log-probability comes from the prompt's own logits. Returns one list per continuation, as long as
-        it."""
-        if len(rows_from) != len(continuations) or any(not c for c in continuations):
-            raise ValueError("score_continuations needs one non-empty continuation per row")
-        order = sorted(range(len(rows_from)), key=lambda i: len(continuations[i]))
-        out: list[list[float] | None] = [None] * len(rows_from)
+                            continuations: list[list[list[int]]], chunk_tokens: int = 1024) -> list[list[list[float]]]:
+        """Log-probability of every token of every continuation ``continuations[i][c]`` after encoded prompt
+        ``rows_from[i]``, teacher forced. A row's continuations are packed into ONE sequence after its prompt (each
+        continuation sees the prompt and its own earlier tokens, positioned as if it alone followed the prompt), so
+        the prompt's keys and values are copied once per row, not once per continuation; rows are batched by packed
+        length, about ``chunk_tokens`` fed tokens per forward. A continuation's last token is never fed (its output
+        scores nothing) and its first token is scored by the prompt's own logits. Returns ``[row][continuation]``
+        lists of token log-probabilities."""
+        if len(rows_from) != len(continuations) or any(not c for row in continuations for c in row):
+            raise ValueError("score_continuations needs, per row, a list of non-empty continuations")
+        fed = [sum(len(c) - 1 for c in row) for row in continuations]
+        order = sorted(range(len(rows_from)), key=lambda i: fed[i])
+        out: list[list[list[float]] | None] = [None] * len(rows_from)
         start = 0
         while start < len(order):
-            width = max(1, len(continuations[order[start]]) - 1)
             stop = start + 1
-            while stop < len(order) and (stop - start + 1) * max(width, len(continuations[order[stop]]) - 1) \
-                    <= chunk_tokens:
-                width = max(width, len(continuations[order[stop]]) - 1)
+            while stop < len(order) and (stop - start + 1) * max(1, fed[order[stop]]) <= chunk_tokens:
                 stop += 1
             chunk = order[start:stop]
             rows = torch.tensor([rows_from[i] for i in chunk], dtype=torch.long, device=self.device)
-            for i, logprobs in zip(chunk, self._score_chunk(source, rows, [continuations[i] for i in chunk])):
-                out[i] = logprobs
+            for i, scored in zip(chunk, self._score_chunk(source, rows, [continuations[i] for i in chunk])):
+                out[i] = scored
             start = stop
         return out  # type: ignore[return-value]
 
-    def _score_chunk(self, source: EncodedPrompts, rows: torch.Tensor, conts: list[list[int]]) -> list[list[float]]:
+    def _score_chunk(self, source: EncodedPrompts, rows: torch.Tensor,
+                     conts: list[list[list[int]]]) -> list[list[list[float]]]:
         r, width, device = len(rows), source.width, self.device
-        tokens = torch.full((r, max(len(c) for c in conts)), pad_token_id(self.tokenizer), dtype=torch.long)
-        for i, c in enumerate(conts):
-            tokens[i, :len(c)] = torch.tensor(c)
-        tokens = tokens.to(device)
-        first = source.logits[rows].log_softmax(-1).gather(1, tokens[:, :1])  # [r, 1]
-        t = tokens.shape[1] - 1  # tokens fed: all but the last, whose output predicts nothing scored
-        if t == 0:
-            logprobs = first
-        else:
-            cache = self.new_cache(r, width + t)
+        first = source.logits[rows].log_softmax(-1)  # [r, V]
+        length = max(sum(len(c) - 1 for c in row) for row in conts)
+        later = None
+        if length:
+            tokens = torch.full((r, length), pad_token_id(self.tokenizer), dtype=torch.long)
+            targets = torch.zeros((r, length), dtype=torch.long)
+            segment = torch.full((r, length), -1, dtype=torch.long)
+            offset = torch.zeros((r, length), dtype=torch.long)
+            for i, row in enumerate(conts):
+                j = 0
+                for c_index, c in enumerate(row):
+                    n = len(c) - 1
+                    tokens[i, j:j + n] = torch.tensor(c[:-1])
+                    targets[i, j:j + n] = torch.tensor(c[1:])
+                    segment[i, j:j + n] = c_index
+                    offset[i, j:j + n] = torch.arange(n)
+                    j += n
+            tokens, targets, segment, offset = (t.to(device) for t in (tokens, targets, segment, offset))
+            cache = self.new_cache(r, width + length)
             cache.copy_prompt(source.cache, rows)
-            cache.write_pos, cache.read_len = torch.arange(width, width + t, device=device), None
-            causal = torch.ones((t, t), dtype=torch.bool, device=device).tril()
-            mask = torch.cat([source.pad_mask[rows].bool()[:, None, :].expand(-1, t, -1),
-                              causal[None].expand(r, -1, -1)], dim=2)[:, None]  # [r, 1, t, width + t]
-            positions = source.next_position[rows][:, None] + torch.arange(t, device=device)
-            self._count(tokens[:, :t])
-            hidden = self._forward(tokens[:, :t], mask, positions, cache)
-            later = lm_logits(self.model, hidden).log_softmax(-1).gather(2, tokens[:, 1:, None])[..., 0]
-            logprobs = torch.cat([first, later], dim=1)
-        host = logprobs.double().tolist()
-        return [row[:len(c)] for row, c in zip(host, conts)]
+            cache.write_pos, cache.read_len = torch.arange(width, width + length, device=device), None
+            # a packed token sees the prompt, and the earlier tokens of its own continuation
+            own = (segment[:, :, None] == segment[:, None, :]) & (segment[:, None, :] >= 0) & \
+                torch.ones((length, length), dtype=torch.bool, device=device).tril()
+            mask = torch.cat([source.pad_mask[rows].bool()[:, None, :].expand(-1, length, -1), own], dim=2)[:, None]
+            self._count(tokens)
+            hidden = self._forward(tokens, mask, source.next_position[rows][:, None] + offset, cache)
+            later = lm_logits(self.model, hidden).log_softmax(-1).gather(2, targets[..., None])[..., 0].double()
+            later = later.tolist()
+        first = first.double()
+        out = []
+        for i, row in enumerate(conts):
+            scored, j = [], 0
+            for c in row:
+                n = len(c) - 1
+                scored.append([first[i, c[0]].item()] + (later[i][j:j + n] if n else []))
+                j += n
+            out.append(scored)
+        return out
 
     def _prefill_prefixes(self, batch: PrefillBatch, cache: StaticKVCache) -> None:
         """Encode the ``P`` left-padded prefixes into the cache's first ``P`` rows, then copy each row's own prefix

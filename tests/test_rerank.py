@@ -66,10 +66,12 @@ def test_scoring_equals_a_plain_forward_of_prompt_and_continuation(tiny_lm, temp
     dec, prompts = tiny_lm.decoder, tiny_lm.prompts(template)
     items = [(g, p) for g in groups for p in g["paraphrases"][:2]]
     encoded = dec.encode(prompt_batch(dec, prompts, items))
-    conts = [[11, 12, 13], [7], [21, 22]]
+    conts = [[[11, 12, 13], [7], [21, 22]], [[5, 6]], [[7]]]  # packed several per row; all single tokens
     rows = [r for r in range(len(items)) for _ in conts]
-    scored = dec.score_continuations(encoded, rows, [c for _ in items for c in conts], chunk_tokens=5)
-    for i, (row, cont) in enumerate(zip(rows, [c for _ in items for c in conts])):
+    packed = dec.score_continuations(encoded, rows, [c for _ in items for c in conts], chunk_tokens=5)
+    scored = [lp for row in packed for lp in row]
+    flat = [(row, cont) for row, cs in zip(rows, [c for _ in items for c in conts]) for cont in cs]
+    for i, (row, cont) in enumerate(flat):
         ids = torch.tensor([prompts.prompt_ids(items[row][1]) + cont])
         with torch.inference_mode():
             logp = tiny_lm.lm(input_ids=ids).logits[0].float().log_softmax(-1)

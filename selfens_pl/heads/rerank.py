@@ -106,14 +106,10 @@ def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
                         [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)])
              for own, fx in zip(gens, extra)]
-    rows, conts = [], []
-    for g, own in enumerate(items):
-        for m in range(len(own)):
-            for cand in cands[g]:
-                rows.append(starts[g] + m)
-                conts.append(cand.tokens)
-    scored = iter(decoder.score_continuations(encoded, rows, conts) if rows else [])
-    tables = [[[sum(next(scored)) for _ in cands[g]] for _ in items[g]] for g in range(len(groups))]
+    rows = [(g, m) for g, own in enumerate(items) for m in range(len(own)) if cands[g]]
+    scored = iter(decoder.score_continuations(encoded, [starts[g] + m for g, m in rows],
+                                              [[c.tokens for c in cands[g]] for g, _ in rows]) if rows else [])
+    tables = [[[sum(lp) for lp in next(scored)] if cands[g] else [] for _ in items[g]] for g in range(len(groups))]
     return RerankPass(gens, extra, cands, tables, encoded, starts)
 
 
