@@ -1,5 +1,6 @@
-"""`python -m selfens_pl sweep`: shared-row decoding equals each head alone; one command writes table, chart and
-runs; derived curves (mean single, oracle, vote, origin) equal their definitions; reruns reuse; bad input errors."""
+"""`python -m selfens_pl sweep`: every run derived from the one engine pass equals the head run directly on the cut
+groups (K paraphrases x M few-shot blocks), token for token; tables, charts and runs are written; baselines follow
+their definitions; reruns reuse; bad input errors."""
 
 from __future__ import annotations
 
@@ -10,77 +11,30 @@ import pytest
 
 from selfens_pl.commands import sweep
 from selfens_pl.commands.report import load_run
-from selfens_pl.commands.sweep_shared import SharedRowsDecoder, shared_generate, shares_rows
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, VoteHead
+from selfens_pl.decoding import GreedyDecoder
+from selfens_pl.demos import cut_blocks
+from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 from selfens_pl.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUPED = FIXTURES / "myriadlama_grouped_tiny.jsonl"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SHOTS = MYRIADLAMA_FEW_SHOT[:2]
 
 
 @pytest.fixture(scope="module")
-def lama_groups():
+def scored_file(tiny_model_dir, tmp_path_factory) -> Path:
+    """The fixture facts with gold answers chosen from the tiny model's own per-paraphrase answers (paraphrase 1 of
+    fact 0, 3 of fact 1, 0 of fact 2), so accuracies differ by method and K (a random model answers nothing right
+    otherwise, and every number would be 0)."""
     from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.module import SelfEnsembleLM
 
     dm = ParaphraseDataModule(path=str(GROUPED), source="myriadlama", task="myriadlama", num_manual=3, num_auto=3)
     dm.setup()
-    return dm.groups
-
-
-@pytest.fixture(scope="module")
-def shared_decoder(tiny_model_dir):
-    from selfens_pl.models import load_model_and_tokenizer
-
-    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
-    return SharedRowsDecoder(model, tokenizer, max_new_tokens=6, stop=None, share_prefix=True)
-
-
-def heads():
-    return [LogitFusion("avg"), LogitFusion("max"), LogitFusion("prob_avg"), LogitFusion("entropy_weighted"),
-            LogitFusion("avg", calibration="subject"), LogitFusion("prob_avg", calibration="question", prior_floor=0)]
-
-
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_shared_rows_equal_each_head_alone(k, shared_decoder, lama_groups):
-    """Every head's answers from one shared encoding are its own answers (head.generate), token for token; the
-    shared run encodes each distinct prompt once (fewer prompt tokens than the heads one by one)."""
-    prompts_ = __import__("selfens_pl.prompts", fromlist=["PromptTokenizer"]).PromptTokenizer(
-        shared_decoder.tokenizer, PromptTemplate(MYRIADLAMA_INSTRUCTION, MYRIADLAMA_FEW_SHOT))
-    cut = [dict(g, paraphrases=g["paraphrases"][:k]) for g in lama_groups]
-    before = shared_decoder.stats.prompt_tokens
-    together = shared_generate(shared_decoder, prompts_, heads(), lama_groups, k)
-    shared_tokens = shared_decoder.stats.prompt_tokens - before
-    alone_tokens = 0
-    for head, recs in zip(heads(), together):
-        before = shared_decoder.stats.prompt_tokens
-        alone = head.generate(shared_decoder, prompts_, cut)
-        alone_tokens += shared_decoder.stats.prompt_tokens - before
-        assert [r["generation"] for r in recs] == [r["generation"] for r in alone], head.method
-        assert [r["method"] for r in recs] == [head.method] * len(cut)
-        assert [r["paraphrases"] for r in recs] == [g["paraphrases"] for g in cut]
-        for a, b in zip(recs, alone):
-            assert a["mean_prob"] == pytest.approx(b["mean_prob"], rel=1e-4)
-    assert shared_tokens < alone_tokens / 2
-
-
-def test_only_unweighted_logit_fusion_shares_rows():
-    assert shares_rows(LogitFusion("avg")) and shares_rows(LogitFusion("max", calibration="subject"))
-    assert not shares_rows(LogitFusion("weighted_avg")) and not shares_rows(FlexFusion())
-    assert not shares_rows(VoteHead())
-
-
-@pytest.fixture(scope="module")
-def scored_file(tiny_model_dir, lama_groups, tmp_path_factory) -> Path:
-    """The fixture facts with gold answers chosen from the tiny model's own per-paraphrase answers (paraphrase 1 of
-    fact 0, 3 of fact 1, 0 of fact 2), so accuracies differ by paraphrase and K (a random model answers nothing
-    right otherwise, and every curve would be 0)."""
-    from selfens_pl.module import SelfEnsembleLM
-
     lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=4, stop=None)
     lm.configure_model()
-    prompts = lm.prompts(PromptTemplate(MYRIADLAMA_INSTRUCTION, MYRIADLAMA_FEW_SHOT[:2]))
-    answers = PerPromptHead().generate(lm.decoder, prompts, lama_groups)
+    answers = PerPromptHead().generate(lm.decoder, lm.prompts(PromptTemplate(MYRIADLAMA_INSTRUCTION, SHOTS)), dm.groups)
     facts = [json.loads(line) for line in GROUPED.read_text().splitlines()]
     for f, (fact, index) in enumerate(zip(facts, [1, 3, 0])):
         fact["answers"] = [answers[6 * f + index]["prediction"]]
@@ -89,17 +43,22 @@ def scored_file(tiny_model_dir, lama_groups, tmp_path_factory) -> Path:
     return path
 
 
+HEADS = [
+    {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
+    {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "entropy_weighted"}},
+    {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "mixture"}},
+    {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "vote"}},
+    {"class_path": "selfens_pl.heads.CascadeHead", "init_args": {"first": 2, "threshold": 0.75}},
+    {"class_path": "selfens_pl.heads.FlexFusion",
+     "init_args": {"layout": "shared_prefix", "backend": "dense", "fusion": "prob_avg"}},
+]
+
+
 def sweep_args(model_dir, out: Path, *extra, data: Path = GROUPED) -> list[str]:
-    head_list = json.dumps([
-        {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
-        {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "entropy_weighted"}},
-        {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg", "calibration": "subject"}},
-        {"class_path": "selfens_pl.heads.FlexFusion",
-         "init_args": {"layout": "shared_prefix", "backend": "dense", "fusion": "prob_avg"}},
-    ])
     return ["--model", str(model_dir), "--data.path", str(data), "--data.source", "myriadlama",
             "--data.task", "myriadlama", "--data.num_manual", "3", "--data.num_auto", "3",
-            "--data.few_shot", json.dumps(MYRIADLAMA_FEW_SHOT[:2]), "--heads", head_list, "--k_max", "4",
+            "--data.few_shot", json.dumps(SHOTS), "--data.few_shot_pool", str(GROUPED),
+            "--heads", json.dumps(HEADS), "--ks", "1,2,4", "--ms", "1,2", "--resamples", "200",
             "--max_new_tokens", "4", "--stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
 
 
@@ -110,72 +69,96 @@ def swept(tiny_model_dir, scored_file, tmp_path_factory):
     return out
 
 
-def test_sweep_writes_table_chart_and_runs(swept):
-    assert (swept / "sweep.png").read_bytes()[:8] == PNG_MAGIC
-    data = json.loads((swept / "sweep.json").read_text())
-    methods = ["mean single paraphrase", "oracle (any paraphrase)", "vote", "origin", "avg", "entropy_weighted",
-               "calibrated_avg", "flex_shared_prefix_prob_avg"]
-    assert list(data["curves"]) == methods
-    assert all(list(c) == ["1", "2", "3", "4"] for c in data["curves"].values())
-    table = (swept / "sweep.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| method | K=1 | K=2 | K=3 | K=4 |")
-    for method in methods:
-        row = next(r for r in rows if r.startswith(f"| {method} |"))
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert [float(c) for c in cells[1:5]] == [round(100 * data["curves"][method][str(k)], 1) for k in range(1, 5)]
-    for name in ["per_prompt_k4", "origin", "vote_k3", "avg_k1", "avg_k4", "calibrated_avg_k1",
-                 "flex_shared_prefix_prob_avg_k2"]:
-        run = load_run(swept / "runs" / name)  # readable by `report`
-        assert run.summary["n"] == 3
-
-
-def test_derived_curves_follow_their_definitions(swept, tiny_lm):
-    by_id = {}
-    for r in load_run(swept / "runs" / "per_prompt_k4").records:
-        by_id.setdefault(r["id"], {})[r["paraphrase_index"]] = r
-    data = json.loads((swept / "sweep.json").read_text())["curves"]
-    assert len({round(v, 6) for v in data["mean single paraphrase"].values()}) > 1  # the curves are not flat
-    for k in range(1, 5):
-        single = sum(by_id[i][j]["correct"] for i in by_id for j in range(k)) / (3 * k)
-        oracle = sum(any(by_id[i][j]["correct"] for j in range(k)) for i in by_id) / 3
-        assert data["mean single paraphrase"][str(k)] == pytest.approx(single)
-        assert data["oracle (any paraphrase)"][str(k)] == pytest.approx(oracle)
-        votes = load_run(swept / "runs" / f"vote_k{k}").records
-        assert all(v["agreement"] is not None and v["prediction"] in
-                   [by_id[v["id"]][j]["prediction"] for j in range(k)] for v in votes)
-    origin = {r["id"]: r for r in load_run(swept / "runs" / "origin").records}
-    assert all(origin[i]["generation"] == by_id[i][0]["generation"] for i in by_id)
-    avg1 = {r["id"]: r for r in load_run(swept / "runs" / "avg_k1").records}
-    assert all(avg1[i]["generation"] == origin[i]["generation"] for i in by_id)
-    for r in load_run(swept / "runs" / "avg_k3").records:  # agreement against the first 3 paraphrases' answers
-        answers = [by_id[r["id"]][j]["prediction"] for j in range(3)]
-        from selfens_pl.agreement import agreement_share
-        assert r["agreement"] == pytest.approx(agreement_share(r["prediction"], answers))
-
-
-def test_sweep_runs_equal_the_heads_run_directly(swept, tiny_model_dir, lama_groups):
-    """The sweep's runs are what each head answers on the cut groups (origin, vote, per_prompt, a shared rule, flex)."""
+@pytest.fixture(scope="module")
+def direct(tiny_model_dir, scored_file):
+    """``(lm, prompts, groups)`` to run the heads directly on the same groups (blocks attached as the sweep does)."""
+    from selfens_pl.data import ParaphraseDataModule
     from selfens_pl.module import SelfEnsembleLM
 
+    dm = ParaphraseDataModule(path=str(scored_file), source="myriadlama", task="myriadlama", num_manual=3,
+                              num_auto=3, few_shot=SHOTS, few_shot_pool=str(GROUPED), demo_blocks=2)
+    dm.setup()
     lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=4, stop=None)
     lm.configure_model()
-    prompts = lm.prompts(PromptTemplate(MYRIADLAMA_INSTRUCTION, MYRIADLAMA_FEW_SHOT[:2]))
-    cut = lambda k: [dict(g, paraphrases=g["paraphrases"][:k]) for g in lama_groups]  # noqa: E731
-    checks = [("origin", OriginHead(), 4), ("per_prompt_k4", PerPromptHead(), 4), ("vote_k3", VoteHead(), 3),
-              ("entropy_weighted_k2", LogitFusion("entropy_weighted"), 2),
-              ("calibrated_avg_k1", LogitFusion("avg", calibration="subject"), 1),
-              ("flex_shared_prefix_prob_avg_k3", FlexFusion(layout="shared_prefix", backend="dense",
-                                                            fusion="prob_avg"), 3)]
-    for name, head, k in checks:
-        got = sorted((r["id"], r["paraphrase_index"] or 0, r["generation"])
-                     for r in load_run(swept / "runs" / name).records)
-        want = sorted((r["id"], r["paraphrase_index"] or 0, r["generation"])
-                      for r in head.generate(lm.decoder, prompts, cut(k)))
-        assert got == want, name
+    return lm, lm.prompts(dm.template), dm.groups
 
 
-def test_rerun_reuses_every_run(swept, scored_file, tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_sweep_writes_tables_charts_and_runs(swept):
+    for png in ("sweep.png", "sweep_cost.png"):
+        assert (swept / png).read_bytes()[:8] == PNG_MAGIC
+    data = json.loads((swept / "sweep.json").read_text())
+    assert list(data["accuracy"])[:4] == ["mean single paraphrase", "mean single member", "oracle (any member)",
+                                          "origin"]
+    assert set(data["accuracy"]["rerank_mixture"]) == {f"k{k}_m{m}" for k in (1, 2, 4) for m in (1, 2)}
+    assert set(data["accuracy"]["avg"]) == {"k2_m1", "k4_m1", "k1_m2", "k2_m2", "k4_m2"}  # K x M = 1 is origin
+    table = (swept / "sweep.md").read_text()
+    assert "| method | K=1 M=1 | K=2 M=1 | K=4 M=1 | K=1 M=2 | K=2 M=2 | K=4 M=2 |" in table
+    assert "paired bootstrap 95% intervals (200 resamples" in table
+    row = next(line for line in table.splitlines() if line.startswith("| rerank_mixture | 4 | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) == round(100 * data["accuracy"]["rerank_mixture"]["k4_m2"], 1)
+    assert cells[6] == "8.00"  # decoded rows: 4 paraphrases x 2 blocks
+    for name in ["per_prompt_k4_m2", "origin_k1_m1", "vote_k2_m2", "avg_k4_m1", "rerank_vote_k1_m2",
+                 "flex_shared_prefix_prob_avg_k2_m1"]:
+        run = load_run(swept / "runs" / name)  # readable by `report`
+        assert run.summary["n"] == 3 and "cost" in run.summary
+
+
+def test_baselines_follow_their_definitions(swept):
+    data = json.loads((swept / "sweep.json").read_text())["accuracy"]
+    members = {}
+    for r in load_run(swept / "runs" / "per_prompt_k4_m2").records:
+        members.setdefault(r["id"], {})[(r["paraphrase_index"], r["block_index"])] = r["correct"]
+    assert len({round(v, 6) for v in data["mean single paraphrase"].values()}) > 1  # not flat
+    for k in (1, 2, 4):
+        for m in (1, 2):
+            single = sum(c[(p, 0)] for c in members.values() for p in range(k)) / (3 * k)
+            member = sum(c[(p, b)] for c in members.values() for p in range(k) for b in range(m)) / (3 * k * m)
+            oracle = sum(any(c[(p, b)] for p in range(k) for b in range(m)) for c in members.values()) / 3
+            assert data["mean single paraphrase"][f"k{k}_m{m}"] == pytest.approx(single)
+            assert data["mean single member"][f"k{k}_m{m}"] == pytest.approx(member)
+            assert data["oracle (any member)"][f"k{k}_m{m}"] == pytest.approx(oracle)
+    gains = json.loads((swept / "sweep.json").read_text())["gains"]
+    row = next(g for g in gains if g["method"] == "vote" and g["k"] == 4 and g["m"] == 2)
+    assert row["vs_origin"]["diff"] == pytest.approx(data["vote"]["k4_m2"] - data["origin"]["k4_m2"])
+    assert row["vs_single"]["diff"] == pytest.approx(data["vote"]["k4_m2"] - data["mean single paraphrase"]["k4_m2"])
+
+
+CHECKS = [("origin_k1_m1", OriginHead, 1, 1), ("per_prompt_k4_m2", PerPromptHead, 4, 2),
+          ("vote_k2_m2", VoteHead, 2, 2), ("avg_k4_m1", lambda: LogitFusion("avg"), 4, 1),
+          ("entropy_weighted_k2_m2", lambda: LogitFusion("entropy_weighted"), 2, 2),
+          ("rerank_mixture_k4_m2", RerankHead, 4, 2), ("rerank_vote_k2_m1", lambda: RerankHead("vote"), 2, 1),
+          ("rerank_mixture_k1_m2", RerankHead, 1, 2),
+          ("flex_shared_prefix_prob_avg_k4_m1", lambda: FlexFusion(layout="shared_prefix", backend="dense",
+                                                                   fusion="prob_avg"), 4, 1)]
+
+
+@pytest.mark.parametrize("name,make,k,m", CHECKS, ids=[c[0] for c in CHECKS])
+def test_every_swept_run_is_what_the_head_answers(name, make, k, m, swept, direct):
+    lm, prompts, groups = direct
+    cut = [cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m) for g in groups]
+    got = sorted((r["id"], r["paraphrase_index"] or 0, r.get("block_index", 0), r["generation"])
+                 for r in load_run(swept / "runs" / name).records)
+    want = sorted((r["id"], r["paraphrase_index"] or 0, r.get("block_index", 0), r["generation"])
+                  for r in make().generate(lm.decoder, prompts, cut))
+    assert got == want
+
+
+def test_the_swept_cascade_is_the_head_and_its_curve_ends_at_first_stage_and_ensemble(swept, direct):
+    lm, prompts, groups = direct
+    cut = [cut_blocks(dict(g, paraphrases=g["paraphrases"][:4]), 2) for g in groups]
+    label = "cascade_rerank_mixture_first2_agreement_t0.75"
+    swept_recs = sorted(load_run(swept / "runs" / f"{label}_k4_m2").records, key=lambda r: r["id"])
+    head = sorted(CascadeHead(first=2, threshold=0.75).generate(lm.decoder, prompts, cut), key=lambda r: r["id"])
+    assert [(r["generation"], r["path"], r["decoded_rows"]) for r in swept_recs] == \
+        [(r["generation"], r["path"], r["decoded_rows"]) for r in head]
+    curve = json.loads((swept / "sweep.json").read_text())["cascades"][f"{label}_k4_m2"]
+    data = json.loads((swept / "sweep.json").read_text())["accuracy"]
+    assert curve[0][0] == 0 and curve[0][2] == 2  # threshold 0: the two cheap members only
+    assert curve[-1][0] > 1 and curve[-1][2] == 8 and curve[-1][1] == pytest.approx(data["rerank_mixture"]["k4_m2"])
+
+
+def test_rerun_reuses_every_fact_and_run(swept, scored_file, tiny_model_dir, tmp_path, capsys, monkeypatch):
     import shutil
 
     copy = tmp_path / "copy"
@@ -183,22 +166,35 @@ def test_rerun_reuses_every_run(swept, scored_file, tiny_model_dir, tmp_path, ca
     capsys.readouterr()
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("a finished run was decoded again")
+        raise AssertionError("a finished fact or run was decoded again")
 
-    monkeypatch.setattr(SharedRowsDecoder, "decode_n_tokens", no_decoding)
+    monkeypatch.setattr(GreedyDecoder, "decode_n_tokens", no_decoding)
+    monkeypatch.setattr(GreedyDecoder, "prefill", no_decoding)
     sweep.main(sweep_args(tiny_model_dir, copy, data=scored_file))
-    assert "reused" in capsys.readouterr().out
-    assert json.loads((copy / "sweep.json").read_text())["curves"] == json.loads((swept / "sweep.json").read_text())["curves"]
+    out = capsys.readouterr().out
+    assert "every fact reused" in out and "reused (3 records)" in out
+    assert json.loads((copy / "sweep.json").read_text())["accuracy"] == \
+        json.loads((swept / "sweep.json").read_text())["accuracy"]
 
 
 def test_sweep_errors_name_the_flag_or_record(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="fewer than --k_max=7"):
-        sweep.main(sweep_args(tiny_model_dir, tmp_path / "a", "--k_max", "7"))
-    two_avg = json.dumps([{"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}}] * 2)
+    with pytest.raises(ValueError, match=r"fewer than the largest of --ks \(7\)"):
+        sweep.main(sweep_args(tiny_model_dir, tmp_path / "a", "--ks", "1,7"))
+    two = json.dumps([{"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}}] * 2)
     with pytest.raises(ValueError, match="--heads: .*'avg'"):
-        sweep.main(sweep_args(tiny_model_dir, tmp_path / "b", "--heads", two_avg))
+        sweep.main(sweep_args(tiny_model_dir, tmp_path / "b", "--heads", two))
     with pytest.raises(ValueError, match="--batch_rows"):
         sweep.main(sweep_args(tiny_model_dir, tmp_path / "c", "--batch_rows", "0"))
+    with pytest.raises(ValueError, match="--ms='1,x'"):
+        sweep.main(sweep_args(tiny_model_dir, tmp_path / "d", "--ms", "1,x"))
+    with pytest.raises(ValueError, match="--data.demo_blocks=3: the sweep sets it"):
+        sweep.main(sweep_args(tiny_model_dir, tmp_path / "e", "--data.demo_blocks", "3"))
+
+
+def test_int_lists():
+    assert sweep.int_list("6, 1,3,3", "--ks") == [1, 3, 6] and sweep.int_list([3, 1], "--ks") == [1, 3]
+    with pytest.raises(ValueError, match="--ks='0'"):
+        sweep.int_list("0", "--ks")
 
 
 def test_sweep_is_a_cli_verb():
@@ -208,13 +204,15 @@ def test_sweep_is_a_cli_verb():
 
 
 def test_shipped_sweep_config_instantiates(monkeypatch):
-    """configs/sweep_myriadlama.yaml parses and builds every head (no model loaded)."""
+    """configs/sweep_myriadlama.yaml parses and builds every head (no model loaded): the 800 shipped facts, K in
+    {1, 3, 6}, M in {1, 3}."""
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
     parser = sweep.build_parser()
     cfg = parser.parse_args(["--config", "configs/sweep_myriadlama.yaml"])
     init = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(cfg)
-    labels = [sweep.head_label(h) for h in init.heads]
-    assert labels == ["avg", "max", "prob_avg", "entropy_weighted", "calibrated_avg", "calibrated_prob_avg",
-                      "flex_shared_prefix"]
-    assert cfg.data.num_manual == 3 and cfg.data.num_auto == 3 and cfg.k_max == 6
+    kinds = {sweep.head_label(h): sweep.kind(h) for h in init.heads}
+    assert kinds["entropy_weighted"] == "rule" and kinds["rerank_mixture"] == "derived"
+    assert any(label.startswith("cascade_") for label in kinds)
+    assert sweep.int_list(cfg.ks, "--ks") == [1, 3, 6] and sweep.int_list(cfg.ms, "--ms") == [1, 3]
+    assert len(cfg.data.path) == 2 and cfg.data.few_shot_pool == cfg.data.path

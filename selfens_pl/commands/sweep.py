@@ -1,31 +1,27 @@
-"""Accuracy against the number of paraphrases K: every method for K = 1..K_max, one table and one chart.
+"""Accuracy and cost against K (paraphrases) and M (few-shot blocks) for every method: tables with paired intervals,
+charts, and every run on disk.
 
     python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --data.limit 20 --output_dir outputs/sweep_20
+    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
 
-The groups come from ``--data.*`` exactly as ``predict`` reads them (MyriadLAMA: ``--data.num_manual`` manual then
-``--data.num_auto`` automatic paraphrases per fact); K = k keeps the first k paraphrases of every group, so with
-3 + 3 the curve adds the manual paraphrases first, then the automatic ones.
+The groups come from ``--data.*`` exactly as ``predict`` reads them (``--data.path`` may list several files). For
+every ``K`` in ``--ks`` and ``M`` in ``--ms`` a group is asked with its first ``K`` paraphrases x its first ``M``
+few-shot blocks (block 0 the configured prompt, the others drawn from ``--data.few_shot_pool``; the sweep sets
+``--data.demo_blocks`` to the largest ``M``).
 
-Work is reused, never re-decoded:
+Work is reused, never repeated (:mod:`.sweep_engine`): per batch of facts, the prompts of all members at the
+largest ``(K, M)`` are encoded once; every member's own answer, every candidate answer's score under every member
+and every LogitFusion rule at every ``(K, M)`` come from that one encoding. Origin, the mean single paraphrase, the
+oracle, vote, every rescoring rule (RerankHead) and every cascade (CascadeHead, with its curve over thresholds)
+follow for every ``(K, M)`` without decoding (:mod:`.sweep_derive`). Any other head (FlexFusion, calibrated or
+weighted LogitFusion, RerankHead with a fused candidate) runs on its own per ``(K, M)`` through ``head.generate``.
 
-* one ``per_prompt`` pass over all K_max paraphrases answers every paraphrase on its own. From it, for every K:
-  the **mean single-paraphrase** accuracy (the mean over paraphrases 0..K-1 of each one's accuracy), the
-  **oracle** (any of the K right), the **vote** (:func:`selfens_pl.heads.vote.vote_records` over the first K
-  answers: VoteHead's rule on the same decodes) and **origin** (paraphrase 0; K does not matter);
-* each fused head (``--heads``) runs once per K >= 2; the LogitFusion heads (unweighted rules) of one calibration
-  mode share one encoding of each fact's rows per K (:mod:`selfens_pl.commands.sweep_shared`: every paraphrase and content-free prompt is
-  prefilled once and its KV cache copied to every rule's group). At K = 1 an uncalibrated fused head fuses one paraphrase,
-  which is that paraphrase's own distribution at every step (tested token for token in tests/test_ragged.py), so
-  its K = 1 point is the origin run; a calibrated head changes even one paraphrase and runs at K = 1 too;
-* groups are batched in order of prompt length (less padding); records are written sorted by id;
-* every fused record's ``agreement`` (the share of its K paraphrases whose own answer agrees with it) comes from
-  the per_prompt answers at no cost.
-
-Outputs under ``--output_dir``: ``runs/<method>_k<K>/`` (``predictions.jsonl`` + ``summary.json``, readable by
-``python -m selfens_pl report``), ``sweep.md`` (the table), ``sweep.png`` (accuracy against K) and ``sweep.json``
-(every number and time). A rerun reuses every run whose ``summary.json`` was written with the same settings, so an
-interrupted sweep resumes run by run.
+Every gain is given against origin (paraphrase 0, standard prompt) and against the mean single paraphrase
+(paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.stats`),
+and every run states its cost per question. Outputs under ``--output_dir``: ``facts.jsonl`` (the engine's rows,
+resumable fact by fact), ``runs/<method>_k<K>_m<M>/`` (``predictions.jsonl`` + ``summary.json``, readable by
+``python -m selfens_pl report``), ``sweep.md``, ``sweep.png`` (accuracy against K, a panel per M),
+``sweep_cost.png`` (accuracy against decoded rows per question, cascade curves included) and ``sweep.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +34,9 @@ from pathlib import Path
 from selfens_pl.models import EMBEDDED_MODEL
 
 SINGLE = "mean single paraphrase"
-ORACLE = "oracle (any paraphrase)"
+MEMBER = "mean single member"
+ORACLE = "oracle (any member)"
+BUILT_IN = ("origin", "per_prompt", "vote")
 
 
 def build_parser():
@@ -48,86 +46,152 @@ def build_parser():
     from selfens_pl.heads import FusionHead
 
     parser = ArgumentParser(prog="python -m selfens_pl sweep",
-                            description="Every method for K = 1..K_max paraphrases: one table and one chart.")
+                            description="Every method for K paraphrases x M few-shot blocks: tables, charts, runs.")
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
     parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
                         help="Alias, smollm2-135m-instruct (embedded), local directory or hub id")
     parser.add_class_arguments(ParaphraseDataModule, "data", help="The groups, exactly as predict's --data")
     parser.add_argument("--heads", type=list[FusionHead], default=[],
-                        help="Fused heads to sweep over K (class_path + init_args each, as predict's --model.head); "
-                             "origin, per_prompt, vote, the mean single paraphrase and the oracle always come "
-                             "from one per_prompt pass")
-    parser.add_argument("--k_max", type=int | None, default=None,
-                        help="Largest K (default: the smallest group's size; a group with fewer is an error)")
+                        help="Heads to sweep (class_path + init_args each, as predict's --model.head); origin, "
+                             "per_prompt, vote, the mean single paraphrase and the oracle are always there")
+    parser.add_argument("--ks", type=str | list[int] | None, default=None,
+                        help="The K's (paraphrases per group), e.g. 1,3,6 (default: 1 .. the smallest group)")
+    parser.add_argument("--ms", type=str | list[int], default="1",
+                        help="The M's (few-shot blocks per paraphrase), e.g. 1,3; M > 1 needs --data.few_shot_pool")
     parser.add_argument("--max_new_tokens", type=int, default=10, help="Most tokens per answer")
     parser.add_argument("--stop", type=str | None, default="\n", help="Stop string ending an answer")
     parser.add_argument("--bidirectional", type=bool, default=False,
                         help="Lemma match also accepts the prediction inside a gold answer")
-    parser.add_argument("--batch_rows", type=int, default=64,
-                        help="Prompt rows encoded per batch: a batch takes max(1, batch_rows // rows per group) "
-                             "groups (the shared LogitFusion run then decodes one copy of those rows per rule)")
+    parser.add_argument("--batch_rows", type=int, default=72,
+                        help="Member rows encoded per batch: max(1, batch_rows // (K_max x M_max)) facts a batch")
+    parser.add_argument("--resamples", type=int, default=2000, help="Bootstrap resamples of the gains' intervals")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap")
     parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
-    parser.add_argument("--output_dir", type=str, default="outputs/sweep", help="Where runs, table and chart go")
+    parser.add_argument("--output_dir", type=str, default="outputs/sweep", help="Where runs, tables and charts go")
     return parser
 
 
+def int_list(value, flag: str) -> list[int]:
+    """``"1,3,6"``, ``[1, 3, 6]`` or ``3`` -> sorted distinct positive ints, or a ValueError naming ``flag``."""
+    items = value if isinstance(value, list) else str(value).replace(" ", "").split(",")
+    try:
+        out = sorted({int(v) for v in items if str(v) != ""})
+    except ValueError:
+        raise ValueError(f"{flag}={value!r}: give whole numbers separated by commas, e.g. 1,3,6") from None
+    if not out or out[0] < 1:
+        raise ValueError(f"{flag}={value!r}: give whole numbers >= 1, e.g. 1,3,6")
+    return out
+
+
 def head_label(head) -> str:
-    """The method name of a run: the head's, plus a FlexFusion's first-token rule when it is not avg."""
-    from selfens_pl.heads import FlexFusion
+    """The method name of a run: the head's, plus a FlexFusion's first-token rule when it is not avg, and a
+    cascade's first stage, confidence, threshold and ensemble."""
+    from selfens_pl.heads import CascadeHead, FlexFusion
 
     if isinstance(head, FlexFusion) and head.fusion != "avg":
         return head.method.replace(f"flex_{head.layout}", f"flex_{head.layout}_{head.fusion}")
+    if isinstance(head, CascadeHead):
+        return f"cascade_{head.ensemble.method}_first{head.first}_{head.confidence}_t{head.threshold:g}"
     return head.method
 
 
 def head_spec(head) -> dict:
     """What defines a head's answers (for reuse checks): its class and public settings."""
-    return {"class": type(head).__name__,
-            **{k: v for k, v in sorted(vars(head).items()) if not k.startswith("_") and k != "training"
-               and isinstance(v, (str, int, float, bool, type(None)))}}
+    spec = {"class": type(head).__name__}
+    for key, value in sorted(vars(head).items()):
+        if not key.startswith("_") and key != "training" and isinstance(value, (str, int, float, bool, type(None))):
+            spec[key] = value
+    ensemble = getattr(head, "ensemble", None)
+    if ensemble is not None:
+        spec["ensemble"] = head_spec(ensemble)
+    return spec
+
+
+def kind(head) -> str:
+    """How the sweep computes a head: ``rule`` (decoded by the engine), ``derived`` (from the engine's answers and
+    scores) or ``generic`` (the head's own generate per configuration)."""
+    from selfens_pl.fusion import WEIGHTED
+    from selfens_pl.heads import CascadeHead, LogitFusion, RerankHead, VoteHead
+
+    if type(head) is LogitFusion and head.fusion not in WEIGHTED and head.calibration == "none":
+        return "rule"
+    if type(head) is RerankHead and head.fused is None:
+        return "derived"
+    if type(head) is CascadeHead and (isinstance(head.ensemble, VoteHead) or (
+            type(head.ensemble) is RerankHead and head.ensemble.fused is None)):
+        return "derived"
+    return "generic"
 
 
 def single_is_origin(head) -> bool:
-    """An uncalibrated fused head with one paraphrase answers exactly as origin (tests/test_ragged.py)."""
+    """An uncalibrated fused head with one member answers exactly as origin (tests/test_ragged.py)."""
     from selfens_pl.heads import FlexFusion, LogitFusion
 
     return isinstance(head, (LogitFusion, FlexFusion)) and getattr(head, "calibration", "none") == "none"
 
 
-def rows_per_group(head, k: int) -> int:
-    from selfens_pl.heads import FlexFusion, LogitFusion
-
-    if isinstance(head, LogitFusion):
-        return k + head.content_free_rows(k)
-    if isinstance(head, FlexFusion):
-        return 1
-    return k
-
-
 class Sweep:
-    """State shared by the runs of one sweep: decoder, prompts, groups, output folder, settings, timings."""
+    """State of one sweep: settings, decoder, groups (cut to the largest K and M), output folder, runs."""
 
-    def __init__(self, cfg, groups: list[dict], template, decoder, prompts):
+    def __init__(self, cfg, grid, groups: list[dict], decoder, prompts):
         from selfens_pl.agreement import Lemmas
 
-        self.cfg, self.groups, self.template, self.decoder, self.prompts = cfg, groups, template, decoder, prompts
+        self.cfg, self.grid, self.groups, self.decoder, self.prompts = cfg, grid, groups, decoder, prompts
         self.out = Path(cfg.output_dir)
         self.lemmas = Lemmas()
         data = {k: v for k, v in vars(cfg.data).items() if k not in ("batch_size", "num_workers")}
-        self.base_settings = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop,
-                              "bidirectional": cfg.bidirectional, "data": data,
-                              "ids": hashlib.sha256("\n".join(g["id"] for g in groups).encode()).hexdigest()}
-        self.seconds: dict[str, float] = {}
-        self._lengths: dict[str, int] = {}
-        self.shared_seconds: dict[int, dict[tuple, float]] = {}  # K -> {the rules decoded together: seconds}
-        self.shared_names: set[str] = set()
+        self.base = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop, "data": data,
+                     "ids": hashlib.sha256("\n".join(g["id"] for g in groups).encode()).hexdigest()}
+
+    def is_match(self, prediction: str, answers: list[str]) -> bool:
+        from selfens_pl.metrics import is_match
+
+        return is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
+
+    def batches(self, groups: list[dict]):
+        """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""
+        rows = len(groups[0]["paraphrases"]) * (1 + len(groups[0].get("blocks") or ())) if groups else 1
+        size = max(1, self.cfg.batch_rows // rows)
+        ordered = sorted(groups, key=lambda g: max(len(p) for p in g["paraphrases"]))
+        for start in range(0, len(ordered), size):
+            yield ordered[start:start + size]
+
+    # -- the engine pass ------------------------------------------------------------------------------------------
+    def engine(self, rules: list[str], rescore: bool) -> tuple[dict[str, dict], float]:
+        """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now."""
+        from selfens_pl.commands.sweep_engine import FactsFile, engine_pass
+        from selfens_pl.progress import ProgressBar
+
+        settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
+                    "rescore": rescore}
+        store = FactsFile(self.out, settings)
+        done = store.load()
+        ids = {g["id"] for g in self.groups}
+        done = {i: row for i, row in done.items() if i in ids}
+        store.start(done)
+        todo = [g for g in self.groups if g["id"] not in done]
+        start = time.perf_counter()
+        if todo:
+            print(f"[sweep] {len(todo)} facts x {self.grid.k_max * self.grid.m_max} members (K={self.grid.k_max}, "
+                  f"M={self.grid.m_max}): answers, {'rescoring, ' if rescore else ''}"
+                  f"{len(rules)} fused rules at every (K, M)"
+                  + (f"; {len(done)} facts reused from {store.path}" if done else ""), flush=True)
+            with ProgressBar(len(todo), "sweep: facts", unit="facts") as bar:
+                for chunk in self.batches(todo):
+                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore)
+                    store.append(rows)
+                    done.update({row["id"]: row for row in rows})
+                    bar.advance(len(chunk))
+        elif done:
+            print(f"[sweep] every fact reused from {store.path}", flush=True)
+        return done, time.perf_counter() - start
 
     # -- runs on disk ---------------------------------------------------------------------------------------------
-    def settings(self, spec: dict, k: int) -> dict:
-        return {**self.base_settings, "head": spec, "k": k}
+    def settings(self, spec: dict, k: int, m: int) -> dict:
+        return {**self.base, "head": spec, "k": k, "m": m}
 
-    def reuse(self, name: str, settings: dict) -> list[dict] | None:
-        """The records of ``runs/<name>`` if it finished with exactly ``settings``."""
+    def reuse(self, name: str, settings: dict):
+        """``(records, seconds, prompt tokens)`` of ``runs/<name>`` if it finished with exactly ``settings``."""
         from selfens_pl.commands.report import read_jsonl
 
         folder = self.out / "runs" / name
@@ -140,300 +204,127 @@ class Sweep:
         records = read_jsonl(folder / "predictions.jsonl")
         if len(records) != summary.get("records"):
             return None
-        self.seconds[name] = float(summary.get("seconds") or 0.0)
-        if summary.get("decoded_with"):
-            self.shared_seconds.setdefault(int(summary["k"]), {})[tuple(summary["decoded_with"])] = self.seconds[name]
-            self.shared_names.add(name)
         print(f"[sweep] {name}: reused ({len(records)} records)", flush=True)
-        return records
+        return records, float(summary.get("seconds") or 0.0), summary.get("cost", {})
 
-    def save(self, name: str, method: str, k: int, records: list[dict], seconds: float, settings: dict,
-             derived: str | None = None, shared: list[str] | None = None) -> None:
+    def save(self, run, settings: dict | None, derived: str | None) -> None:
         from selfens_pl.writer import record_scores, write_records
 
-        folder = self.out / "runs" / name
+        folder = self.out / "runs" / run.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)  # never a summary beside half-written predictions
-        records = write_records(folder / "predictions.jsonl", records)
+        records = write_records(folder / "predictions.jsonl", run.records)
         n = len({r["id"] for r in records})
-        summary = {"method": method, "model": self.cfg.model, "n": n, "records": len(records), "k": k,
-                   **record_scores(records), "seconds": round(seconds, 3),
-                   "questions_per_s": round(n / seconds, 3) if seconds else None, "derived_from": derived,
-                   "decoded_with": shared, "sweep_settings": settings}
+        summary = {"method": run.method, "model": self.cfg.model, "n": n, "records": len(records), "k": run.k,
+                   "m": run.m, **record_scores(records), "seconds": round(run.seconds, 3),
+                   "questions_per_s": round(n / run.seconds, 3) if run.seconds else None,
+                   "cost": {"decoded_rows": run.rows, "prompt_tokens": round(run.prompt_tokens, 1),
+                            "scored_tokens": None if run.scored_tokens is None else round(run.scored_tokens, 1)},
+                   "derived_from": derived, "sweep_settings": settings}
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.seconds[name] = seconds
 
-    # -- decoding -------------------------------------------------------------------------------------------------
-    def batches(self, groups: list[dict], rows: int):
-        """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""
-        size = max(1, self.cfg.batch_rows // max(1, rows))
-        ordered = sorted(groups, key=lambda g: max(self.length(p) for p in g["paraphrases"]))
-        for start in range(0, len(ordered), size):
-            yield ordered[start:start + size]
+    def generic(self, head, label: str, k: int, m: int):
+        """``head`` on every group cut to ``k`` paraphrases and ``m`` blocks (its own decoding)."""
+        from selfens_pl.commands.sweep_derive import Run
+        from selfens_pl.demos import cut_blocks
+        from selfens_pl.progress import ProgressBar
 
-    def length(self, paraphrase: str) -> int:
-        if paraphrase not in self._lengths:
-            self._lengths[paraphrase] = len(self.prompts.question_ids(paraphrase))
-        return self._lengths[paraphrase]
-
-    def score(self, records: list[dict]) -> list[dict]:
-        from selfens_pl.metrics import is_match
-
-        for rec in records:
-            rec["correct"] = is_match(rec["prediction"], rec["answers"], bidirectional=self.cfg.bidirectional)
-        return records
-
-    def per_prompt(self, k_max: int) -> list[dict]:
-        """Every paraphrase of every group answered on its own, with its token log-probabilities (for votes)."""
-        from selfens_pl.heads import PerPromptHead
-        from selfens_pl.heads.base import paraphrase_generations
-        from selfens_pl.heads.per_prompt import per_prompt_records
-
-        head, name = PerPromptHead(), f"per_prompt_k{k_max}"
-        settings = self.settings(head_spec(head), k_max)
-        records = self.reuse(name, settings)
-        if records is not None:
-            return records
-        print(f"[sweep] {name}: answering {len(self.groups) * k_max} paraphrases on their own", flush=True)
-        start, records = time.perf_counter(), []
-        for chunk in self.batches(self.groups, k_max):
-            generations = paraphrase_generations(self.decoder, self.prompts, chunk)
-            chunk_records = per_prompt_records(head, chunk, generations)
-            for rec, gen in zip(chunk_records, [gen for gens in generations for gen in gens]):
-                rec["logprobs"] = gen.logprobs
-            records += chunk_records
-        self.save(name, "per_prompt", k_max, self.score(records), time.perf_counter() - start, settings)
-        return records
-
-    def fused(self, head, label: str, k: int, answers: dict[str, list[str]]) -> list[dict]:
-        """``head`` on every group cut to its first ``k`` paraphrases; ``agreement`` from the per_prompt answers."""
-        name = f"{label}_k{k}"
-        settings = self.settings(head_spec(head), k)
-        records = self.reuse(name, settings)
-        if records is not None:
-            return records
-        groups = [dict(g, paraphrases=g["paraphrases"][:k]) for g in self.groups]
-        print(f"[sweep] {name}: {len(groups)} groups x {rows_per_group(head, k)} rows", flush=True)
-        start, records = time.perf_counter(), []
-        for chunk in self.batches(groups, rows_per_group(head, k)):
-            records += head.generate(self.decoder, self.prompts, chunk)
-        seconds = time.perf_counter() - start
-        self.finish(records, answers, k)
-        self.save(name, label, k, records, seconds, settings)
-        print(f"[sweep] {name}: {seconds:.1f}s", flush=True)
-        return records
-
-    def finish(self, records: list[dict], answers: dict[str, list[str]], k: int) -> list[dict]:
-        """Fill ``agreement`` from the per_prompt answers of the first ``k`` paraphrases, and score."""
-        from selfens_pl.agreement import agreement_share
-
-        for rec in records:
-            rec["agreement"] = agreement_share(rec["prediction"], answers[str(rec["id"])][:k], self.lemmas)
-        return self.score(records)
-
-    def shared(self, heads: list, labels: list[str], k: int, answers: dict[str, list[str]]) -> list[list[dict]]:
-        """Every head of ``heads`` (unweighted LogitFusion rules) at ``k`` from one encoding of each fact's rows;
-        reused as a whole when every head's run at ``k`` is on disk with the same settings."""
-        from selfens_pl.commands.sweep_shared import SharedLayout, shared_generate
-
-        names = [f"{label}_k{k}" for label in labels]
-        settings = [self.settings(head_spec(h), k) for h in heads]
-        reused = [self.reuse(n, s) for n, s in zip(names, settings)]
-        if all(r is not None for r in reused):
-            return reused
-        rows = SharedLayout(heads, k).rows
-        print(f"[sweep] K={k}: {', '.join(labels)} from one encoding of {len(self.groups)} groups x {rows} rows "
-              f"({len(heads) * rows} decoded rows per group)", flush=True)
-        start, out = time.perf_counter(), [[] for _ in heads]
-        for chunk in self.batches([dict(g, paraphrases=g["paraphrases"][:k]) for g in self.groups], rows):
-            for h, recs in enumerate(shared_generate(self.decoder, self.prompts, heads, chunk, k)):
-                out[h] += recs
-        seconds = time.perf_counter() - start
-        for name, label, recs, setting in zip(names, labels, out, settings):
-            self.shared_names.add(name)
-            self.finish(recs, answers, k)
-            self.save(name, label, k, recs, seconds, setting, derived=None, shared=labels)
-        self.shared_seconds.setdefault(k, {})[tuple(labels)] = seconds
-        print(f"[sweep] K={k}: {seconds:.1f}s for {len(heads)} rules", flush=True)
-        return out
+        settings = self.settings(head_spec(head), k, m)
+        name = f"{label}_k{k}_m{m}"
+        reused = self.reuse(name, settings)
+        groups = [cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m) for g in self.groups]
+        if reused is not None:
+            records, seconds, cost = reused
+            return Run(label, k, m, records, cost.get("decoded_rows", 0), cost.get("prompt_tokens", 0),
+                       cost.get("scored_tokens"), seconds)
+        start, before, records = time.perf_counter(), self.decoder.stats.prompt_tokens, []
+        with ProgressBar(len(groups), f"sweep: {name}", unit="groups") as bar:
+            for chunk in self.batches(groups):
+                for rec in head.generate(self.decoder, self.prompts, chunk):
+                    rec["correct"] = self.is_match(rec["prediction"], rec["answers"])
+                    rec.update(k=k, m=m)
+                    records.append(rec)
+                bar.advance(len(chunk))
+        rows = sum(r.get("decoded_rows", generic_rows(head, k * m)) for r in records) / len(records)
+        run = Run(label, k, m, records, rows, (self.decoder.stats.prompt_tokens - before) / len(groups),
+                  seconds=time.perf_counter() - start)
+        self.save(run, settings, None)
+        return run
 
 
-def accuracy(records: list[dict]) -> float:
-    return sum(bool(r["correct"]) for r in records) / len(records)
+def generic_rows(head, members: int) -> int:
+    """Rows a head decodes per group of ``members`` members (FlexFusion: one fused sequence)."""
+    from selfens_pl.heads import FlexFusion, LogitFusion
 
-
-def derived_runs(sweep: Sweep, per_prompt: list[dict], k_max: int) -> tuple[dict, list[dict]]:
-    """Origin, mean single paraphrase, oracle and vote for every K from the per_prompt records."""
-    from selfens_pl.decoding import Generation
-    from selfens_pl.heads import VoteHead
-    from selfens_pl.heads.vote import vote_records
-    from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
-
-    by_id: dict[str, list[dict]] = {}
-    for rec in per_prompt:
-        by_id.setdefault(str(rec["id"]), []).append(rec)
-    for recs in by_id.values():
-        recs.sort(key=lambda r: r["paraphrase_index"])
-    curves: dict[str, dict[int, float]] = {SINGLE: {}, ORACLE: {}, "vote": {}}
-    for k in range(1, k_max + 1):
-        first_k = [r for r in per_prompt if r["paraphrase_index"] < k]
-        per_index, _ = accuracy_by_paraphrase(first_k)
-        curves[SINGLE][k] = sum(per_index.values()) / k
-        curves[ORACLE][k], _ = oracle_accuracy(first_k)
-        gens = [[Generation(text=r["generation"], logprobs=r["logprobs"]) for r in by_id[g["id"]][:k]]
-                for g in sweep.groups]
-        cut = [dict(g, paraphrases=g["paraphrases"][:k]) for g in sweep.groups]
-        votes = sweep.score(vote_records(VoteHead(), cut, gens))
-        sweep.save(f"vote_k{k}", "vote", k, votes, sweep.seconds[f"per_prompt_k{k_max}"],
-                   sweep.settings(head_spec(VoteHead()), k), derived=f"per_prompt_k{k_max}")
-        curves["vote"][k] = accuracy(votes)
-    origin = []
-    for g in sweep.groups:
-        rec = dict(by_id[g["id"]][0], method="origin")
-        rec.pop("logprobs", None)
-        origin.append(rec)
-    sweep.save("origin", "origin", 1, origin, 0.0, sweep.settings({"class": "OriginHead"}, 1),
-               derived=f"per_prompt_k{k_max} (paraphrase 0)")
-    curves["origin"] = {k: accuracy(origin) for k in range(1, k_max + 1)}
-    return curves, origin
-
-
-def markdown(curves: dict[str, dict[int, float]], sweep: "Sweep", k_max: int, n: int, model: str,
-             total: float, cpu: float, tokens: int) -> str:
-    ks = list(range(1, k_max + 1))
-    head = ["method"] + [f"K={k}" for k in ks] + ["best gain over mean single (K)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-    single = curves[SINGLE]
-    for method, curve in curves.items():
-        cells = [f"{100 * curve[k]:.1f}" if k in curve else "–" for k in ks]
-        k_best = max((k for k in curve if k >= 2), key=lambda k: (curve[k] - single[k], -k), default=None)
-        gain = "" if method in (SINGLE, ORACLE, "origin") or k_best is None else \
-            f"{100 * (curve[k_best] - single[k_best]):+.1f} (K={k_best})"
-        lines.append("| " + " | ".join([method] + cells + [gain]) + " |")
-    per_prompt = sweep.seconds.get(f"per_prompt_k{k_max}", 0.0)
-    times = [f"per_prompt pass ({n} x {k_max} answers; origin, vote, oracle, mean single): {per_prompt:.0f} s"]
-    if sweep.shared_seconds:
-        times.append("LogitFusion rules, one shared encoding per K: " + ", ".join(
-            f"K={k} {sum(s.values()):.0f} s" for k, s in sorted(sweep.shared_seconds.items())))
-    for method in curves:
-        runs = [sweep.seconds[f"{method}_k{k}"] for k in ks if f"{method}_k{k}" in sweep.seconds
-                and f"{method}_k{k}" not in sweep.shared_names]
-        if runs and method not in ("vote", "origin") and sum(runs) > 0:
-            times.append(f"{method}: {sum(runs):.0f} s")
-    return "\n".join(lines) + (
-        f"\n\naccuracy (%, lemma match) on {n} groups, {model}, greedy. '{SINGLE}' at K: the mean accuracy of "
-        f"paraphrases 0..K-1 each answered alone; origin (paraphrase 0), vote and the oracle come from the same "
-        f"per_prompt answers. Gain: accuracy minus the mean single-paraphrase accuracy at the same K (the best "
-        f"K >= 2). An uncalibrated fused rule at K=1 is the origin run.\n\nDecode time: " + "; ".join(times)
-        + f". Sweep wall time {total / 60:.1f} min; CPU time of the process {cpu / 60:.1f} min (all its threads; "
-        "on a machine shared with other jobs the wall time includes waiting for the CPU); "
-        f"{tokens:,} tokens fed through the model (prompt tokens with padding, and decoded tokens; runs reused "
-        "from disk count none).\n")
-
-
-def draw(curves: dict[str, dict[int, float]], out: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.0, 5.2))
-    styles = {SINGLE: dict(color="black", linestyle="--", marker="o"), ORACLE: dict(color="grey", linestyle=":"),
-              "origin": dict(color="black", linestyle="-.", marker=None)}
-    # methods often tie at every K: distinct markers, sizes and a small sideways offset keep tied lines visible
-    markers = "osD^vP*Xh<>"
-    fused = [m for m in curves if m not in styles]
-    for method, curve in curves.items():
-        ks = sorted(curve)
-        if method in styles:
-            style, shift = styles[method], 0.0
-        else:
-            i = fused.index(method)
-            style = dict(marker=markers[i % len(markers)], markersize=7 - (i % 3), alpha=0.9)
-            shift = 0.04 * (i - (len(fused) - 1) / 2)
-        ax.plot([k + shift for k in ks], [100 * curve[k] for k in ks], label=method, **style)
-    ax.set_xlabel("K (paraphrases per question)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_xticks(sorted({k for c in curves.values() for k in c}))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    from selfens_pl.commands.report import save_figure
-
-    return save_figure(fig, out)
+    if isinstance(head, FlexFusion):
+        return 1
+    if isinstance(head, LogitFusion):
+        return members + head.content_free_rows(members)
+    return members
 
 
 def main(argv: list[str] | None = None) -> Path:
     start, cpu_start = time.perf_counter(), time.process_time()
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    if cfg.batch_rows < 1:
-        raise ValueError(f"--batch_rows must be >= 1, got {cfg.batch_rows}")
+    for flag, value in (("--batch_rows", cfg.batch_rows), ("--resamples", cfg.resamples)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    ms = int_list(cfg.ms, "--ms")
+    if cfg.data.demo_blocks not in (1, max(ms)):
+        raise ValueError(f"--data.demo_blocks={cfg.data.demo_blocks}: the sweep sets it to the largest of --ms "
+                         f"({max(ms)}); leave it out")
+    cfg.data.demo_blocks = max(ms)
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     init = instantiate(cfg)
     heads = list(init.heads)
     labels = [head_label(h) for h in heads]
     for label in labels:
-        if labels.count(label) > 1 or label in ("origin", "per_prompt", "vote"):
+        if labels.count(label) > 1 or label in BUILT_IN:
             raise ValueError(f"--heads: two heads (or a head and a built-in run) are both called {label!r}")
     data = init.data
     data.setup("predict")
-    groups, template = data.groups, data.template
-    sizes = {len(g["paraphrases"]) for g in groups}
-    k_max = cfg.k_max or min(sizes)
-    if k_max < 1:
-        raise ValueError(f"--k_max must be >= 1, got {k_max}")
-    for g in groups:
-        if len(g["paraphrases"]) < k_max:
-            raise ValueError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than "
-                             f"--k_max={k_max}")
-    groups = [dict(g, paraphrases=g["paraphrases"][:k_max]) for g in groups]
-
+    sizes = {len(g["paraphrases"]) for g in data.groups}
+    ks = int_list(cfg.ks, "--ks") if cfg.ks is not None else list(range(1, min(sizes) + 1))
+    for g in data.groups:
+        if len(g["paraphrases"]) < max(ks):
+            raise ValueError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than the largest "
+                             f"of --ks ({max(ks)})")
     from selfens_pl.commands.paraphrase import load_decoder
-    from selfens_pl.commands.sweep_shared import SharedRowsDecoder, shares_rows
+    from selfens_pl.commands.sweep_derive import Deriver
+    from selfens_pl.commands.sweep_engine import Grid, fused_configs
+    from selfens_pl.commands.sweep_report import write_outputs
     from selfens_pl.prompts import PromptTokenizer
 
-    # a SharedRowsDecoder: the LogitFusion rules of one K decode from one encoding of each fact's rows
-    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop, SharedRowsDecoder)
-    sweep = Sweep(cfg, groups, template, decoder, PromptTokenizer(decoder.tokenizer, template))
-    per_prompt = sweep.per_prompt(k_max)
-    curves, origin = derived_runs(sweep, per_prompt, k_max)
-    answers: dict[str, list[str]] = {}
-    for rec in sorted(per_prompt, key=lambda r: r["paraphrase_index"]):
-        answers.setdefault(str(rec["id"]), []).append(rec["prediction"])
-    for label in labels:
-        curves[label] = {}
-    shared = [i for i, h in enumerate(heads) if shares_rows(h)]
-    for i, head in enumerate(heads):  # K = 1 of uncalibrated fused heads: the origin run
-        if single_is_origin(head):
-            records = [dict(r, method=labels[i], paraphrase_index=None) for r in origin]
-            sweep.save(f"{labels[i]}_k1", labels[i], 1, records, 0.0, sweep.settings(head_spec(head), 1),
-                       derived="origin (one paraphrase fuses to itself)")
-            curves[labels[i]][1] = accuracy(records)
-    for k in range(1, k_max + 1):
-        todo = [i for i in shared if not (k == 1 and single_is_origin(heads[i]))]
-        # one encoding per calibration mode: an uncalibrated rule would otherwise decode the content-free rows too
-        for mode in dict.fromkeys(heads[i].calibration for i in todo):
-            part = [i for i in todo if heads[i].calibration == mode]
-            for i, records in zip(part, sweep.shared([heads[i] for i in part], [labels[i] for i in part], k, answers)):
-                curves[labels[i]][k] = accuracy(records)
-    for i, head in enumerate(heads):
-        if i in shared:
-            continue
-        for k in range(1, k_max + 1):
-            if not (k == 1 and single_is_origin(head)):
-                curves[labels[i]][k] = accuracy(sweep.fused(head, labels[i], k, answers))
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    n, out = len(groups), sweep.out
-    table = markdown(curves, sweep, k_max, n, cfg.model, total, cpu, decoder.stats.tokens_fed)
-    (out / "sweep.md").write_text(f"# selfens_pl sweep\n\n{table}")
-    draw(curves, out / "sweep.png", f"accuracy against K\nmodel: {cfg.model}; n = {n} groups")
-    (out / "sweep.json").write_text(json.dumps({
-        "model": cfg.model, "n": n, "k_max": k_max, "curves": {m: {str(k): v for k, v in c.items()}
-                                                              for m, c in curves.items()},
-        "decode_seconds": sweep.seconds, "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
-        "tokens_fed": decoder.stats.tokens_fed, "forward_calls": decoder.stats.forward_calls},
-        indent=2) + "\n")
-    print(table)
-    print(f"[sweep] wrote {out / 'sweep.md'}, {out / 'sweep.png'} and {out / 'sweep.json'} in {total / 60:.1f} min")
-    return out
+    grid = Grid(tuple(ks), tuple(ms))
+    groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]
+    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop)
+    sweep = Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
+    kinds = [kind(h) for h in heads]
+    rules = [h.fusion for h, k in zip(heads, kinds) if k == "rule"]
+    rescore = any(k == "derived" for k in kinds)
+    facts, engine_seconds = sweep.engine(rules, rescore)
+    derive = Deriver(facts, groups, grid, sweep.is_match)
+    runs = [derive.per_prompt(), derive.origin()]
+    baselines = {"origin": runs[1].per_fact(), SINGLE: {}, MEMBER: {}, ORACLE: {}}
+    for k, m in grid.configs():
+        baselines[SINGLE][(k, m)] = derive.mean_single(k)
+        baselines[MEMBER][(k, m)] = derive.mean_single(k, m)
+        baselines[ORACLE][(k, m)] = derive.oracle(k, m)
+        runs.append(derive.vote(k, m))
+        for head, label, how in zip(heads, labels, kinds):
+            if how == "rule" and (k, m) in fused_configs(grid):
+                runs.append(derive.fused(head.fusion, k, m))
+            elif how == "derived":
+                runs.append(derive.cascade(label, head, k, m) if hasattr(head, "ensemble")
+                            else derive.rerank(head.rule, k, m))
+    for run in runs:
+        run.seconds = 0.0
+        sweep.save(run, None, "the engine pass (facts.jsonl)")
+    for head, label, how in zip(heads, labels, kinds):
+        if how == "generic":
+            for k, m in grid.configs():
+                if not (k * m == 1 and single_is_origin(head)):
+                    runs.append(sweep.generic(head, label, k, m))
+    return write_outputs(sweep, runs, baselines, engine_seconds, time.perf_counter() - start,
+                         time.process_time() - cpu_start)
