@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, VoteHead
+from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 
 HEADS = {
     "origin": OriginHead,
@@ -30,7 +30,12 @@ HEADS = {
     "flex_shared_prefix": lambda: FlexFusion(layout="shared_prefix", backend="dense"),
     "flex_shared_prefix_calibrated": lambda: FlexFusion(layout="shared_prefix", backend="dense",
                                                         calibration="question"),
+    "rerank_mixture": RerankHead,
+    "rerank_product_fused_prob_avg": lambda: RerankHead("product", fused="prob_avg"),
+    "cascade": lambda: CascadeHead(first=2, threshold=0.75),
 }
+#: Heads that decode one row per member, run again on groups with extra few-shot blocks (several prefixes).
+MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "cascade"]
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +75,24 @@ def test_compiled_equals_eager(name, tiny_lm, template, data, aot_decoder):
     assert len(lengths) > 2, "answers must stop at different steps, or the shrinking path is not exercised"
 
 
+@pytest.mark.parametrize("name", MEMBER_HEADS)
+def test_compiled_equals_eager_with_few_shot_blocks(name, tiny_lm, template, data, aot_decoder):
+    from test_demos import with_blocks
+
+    prompts = tiny_lm.prompts(template)
+    blocks = with_blocks(data, m=2)
+    batches = [blocks, blocks[:3]]
+    eager = answers(HEADS[name](), decoder(tiny_lm, compile=False), prompts, batches)
+    assert answers(HEADS[name](), aot_decoder, prompts, batches) == eager
+
+
 def test_inductor_compiled_equals_eager(tiny_lm, template, data):
     """Generated kernels (inductor, C++ on this CPU): same tokens, log-probabilities within float tolerance.
     Two groups keep the compile bill small (buckets of 2 and 1 groups; flex reuses origin's one-row step)."""
     prompts = tiny_lm.prompts(template)
     compiled, eager = decoder(tiny_lm, compile=True), decoder(tiny_lm, compile=False)
-    for head in (OriginHead(), LogitFusion("avg"), FlexFusion(layout="shared_prefix", backend="dense")):
+    for head in (OriginHead(), LogitFusion("avg"), FlexFusion(layout="shared_prefix", backend="dense"),
+                 RerankHead()):
         a, b = generations(eager, head, prompts, data[:2]), generations(compiled, head, prompts, data[:2])
         assert [g.token_ids for g in a] == [g.token_ids for g in b], head.method
         for x, y in zip(a, b):
