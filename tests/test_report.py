@@ -75,7 +75,7 @@ def test_report_table_values(runs, tmp_path, capsys):
     out, png = main([str(origin), str(per_prompt), str(avg)])
     assert out == tmp_path / "outputs" / "report.md"  # default: first dir's parent
     assert png == out.with_suffix(".png")
-    text = out.read_text().split("## Accuracy against coverage")[0]  # the first table (coverage: its own tests)
+    text = out.read_text().split("## Gains")[0]  # the first table (gains and coverage: their own tests)
     printed = capsys.readouterr().out.split("\n\n")[0]
     rows = table_rows(text)
     assert rows[0] == ["run", "method", "model", "n", "accuracy", "EM", "F1", "questions/s"]
@@ -89,6 +89,35 @@ def test_report_table_values(runs, tmp_path, capsys):
     assert body[6] == ["avg_x", "avg", "tiny", "4", "75.0%", "50.0", "62.5", "1.00"]
     assert len(body) == 7
     assert table_rows(printed) == rows  # the printed table is the file's table
+
+
+def test_report_gains_with_paired_intervals(runs, tmp_path, capsys):
+    """avg vs origin: per fact [1, 1, 0, 1] - [1, 0, 0, 1], +25.0; vs the mean single paraphrase (per fact the
+    mean of per_prompt's three answers: 1/3, 1/3, 0, 2/3): 75.0 - 33.3 = +41.7; origin vs itself: exactly 0."""
+    from selfens_pl.stats import paired_bootstrap
+
+    origin, per_prompt, avg = runs
+    out, _ = main([str(origin), str(per_prompt), str(avg), "--resamples", "1000", "--seed", "3"])
+    section = out.read_text().split("## Gains")[1].split("## Accuracy against coverage")[0]
+    rows = table_rows(section)
+    assert rows[0] == ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"]
+    body = {r[0]: r for r in rows[2:]}
+    assert set(body) == {"origin_x", "avg_x"}  # a per_prompt run is the baseline, not a row
+    assert body["origin_x"][4] == "+0.0 [+0.0, +0.0]"
+    want = paired_bootstrap([1, 1, 0, 1], [1, 0, 0, 1], 1000, 3).format()
+    assert body["avg_x"][4] == want and want.startswith("+25.0 [")
+    single = paired_bootstrap([1, 1, 0, 1], [1 / 3, 1 / 3, 0, 2 / 3], 1000, 3).format()
+    assert body["avg_x"][5] == single and single.startswith("+41.7 [")
+    assert "1,000 resamples" in section and "paraphrase 0" not in section.split("Origin:")[1].split(";")[0]
+    assert want in capsys.readouterr().out
+
+
+def test_report_gains_without_baselines_say_so(runs, tmp_path):
+    _, _, avg = runs
+    out, _ = main([str(avg), "--out", str(tmp_path / "r.md")])
+    section = out.read_text().split("## Gains")[1].split("## Accuracy against coverage")[0]
+    assert table_rows(section)[2][4:] == ["–", "–"]
+    assert "no origin or per_prompt run given" in section and "no per_prompt run given" in section
 
 
 def test_report_png_is_valid(runs, tmp_path):
@@ -178,7 +207,7 @@ def test_report_prints_the_area_and_draws_the_curve(runs, tmp_path, capsys):
     path.write_text("".join(json.dumps(dict(r, mean_prob=p)) + "\n" for r, p in zip(recs, probs)))
     out, _ = main([str(origin), str(avg), "--out", str(tmp_path / "rep.md")])
     printed = capsys.readouterr().out
-    rows = [r for r in table_rows(printed.split("\n\n")[1]) if r and r[0] in ("origin_x", "avg_x")]
+    rows = [r for r in table_rows(printed.split("\n\n")[2]) if r and r[0] in ("origin_x", "avg_x")]  # after the gains
     # origin ranked 0.9 (T), 0.6 (F), 0.4 (T), 0.2 (F): curve 1, 1/2, 2/3, 1/2 -> area 66.7
     assert rows[0][:5] == ["origin_x", "origin", "mean_prob", "4", "66.7"]
     assert rows[0][5:] == ["100.0%", "100.0%", "50.0%", "66.7%", "50.0%"]

@@ -293,6 +293,46 @@ def draw_coverage(runs: list[Run], curves: list[list[float] | None], out: str | 
     return save_figure(fig, out)
 
 
+def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[str, str]:
+    """Markdown table (and its note) of every run's gain over origin and over the mean single paraphrase, each with
+    a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.stats`). Baselines come from the
+    runs given: origin is a run of method ``origin``, else paraphrase 0 (standard block) of a ``per_prompt`` run;
+    the mean single paraphrase is a ``per_prompt`` run's per-fact mean over its paraphrases with the standard
+    block. A missing baseline is "–", never guessed."""
+    from selfens_pl.stats import aligned, paired_bootstrap, per_fact
+
+    per_prompt = next((r for r in runs if r.method == "per_prompt"), None)
+    origin_run = next((r for r in runs if r.method == "origin"), None)
+    origin = per_fact(origin_run.records) if origin_run else \
+        per_fact(per_prompt.records, paraphrase_index=0, block_index=0) if per_prompt else None
+    single = per_fact(per_prompt.records, block_index=0) if per_prompt else None
+    header = ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for run, label in zip(runs, run_labels(runs)):
+        if run.method == "per_prompt":
+            continue
+        own = per_fact(run.records)
+        if not own:
+            continue
+        cells = []
+        for base in (origin, single):
+            if base is None:
+                cells.append("–")
+                continue
+            _, a, b = aligned(own, base, (f"run {run.path.name!r}", "its baseline"))
+            cells.append(paired_bootstrap(a, b, resamples, seed).format())
+        lines.append("| " + " | ".join([run.path.name, label, str(len(own)), _pct(sum(own.values()) / len(own))]
+                                       + cells) + " |")
+    note = (f"Gains in points with paired bootstrap 95% intervals ({resamples:,} resamples of the facts both runs "
+            f"answered, seed {seed}). Origin: " + (f"run `{origin_run.path.name}`" if origin_run else
+                                                   f"paraphrase 0 of `{per_prompt.path.name}`" if per_prompt else
+                                                   "– (no origin or per_prompt run given)")
+            + "; mean single paraphrase: " + (f"the mean over the paraphrases of `{per_prompt.path.name}` (standard "
+                                              "few-shot block)" if per_prompt else "– (no per_prompt run given)")
+            + ".")
+    return "\n".join(lines), note
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m selfens_pl report", allow_abbrev=False,
@@ -304,7 +344,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="accuracy-coverage chart to write (default: --out's name + _coverage.png)")
     parser.add_argument("--confidence", default="mean_prob", choices=CONFIDENCES,
                         help="record confidence that ranks answers for the coverage curve")
-    return parser.parse_args(argv)
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples of the gains' intervals (claims use >= 1,000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    args = parser.parse_args(argv)
+    if args.resamples < 1:
+        raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
@@ -318,7 +364,8 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     missing = [r.path.name for r, curve in zip(runs, curves) if curve is None]
     note = "" if not missing else (f"\n\n'–': no {args.confidence} on the records of {', '.join(missing)} (a run "
                                    "made before records carried it, agreement not computed, or unscored records).")
-    text = render_markdown(runs) + (f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over "
+    gains, gains_note = gains_table(runs, args.resamples, args.seed)
+    text = render_markdown(runs) + f"\n## Gains\n\n{gains}\n\n{gains_note}\n" + (f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over "
                                     "coverages 1/N .. 1 (%); acc@x%: accuracy of the most confident x% of the "
                                     f"records.{note}\n")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -326,6 +373,8 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     draw_chart(runs, png)
     draw_coverage(runs, curves, coverage_png, args.confidence)
     print(markdown_table(runs))
+    print()
+    print(gains + "\n" + gains_note)
     print()
     print(coverage + note)
     print(f"wrote {out}, {png} and {coverage_png}")
