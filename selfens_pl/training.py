@@ -64,6 +64,11 @@ def _loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str | None) -> torch.Tensor:
     """Mean cross-entropy of the head's fused prediction of each gold answer token."""
     head.check_groups(groups)
+    from selfens_pl.demos import num_blocks
+
+    if any(num_blocks(g) > 1 for g in groups):
+        raise ValueError("fit with --data.demo_blocks > 1 is not supported (the loss asks every paraphrase with the "
+                         "configured few-shot block only): fine-tune with demo_blocks 1")
     if getattr(head, "calibration", "none") != "none":
         raise ValueError(f"fit with --model.head.init_args.calibration={head.calibration!r} is not supported (the "
                          "loss has no content-free rows): fine-tune with calibration=none, predict calibrated")

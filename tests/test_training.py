@@ -67,3 +67,12 @@ def test_missing_answers_names_the_record(tiny_lm, prompts, groups):
     bad = [dict(groups[0], answers=[])]
     with pytest.raises(ValueError, match=groups[0]["id"]):
         answer_loss(tiny_lm.lm, tiny_lm.tokenizer, OriginHead(), prompts, bad, "\n")
+
+
+def test_few_shot_blocks_are_refused_naming_the_flag(tiny_lm, prompts, groups):
+    from selfens_pl.heads import LogitFusion
+    from selfens_pl.training import answer_loss
+
+    blocked = [dict(g, blocks=[[{"question": "q?", "answer": "a"}]]) for g in groups]
+    with pytest.raises(ValueError, match="--data.demo_blocks > 1 is not supported"):
+        answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg"), prompts, blocked, None)
