@@ -2,14 +2,21 @@
 
 Every token carries a *segment id*:
 
-* ``PREFIX`` (-1): the shared prefix (instruction + few-shot), seen by everybody;
-* ``0 .. N-1``: paraphrase ``i``;
+* ``PREFIX`` (-1): a shared prefix (instruction + few-shot), seen by every later token of its block;
+* ``0 .. N-1``: paraphrase (member) ``i``, a segment isolated from the others;
 * ``GENERATED``: tokens produced by decoding, which see everything before them (this is the fusion);
 * ``PAD`` (-2): left padding, seen by nobody.
 
-``allowed(q, k)`` = ``k <= q`` and ``k`` is not padding and (``k`` is prefix, or same segment as ``q``, or ``q`` is
-generated); a padding query sees only itself so that no row of the mask is fully blocked (a fully blocked row
-makes softmax produce NaN).
+With few-shot blocks (:mod:`selfens_pl.demos`) every token also carries a *block id*: ``b`` for block ``b``'s
+prefix and for the question segments asked with block ``b``; generated tokens and padding carry any block (they
+never read it). Without block ids every token is in block 0.
+
+``allowed(q, k)`` = ``k <= q`` and ``k`` is not padding and (``q`` is generated, or ``k`` is in ``q``'s block and
+(``k`` is prefix or in ``q``'s segment)); a padding query sees only itself so that no row of the mask is fully
+blocked (a fully blocked row makes softmax produce NaN). So block ``b``'s prefix sees only itself (causally), a
+question of block ``b`` sees that prefix and its own earlier tokens, and generated tokens see every block. Without
+block ids (every token in block 0) the rule is the one-prefix rule: ``k`` is prefix, or same segment, or ``q`` is
+generated.
 
 The ``flex`` backend turns this rule into a ``BlockMask`` (``create_block_mask``) for ``flex_attention``; the
 ``dense`` backend materialises the same rule as a ``[b, 1, s, s]`` boolean tensor for SDPA. The registered
@@ -29,24 +36,33 @@ ATTN_IMPLEMENTATION = "selfens"
 FLEX_BLOCK = 128  # FlexAttention's block size; flex prefill lengths are bucketed to multiples of it
 
 
-def allowed(seg_q: torch.Tensor, seg_k: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
-    """The mask rule on broadcastable tensors of segment ids and positions in the sequence."""
-    visible = (seg_k == PREFIX) | (seg_k == seg_q) | (seg_q == GENERATED)
+def allowed(seg_q: torch.Tensor, seg_k: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor,
+            block_q: torch.Tensor | None = None, block_k: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask rule on broadcastable tensors of segment ids, positions in the sequence and (optionally) block ids
+    (``None``: every token in block 0)."""
+    own = (seg_k == PREFIX) | (seg_k == seg_q)
+    if block_q is not None:
+        own = own & (block_k == block_q)
+    visible = own | (seg_q == GENERATED)
     real = (kv_idx <= q_idx) & (seg_k != PAD) & visible
     return real | ((seg_q == PAD) & (q_idx == kv_idx))
 
 
-def dense_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """``segment_ids [b, s]`` -> boolean mask ``[b, 1, s, s]`` (True = may attend)."""
+def dense_mask(segment_ids: torch.Tensor, block_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``segment_ids [b, s]`` (and ``block_ids [b, s]``, or None) -> boolean mask ``[b, 1, s, s]`` (True = may
+    attend)."""
     s = segment_ids.shape[1]
     idx = torch.arange(s, device=segment_ids.device)
     seg_q = segment_ids[:, :, None]
     seg_k = segment_ids[:, None, :]
-    return allowed(seg_q, seg_k, idx[:, None], idx[None, :])[:, None]
+    blocks = (None, None) if block_ids is None else (block_ids[:, :, None], block_ids[:, None, :])
+    return allowed(seg_q, seg_k, idx[:, None], idx[None, :], *blocks)[:, None]
 
 
-def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: int = 0):
-    """``segment_ids [b, s]`` -> a FlexAttention ``BlockMask`` over ``[b, heads (broadcast), s - q_offset, s]``.
+def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: int = 0,
+               block_ids: torch.Tensor | None = None):
+    """``segment_ids [b, s]`` (and ``block_ids [b, s]``, or None) -> a FlexAttention ``BlockMask`` over
+    ``[b, heads (broadcast), s - q_offset, s]``.
 
     ``q_offset``: the first ``q_offset`` keys are already in the KV cache (a shared prefix) and are not queries.
     Built once per batch and reused by every layer of the prefill. ``compile_mask`` builds it with one compiled
@@ -57,12 +73,21 @@ def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: 
 
     b, s = segment_ids.shape
 
+    # Two closures, not one that branches on ``block_ids is None``: with that one, compiled flex_attention on CPU
+    # (torch 2.13 inductor) failed to compile its kernel (CppCompileError) even without blocks; the one-block
+    # closure stays the one it always was.
     def mask_mod(batch, head, q_idx, kv_idx):
         q = q_idx + q_offset
         return allowed(segment_ids[batch, q], segment_ids[batch, kv_idx], q, kv_idx)
 
+    def block_mask_mod(batch, head, q_idx, kv_idx):
+        q = q_idx + q_offset
+        return allowed(segment_ids[batch, q], segment_ids[batch, kv_idx], q, kv_idx, block_ids[batch, q],
+                       block_ids[batch, kv_idx])
+
     build = FlexSettings.mask_builder() if compile_mask else create_block_mask
-    return build(mask_mod, b, None, s - q_offset, s, device=segment_ids.device)
+    return build(mask_mod if block_ids is None else block_mask_mod, b, None, s - q_offset, s,
+                 device=segment_ids.device)
 
 
 class FlexSettings:

@@ -4,7 +4,10 @@
     python -m selfens_pl mask --config configs/demo.yaml --layout shared_prefix --num_paraphrases 3
 
 Only the tokenizer is loaded (never the model weights). The boolean array the picture is drawn from is saved
-next to the PNG as ``.npy`` (same stem): ``mask[q, k]`` is True where query ``q`` may attend to key ``k``.
+next to the PNG as ``.npy`` (same stem): ``mask[q, k]`` is True where query ``q`` may attend to key ``k``. When the
+data module attaches few-shot blocks (``--data.demo_blocks M --data.few_shot_pool ...``) the group is drawn with
+them: ``K x M`` member segments labelled ``P{i}/B{b}`` (paraphrase ``i`` with block ``b``), and with
+``shared_prefix`` one prefix per block (``prefix/B{b}``).
 """
 
 from __future__ import annotations
@@ -44,9 +47,24 @@ def default_label(seg: int) -> str:
     return f"P{seg + 1}"
 
 
-def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | None = None,
+def run_labels(segments: list[int], blocks: list[int], k: int) -> list[str]:
+    """One label per run of :func:`segment_runs` for a group asked with several few-shot blocks: ``prefix/B{b}`` and
+    ``P{i}/B{b}`` (member ``j = b * k + i``, paraphrases numbered from 1); padding and generated as usual."""
+    names = []
+    for seg, start, _ in segment_runs(segments):
+        if seg == PREFIX:
+            names.append(f"prefix/B{blocks[start]}")
+        elif 0 <= seg < GENERATED:
+            names.append(f"P{seg % k + 1}/B{seg // k}")
+        else:
+            names.append(default_label(seg))
+    return names
+
+
+def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | list[str] | None = None,
               out: str | Path = "outputs/mask.png", title: str = "self-ensemble attention mask") -> Path:
-    """Write a heatmap of ``mask [L, L]`` (True = allowed) with segment boundaries and labels; return the path."""
+    """Write a heatmap of ``mask [L, L]`` (True = allowed) with segment boundaries and labels; return the path.
+    ``labels``: by segment id, or one per run of :func:`segment_runs`; unnamed segments get :func:`default_label`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +76,9 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
     length = array.shape[0]
     if array.shape != (length, length) or len(segments) != length:
         raise ValueError(f"mask {tuple(array.shape)} and {len(segments)} segment ids do not describe one [L, L] mask")
-    labels = labels or {}
     runs = segment_runs(list(segments))
+    if isinstance(labels, list) and len(labels) != len(runs):
+        raise ValueError(f"{len(labels)} labels for {len(runs)} segment runs")
 
     side = float(np.clip(5.0 + length / 60.0, 6.0, 16.0))  # grows with L, capped so huge prompts stay viewable
     fig, ax = plt.subplots(figsize=(side + 2.0, side))
@@ -71,7 +90,7 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
         ax.axhline(start - 0.5, color=BOUNDARY_COLOUR, linewidth=line_width)
 
     centres = [(start + end - 1) / 2 for _, start, end in runs]
-    names = [labels.get(seg, default_label(seg)) for seg, _, _ in runs]
+    names = labels if isinstance(labels, list) else [(labels or {}).get(seg, default_label(seg)) for seg, _, _ in runs]
     font = 10 if side < 12 else 14  # a big figure is viewed scaled down: larger text
     ax.set_xticks(centres)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=font)
@@ -113,6 +132,7 @@ def main(argv: list[str] | None = None) -> Path:
     from transformers import AutoTokenizer
 
     from selfens_pl.cli import build_cli
+    from selfens_pl.demos import num_blocks
     from selfens_pl.heads.flex import FlexFusion, mask_for_picture
     from selfens_pl.models import resolve_model_name
     from selfens_pl.prompts import PromptTokenizer
@@ -129,16 +149,21 @@ def main(argv: list[str] | None = None) -> Path:
     if args.num_paraphrases < 1 or args.generated < 0:
         raise ValueError("--num_paraphrases must be >= 1 and --generated >= 0")
     paraphrases = group["paraphrases"][: args.num_paraphrases]
+    m = num_blocks(group)
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cli.model.hparams.model))
     prompts = PromptTokenizer(tokenizer, data.template)
-    mask, lay = mask_for_picture(prompts, paraphrases, layout, positions, generated=args.generated)
+    mask, lay = mask_for_picture(prompts, paraphrases, layout, positions, generated=args.generated, group=group)
     segments = lay.segments + [GENERATED] * args.generated
-    out = draw_mask(mask, segments, None, args.out,
-                    title=f"group {group['id']!r}: {len(paraphrases)} paraphrases, layout={layout}, "
+    runs = segment_runs(segments)
+    names = run_labels(segments, lay.blocks + [0] * args.generated, len(paraphrases)) if m > 1 else \
+        [default_label(seg) for seg, _, _ in runs]
+    blocks = f" x {m} few-shot blocks" if m > 1 else ""
+    out = draw_mask(mask, segments, names, args.out,
+                    title=f"group {group['id']!r}: {len(paraphrases)} paraphrases{blocks}, layout={layout}, "
                           f"positions={positions}")
     np.save(out.with_suffix(".npy"), mask.cpu().numpy())
-    sizes = ", ".join(f"{default_label(seg)}={end - start}" for seg, start, end in segment_runs(segments))
+    sizes = ", ".join(f"{name}={end - start}" for name, (_, start, end) in zip(names, runs))
     print(f"wrote {out} and {out.with_suffix('.npy')}")
     print(f"layout={layout} positions={positions} L={len(segments)}: {sizes}")
     return out

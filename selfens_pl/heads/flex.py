@@ -18,6 +18,17 @@ prompts (:mod:`selfens_pl.content_free`) are prefilled once as independent rows 
 for ``subject``, one per group for ``question``; no decoding; each encoded as if asked alone, whatever
 ``positions``), and their final-token log-probabilities are subtracted from the paraphrases' final-token logits.
 Later tokens come from the one fused sequence, uncalibrated.
+
+Few-shot blocks (``--data.demo_blocks M``, :mod:`selfens_pl.demos`): the sequence holds one segment per *member*
+(paraphrase x block, block-major, ``K x M``). ``concat``: segment ``j`` is member ``j``'s full prompt (its block's
+prefix + its question). ``shared_prefix``: ``[prefix_0] [Q_0 .. Q_{K-1}] [prefix_1] [Q_0 .. Q_{K-1}] ...``, each
+block's prefix once, followed by its questions; the mask's block ids (:mod:`selfens_pl.attention`) let a question see
+its own block's prefix only and a block's prefix see only itself, so with ``aligned`` positions (each prefix from 0,
+its questions right after it) every member is encoded exactly as if asked alone with its block. The first token fuses
+the final-token logits of all ``K x M`` members (``last_segment``: the last member's). With ``--model.share_prefix``
+block 0's prefix is still encoded once per batch through the KV cache (the blocks ``1..M-1`` are the group's own and
+stay in its row); its cached keys carry block 0, so only block 0's questions and generated tokens see them.
+Calibration and the ``weighted_*`` rules are defined for block 0 only: with blocks they raise, naming the record.
 """
 
 from __future__ import annotations
@@ -30,46 +41,60 @@ import torch
 from selfens_pl.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
 from selfens_pl.decoding import PrefillBatch, pad_token_id
 from selfens_pl.content_free import CALIBRATIONS, Calibration, content_free_prompts
+from selfens_pl.demos import num_blocks
 from selfens_pl.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
 from selfens_pl.heads.base import FusionHead, check_context, confidence_weights, prompt_batch
-from selfens_pl.heads.logit import group_valid, padded
+from selfens_pl.heads.logit import check_no_blocks, group_valid, padded
 
 
 @dataclass
 class FusedLayout:
-    """One group as one sequence: token ids, segment ids and positions (all length ``L``), segment ends ``[N]``."""
+    """One group as one sequence: token ids, segment ids, block ids and positions (all length ``L``), the segment
+    ends ``[K * M]`` (one per member, block-major) and the position of the first generated token."""
 
     tokens: list[int]
     segments: list[int]
     positions: list[int]
     ends: list[int]
     next_position: int
+    blocks: list[int]
 
 
-def build_layout(prompts, paraphrases: list[str], layout: str, positions: str) -> FusedLayout:
-    """Lay out one group segment by segment with exact offsets (never decode and re-tokenise)."""
-    tokens, segments, pos, ends = [], [], [], []
-    prefix = prompts.prefix_ids
-    if layout == "shared_prefix":
-        tokens += prefix
-        segments += [PREFIX] * len(prefix)
-        pos += list(range(len(prefix)))
+def build_layout(prompts, paraphrases: list[str], layout: str, positions: str,
+                 group: dict | None = None) -> FusedLayout:
+    """Lay out one group segment by segment with exact offsets (never decode and re-tokenise).
+
+    ``group``: whose few-shot blocks (``group["blocks"]``) the ``paraphrases`` are also asked with; ``None`` or a
+    group without blocks: block 0 only. Member ``j = b * K + i`` (paraphrase ``i``, block ``b``) is segment ``j``.
+    """
+    tokens, segments, blocks, pos, ends = [], [], [], [], []
+    k = len(paraphrases)
     next_position = 0
-    for i, paraphrase in enumerate(paraphrases):
-        seg = prompts.question_ids(paraphrase)
-        if layout == "concat":
-            seg = prefix + seg
-        start = len(prefix) if layout == "shared_prefix" else 0
-        if positions == "sequential":
-            start = len(tokens)
-        tokens += seg
-        segments += [i] * len(seg)
-        pos += list(range(start, start + len(seg)))
-        ends.append(len(tokens) - 1)
-        next_position = max(next_position, pos[-1] + 1)
+    for b in range(num_blocks(group) if group is not None else 1):
+        block_prompts = prompts.for_block(group, b)
+        prefix = block_prompts.prefix_ids
+        if layout == "shared_prefix":
+            start = len(tokens) if positions == "sequential" else 0
+            tokens += prefix
+            segments += [PREFIX] * len(prefix)
+            blocks += [b] * len(prefix)
+            pos += list(range(start, start + len(prefix)))
+        for i, paraphrase in enumerate(paraphrases):
+            seg = block_prompts.question_ids(paraphrase)
+            if layout == "concat":
+                seg = prefix + seg
+            start = len(prefix) if layout == "shared_prefix" else 0
+            if positions == "sequential":
+                start = len(tokens)
+            tokens += seg
+            segments += [b * k + i] * len(seg)
+            blocks += [b] * len(seg)
+            pos += list(range(start, start + len(seg)))
+            ends.append(len(tokens) - 1)
+            next_position = max(next_position, pos[-1] + 1)
     if positions == "sequential":
         next_position = len(tokens)
-    return FusedLayout(tokens, segments, pos, ends, next_position)
+    return FusedLayout(tokens, segments, pos, ends, next_position, blocks)
 
 
 class FlexFusion(FusionHead):
@@ -127,13 +152,15 @@ class FlexFusion(FusionHead):
     def build_batch(self, decoder, prompts, groups) -> PrefillBatch:
         """Lay out every group, left-pad to one length (a multiple of the flex block for ``flex``), build the mask.
 
-        With ``shared_prefix`` and a decoder that shares prefixes, the prefix is encoded once for the whole batch
-        (its KV cache copied to every row) and the rows hold only the paraphrase segments; the mask then covers
-        ``[g, 1, s, p + s]``: queries are the row tokens, keys the prefix and the row tokens.
+        With ``shared_prefix`` and a decoder that shares prefixes, the prefix (block 0's) is encoded once for the
+        whole batch (its KV cache copied to every row) and the rows hold only what follows it; the mask then covers
+        ``[g, 1, s, p + s]``: queries are the row tokens, keys the prefix and the row tokens. ``gather [g, k]``: each
+        group's member ends (``k`` = the most members of a group; ragged groups repeat their last end, masked by
+        ``valid``). Block ids enter the mask only where a ``shared_prefix`` group has extra blocks.
         """
         device = decoder.device
         backend = self.resolve_backend(device)
-        layouts = [build_layout(prompts, g["paraphrases"], self.layout, self.positions) for g in groups]
+        layouts = [build_layout(prompts, g["paraphrases"], self.layout, self.positions, g) for g in groups]
         for group, lay in zip(groups, layouts):
             check_context(decoder, lay.next_position, group["id"], what="fused sequence (highest position)")
         p = len(prompts.prefix_ids) if self.layout == "shared_prefix" and decoder.share_prefix else 0
@@ -144,6 +171,7 @@ class FlexFusion(FusionHead):
         pad = pad_token_id(decoder.tokenizer)
         input_ids = torch.full((g, width), pad, dtype=torch.long)
         segments = torch.full((g, width), PAD, dtype=torch.long)
+        blocks = torch.zeros((g, width), dtype=torch.long)
         positions = torch.zeros((g, width), dtype=torch.long)
         k = max(len(lay.ends) for lay in layouts)  # ragged groups: repeat the last end, masked out by ``valid``
         gather = torch.zeros((g, k), dtype=torch.long)
@@ -151,16 +179,20 @@ class FlexFusion(FusionHead):
             off = width - (len(lay.tokens) - p)
             input_ids[row, off:] = torch.tensor(lay.tokens[p:])
             segments[row, off:] = torch.tensor(lay.segments[p:])
+            blocks[row, off:] = torch.tensor(lay.blocks[p:])
             positions[row, off:] = torch.tensor(lay.positions[p:])
             ends = lay.ends + lay.ends[-1:] * (k - len(lay.ends))
             gather[row] = torch.tensor(ends) - p + off
         # key-side segment ids: the shared prefix (in the cache) followed by the rows
         keys = torch.cat([torch.full((g, p), PREFIX, dtype=torch.long), segments], dim=1).to(device)
+        key_blocks = None  # the cached prefix is block 0's
+        if self.layout == "shared_prefix" and any(num_blocks(group) > 1 for group in groups):
+            key_blocks = torch.cat([torch.zeros((g, p), dtype=torch.long), blocks], dim=1).to(device)
         if backend == "flex":
             FlexSettings.compile = self.compile
-            mask = block_mask(keys, compile_mask=device.type == "cuda", q_offset=p)
+            mask = block_mask(keys, compile_mask=device.type == "cuda", q_offset=p, block_ids=key_blocks)
         else:
-            mask = dense_mask(keys)[:, :, p:]
+            mask = dense_mask(keys, key_blocks)[:, :, p:]
         batch = PrefillBatch(
             input_ids=input_ids.to(device),
             pad_mask=(keys != PAD).long(),
@@ -172,15 +204,15 @@ class FlexFusion(FusionHead):
             prefix_ids=torch.tensor(prompts.prefix_ids, dtype=torch.long, device=device) if p else None,
         )
         if any(len(lay.ends) < k for lay in layouts):
-            batch.valid = group_valid(groups, k, device)
+            batch.valid = group_valid([len(lay.ends) for lay in layouts], k, device)
         if self.fusion in WEIGHTED and self.first_token == "fused":
             batch.weights = confidence_weights(groups, self.fusion, device, k)
         return batch
 
     def fuse_first(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
                    valid: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
-        """``logits [g, N, V]`` at each paraphrase's final token -> ``[g, V]`` log-scores. With ragged groups the
-        last slot of a short group repeats its last paraphrase, so ``last_segment`` reads the right one.
+        """``logits [g, N, V]`` at each member's final token -> ``[g, V]`` log-scores. With ragged groups the
+        last slot of a short group repeats its last member, so ``last_segment`` reads the right one.
         ``prior [g, N | 1, V]``: content-free log-probabilities (calibration)."""
         if self.first_token == "last_segment":
             return logits[:, -1]
@@ -201,6 +233,7 @@ class FlexFusion(FusionHead):
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
+        check_no_blocks(self, groups)
         batch = self.build_batch(decoder, prompts, groups)
         fuse_first = self.fuse_first
         if self.calibration != "none":
@@ -214,8 +247,11 @@ class FlexFusion(FusionHead):
         return self.add_agreement(decoder, prompts, groups, records)
 
 
-def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3):
-    """The dense mask of one group plus ``generated`` decoded tokens, for drawing. Returns ``(mask [L, L], layout)``."""
-    lay = build_layout(prompts, paraphrases, layout, positions)
+def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3,
+                     group: dict | None = None):
+    """The dense mask of one group (asked with ``group``'s few-shot blocks, if any) plus ``generated`` decoded
+    tokens, for drawing. Returns ``(mask [L, L], layout)``."""
+    lay = build_layout(prompts, paraphrases, layout, positions, group)
     segments = torch.tensor(lay.segments + [GENERATED] * generated)[None]
-    return dense_mask(segments)[0, 0], lay
+    blocks = torch.tensor(lay.blocks + [0] * generated)[None] if max(lay.blocks) > 0 else None
+    return dense_mask(segments, blocks)[0, 0], lay
