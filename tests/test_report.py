@@ -120,6 +120,84 @@ def test_report_gains_without_baselines_say_so(runs, tmp_path):
     assert "no origin or per_prompt run given" in section and "no per_prompt run given" in section
 
 
+# a sweep's runs (summary "k"): per_prompt K = 4 x M = 2 blocks; block 1 right everywhere, so counting it shows
+#   block 0: q1 [T, F, F, T]  q2 [F, T, T, F]  q3 [F, F, F, F]  q4 [T, T, F, F]
+#   origin (paraphrase 0): 1, 0, 0, 1 -> 50%; mean single at K = 2: .5, .5, 0, 1 -> 50%; at K = 4: .5, .5, 0, .5
+SWEPT = {"q1": [True, False, False, True], "q2": [False, True, True, False], "q3": [False] * 4,
+         "q4": [True, True, False, False]}
+
+
+def swept_runs(out: Path) -> dict[str, Path]:
+    def run(name, method, k, records):
+        return write_run(out / name, {"method": method, "model": "tiny", "n": len({r["id"] for r in records}),
+                                      "records": len(records), "k": k, "m": 1}, records)
+
+    per_prompt = [dict(rec(q, "per_prompt", i, c), block_index=0) for q, hits in SWEPT.items()
+                  for i, c in enumerate(hits)]
+    per_prompt += [dict(rec(q, "per_prompt", i, True), block_index=1) for q in SWEPT for i in range(4)]
+    fused = {"avg_k2": [True, True, False, True], "avg_k4": [True, True, True, False]}
+    return {"origin_k1": run("origin_k1", "origin", 1, [rec(q, "origin", 0, h[0]) for q, h in SWEPT.items()]),
+            "per_prompt_k4": run("per_prompt_k4", "per_prompt", 4, per_prompt),
+            **{name: run(name, "avg", int(name[-1]), [rec(q, "avg", None, c) for q, c in zip(SWEPT, hits)])
+               for name, hits in fused.items()},
+            "avg_k6": run("avg_k6", "avg", 6, [rec(q, "avg", None, True) for q in SWEPT])}
+
+
+def gains_rows(out: Path) -> dict[str, list[str]]:
+    section = out.read_text().split("## Gains")[1].split("## Accuracy against coverage")[0]
+    return {r[0]: r for r in table_rows(section)[2:]}
+
+
+def test_report_gains_of_sweep_runs_use_the_mean_single_at_their_k(tmp_path):
+    """avg_k2 against the mean single paraphrase at K = 2 (50%): +25.0, not +37.5 (the mean over all 4 paraphrases,
+    37.5%); avg_k4 against K = 4: 75 - 37.5 = +37.5; the standard block only. K = 6 > the 4 paraphrases answered:
+    "–" and said; origin at K = 1 against paraphrase 0, i.e. itself: exactly 0."""
+    from selfens_pl.stats import paired_bootstrap
+
+    dirs = swept_runs(tmp_path / "runs")
+    out, _ = main([*map(str, dirs.values()), "--out", str(tmp_path / "r.md"), "--resamples", "1000"])
+    rows = gains_rows(out)
+    origin = [1, 0, 0, 1]
+    k2, k4 = [1, 1, 0, 1], [1, 1, 1, 0]
+    assert rows["avg_k2"][2:] == ["4", "75.0%", paired_bootstrap(k2, origin, 1000).format(),
+                                  paired_bootstrap(k2, [.5, .5, 0, 1], 1000).format()]
+    assert rows["avg_k2"][5].startswith("+25.0 [") and rows["avg_k4"][5].startswith("+37.5 [")
+    assert rows["avg_k4"][5] == paired_bootstrap(k4, [.5, .5, 0, .5], 1000).format()
+    assert rows["origin_k1"][4:] == ["+0.0 [+0.0, +0.0]"] * 2
+    assert rows["avg_k6"][5] == "–" and rows["avg_k6"][4].startswith("+50.0 [")
+    text = out.read_text()
+    assert "over paraphrases < K for a run that gives its K" in text
+    assert "`avg_k6` fused K=6 paraphrases, `per_prompt_k4` answered 4: no mean single paraphrase at its K" in text
+
+
+def test_report_gains_over_the_facts_in_common_and_runs_on_other_data(runs, tmp_path):
+    """A run that also answered q5 (no baseline has it) is compared on the 4 common facts, said by (n=4); a run on
+    other data (no fact in common) gets "–" and a note naming it and the baseline: the report is still written."""
+    from selfens_pl.stats import paired_bootstrap
+
+    origin, per_prompt, _ = runs
+    wider = write_run(tmp_path / "wider", {"method": "max", "model": "tiny", "n": 5, "records": 5},
+                      [rec(q, "max", None, c) for q, c in zip([*PER_PROMPT, "q5"], [True, False, True, True, True])])
+    other = write_run(tmp_path / "other_data", {"method": "avg", "model": "tiny", "n": 2, "records": 2},
+                      [rec(q, "avg", None, True) for q in ("w1", "w2")])
+    out, _ = main([str(origin), str(per_prompt), str(wider), str(other), "--out", str(tmp_path / "r.md")])
+    rows = gains_rows(out)
+    assert rows["wider"][2:4] == ["5", "80.0%"]
+    assert rows["wider"][4] == paired_bootstrap([1, 0, 1, 1], [1, 0, 0, 1]).format() + " (n=4)"
+    assert rows["wider"][5] == paired_bootstrap([1, 0, 1, 1], [1 / 3, 1 / 3, 0, 2 / 3]).format() + " (n=4)"
+    assert rows["other_data"][4:] == ["–", "–"]
+    text = out.read_text()
+    assert "'–': `other_data` and origin (`origin_x`) answered no fact in common." in text
+    assert "'–': `other_data` and the mean single paraphrase answered no fact in common." in text
+
+
+def test_report_seed_must_not_be_negative(runs, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["report", str(runs[0]), "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "selfens_pl: error: --seed must be >= 0, got -1"
+
+
 def test_report_png_is_valid(runs, tmp_path):
     import matplotlib.image
 

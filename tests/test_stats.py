@@ -116,3 +116,79 @@ def test_per_fact_scores_from_records():
     assert (ids, x, y) == (["b"], [0.0], [1.0])
     with pytest.raises(ValueError, match="'run' and 'base' answered no fact in common"):
         aligned({"a": 1.0}, {"b": 1.0}, ("'run'", "'base'"))
+
+
+def test_pairing_one_changed_fact_by_the_binomial():
+    """b is a with one fact flipped (a right, b wrong): per-fact differences are one 1 and nine 0, so a resample's
+    gain is X/10 with X ~ Binomial(10, 0.1). P(X = 0) = 0.349, P(X <= 2) = 0.930, P(X <= 3) = 0.987: the 95%
+    interval is exactly [0, 0.3] for any seed (the empirical CDF at 2,000 resamples is off by ~0.006, far less than
+    the margins). Resampled unpaired, accuracies 0.5 and 0.4 on 10 facts would span about +-0.43."""
+    a = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    b = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert exact_quantiles([x - y for x, y in zip(a, b)]) == (0.0, pytest.approx(0.3))
+    for seed in (0, 1, 2, 3):
+        g = paired_bootstrap(a, b, resamples=2000, seed=seed)
+        assert (g.diff, g.low, g.high) == (pytest.approx(0.1), 0.0, pytest.approx(0.3))
+        assert g.format() == "+10.0 [+0.0, +30.0]"
+
+
+def test_every_chunk_of_resamples_counts(monkeypatch):
+    """With more fact indices than one chunk holds (here 2 resamples of 10 facts per chunk, the last chunk one
+    resample), the resamples are drawn chunk by chunk and not kept: the interval is still the exact [0, 0.3] and
+    deterministic."""
+    import selfens_pl.stats as stats
+
+    quantile, resampled = stats.np.quantile, []
+
+    def spy(values, q):  # what the interval is taken over
+        resampled.append(len(values))
+        return quantile(values, q)
+
+    monkeypatch.setattr(stats, "CHUNK", 25)
+    monkeypatch.setattr(stats.np, "quantile", spy)
+    stats._kept_indices.cache_clear()
+    a = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    b = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    g = stats.paired_bootstrap(a, b, resamples=2001, seed=4)
+    assert (g.low, g.high, g.resamples) == (0.0, pytest.approx(0.3), 2001)
+    assert resampled == [2001] and stats._kept_indices.cache_info().currsize == 0  # every resample, none kept
+    assert stats.paired_bootstrap(a, b, resamples=2001, seed=4) == g
+
+
+def test_the_same_resamples_for_every_method_on_the_same_facts():
+    """The kept resamples serve every pair on n facts: a method's interval does not depend on what was computed
+    before it, and only on (n, resamples, seed)."""
+    from selfens_pl.stats import _kept_indices
+
+    rng = random.Random(7)
+    base = [float(rng.random() < 0.4) for _ in range(200)]
+    one = [float(rng.random() < 0.5) for _ in range(200)]
+    two = [rng.random() for _ in range(200)]
+    first = paired_bootstrap(one, base, resamples=1000, seed=2)
+    paired_bootstrap(two, base, resamples=1000, seed=2)
+    paired_bootstrap(one, base[:150] + [1.0] * 50, resamples=1000, seed=9)
+    assert paired_bootstrap(one, base, resamples=1000, seed=2) == first
+    _kept_indices.cache_clear()
+    assert paired_bootstrap(one, base, resamples=1000, seed=2) == first  # drawn afresh: the same
+
+
+def test_a_gain_that_rounds_to_zero_prints_plus_zero():
+    from selfens_pl.stats import Gain
+
+    assert Gain(-0.0004, -0.0004, 0.0, 2500, 2000, 0.95).format() == "+0.0 [+0.0, +0.0]"
+    assert Gain(-0.046, -0.0631, -0.029, 800, 2000, 0.95).format() == "-4.6 [-6.3, -2.9]"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(a=[float("nan"), 1], b=[0, 0]), r"a\[0\] = nan: per-fact scores lie in \[0, 1\]"),
+    (dict(a=[1, 0], b=[0, 1.5]), r"b\[1\] = 1.5: per-fact scores lie in \[0, 1\]"),
+    (dict(a=[[1, 0]], b=[[0, 0]]), r"a must be one score per fact \(1-D\), got shape \(1, 2\)"),
+    (dict(a=["right"], b=[0]), r"a must be per-fact scores"),
+    (dict(a=[1, 0], b=[0, 0], seed=-1), r"seed must be >= 0 \(a whole number\), got -1"),
+    (dict(a=[1, 0], b=[0, 0], resamples=2.5), r"resamples must be >= 1 \(a whole number\), got 2.5"),
+    (dict(a=[1, 0], b=[0, 0], resamples=True), r"resamples must be >= 1"),
+])
+def test_bad_scores_seeds_and_counts_are_one_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message) as e:
+        paired_bootstrap(**kwargs)
+    assert "\n" not in str(e.value) and e.value.__cause__ is None

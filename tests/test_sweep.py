@@ -216,3 +216,19 @@ def test_shipped_sweep_config_instantiates(monkeypatch):
     assert any(label.startswith("cascade_") for label in kinds)
     assert sweep.int_list(cfg.ks, "--ks") == [1, 3, 6] and sweep.int_list(cfg.ms, "--ms") == [1, 3]
     assert len(cfg.data.path) == 2 and cfg.data.few_shot_pool == cfg.data.path
+
+
+def test_report_on_the_runs_gives_the_gains_of_sweep_md(swept, tmp_path):
+    """`report` on the sweep's runs prints every gain cell of sweep.md, interval included: the same baselines
+    (origin; the mean single paraphrase at each run's K, standard block), facts and resamples."""
+    from selfens_pl.commands.report import main as report
+
+    def rows(text: str) -> list[list[str]]:  # the table rows after "## Gains"
+        return [[c.strip() for c in line.strip("|").split("|")] for line in text.split("## Gains")[1].splitlines()
+                if line.startswith("| ")]
+
+    expected = {f"{c[0]}_k{c[1]}_m{c[2]}": c[4:6] for c in rows((swept / "sweep.md").read_text()) if c[1].isdigit()}
+    out, _ = report([*map(str, sorted((swept / "runs").iterdir())), "--out", str(tmp_path / "r.md"),
+                     "--resamples", "200"])
+    printed = {c[0]: c[4:6] for c in rows(out.read_text().split("## Accuracy against coverage")[0])}
+    assert len(expected) > 30 and {name: printed.get(name) for name in expected} == expected

@@ -8,6 +8,9 @@ row per run (method, model, n, accuracy, EM, F1, questions/s); a ``per_prompt`` 
 paraphrase index and the oracle, the share of questions that at least one paraphrase answers correctly (an upper
 bound for any rule that picks one paraphrase's answer).
 
+Gains: every run's gain over origin and over the mean single paraphrase, each with a paired bootstrap 95% interval
+over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.stats`).
+
 Accuracy against coverage: answer only the most confident x% of a run's records and score those. Confidence is
 each record's ``mean_prob`` (``--confidence mean_prob``, the default: mean token probability of the answer; an
 empty answer, ``None``, ranks last) or its ``agreement`` (``--confidence agreement``: share of paraphrases agreeing
@@ -293,19 +296,45 @@ def draw_coverage(runs: list[Run], curves: list[list[float] | None], out: str | 
     return save_figure(fig, out)
 
 
+def _sweep_k(run: Run) -> int | None:
+    """The K (paraphrases fused) a ``sweep`` run's summary gives; ``None`` for a predict run."""
+    k = run.summary.get("k")
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+
 def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[str, str]:
     """Markdown table (and its note) of every run's gain over origin and over the mean single paraphrase, each with
     a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.stats`). Baselines come from the
     runs given: origin is a run of method ``origin``, else paraphrase 0 (standard block) of a ``per_prompt`` run;
     the mean single paraphrase is a ``per_prompt`` run's per-fact mean over its paraphrases with the standard
-    block. A missing baseline is "–", never guessed."""
+    block, over paraphrases ``< K`` for a run whose summary gives its ``k`` (a ``sweep`` run: the same baseline as
+    ``sweep.md``). A missing baseline is "–", never guessed; so is a baseline with no fact in common with the run
+    (runs on other data), said in the note. A gain over fewer facts than the run answered says ``(n=...)``."""
     from selfens_pl.stats import aligned, paired_bootstrap, per_fact
 
     per_prompt = next((r for r in runs if r.method == "per_prompt"), None)
     origin_run = next((r for r in runs if r.method == "origin"), None)
     origin = per_fact(origin_run.records) if origin_run else \
         per_fact(per_prompt.records, paraphrase_index=0, block_index=0) if per_prompt else None
-    single = per_fact(per_prompt.records, block_index=0) if per_prompt else None
+    origin_name = f"origin (`{origin_run.path.name}`)" if origin_run else \
+        f"origin (paraphrase 0 of `{per_prompt.path.name}`)" if per_prompt else "origin"
+    answered = 1 + max((int(r["paraphrase_index"]) for r in per_prompt.records
+                        if r.get("paraphrase_index") is not None), default=-1) if per_prompt else 0
+    singles: dict[int | None, dict[str, float]] = {}  # K (None: every paraphrase) -> per-fact mean single
+    problems: list[str] = []
+
+    def single_for(run: Run) -> dict[str, float] | None:
+        k = _sweep_k(run)
+        if per_prompt is None:
+            return None
+        if k is not None and k > answered:
+            problems.append(f"`{run.path.name}` fused K={k} paraphrases, `{per_prompt.path.name}` answered "
+                            f"{answered}: no mean single paraphrase at its K")
+            return None
+        if k not in singles:
+            singles[k] = per_fact(per_prompt.records, block_index=0, max_index=k)
+        return singles[k]
+
     header = ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for run, label in zip(runs, run_labels(runs)):
@@ -315,21 +344,28 @@ def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[
         if not own:
             continue
         cells = []
-        for base in (origin, single):
+        for base, name in ((origin, origin_name), (single_for(run), "the mean single paraphrase")):
             if base is None:
                 cells.append("–")
                 continue
-            _, a, b = aligned(own, base, (f"run {run.path.name!r}", "its baseline"))
-            cells.append(paired_bootstrap(a, b, resamples, seed).format())
+            try:
+                ids, a, b = aligned(own, base, (f"`{run.path.name}`", name))
+            except ValueError as exc:  # runs on other data: said, not fatal
+                problems.append(str(exc))
+                cells.append("–")
+                continue
+            cell = paired_bootstrap(a, b, resamples, seed).format()
+            cells.append(cell if len(ids) == len(own) else f"{cell} (n={len(ids)})")
         lines.append("| " + " | ".join([run.path.name, label, str(len(own)), _pct(sum(own.values()) / len(own))]
                                        + cells) + " |")
+    single_name = (f"the mean over the paraphrases of `{per_prompt.path.name}` (standard few-shot block"
+                   + ("; over paraphrases < K for a run that gives its K" if any(k is not None for k in singles)
+                      else "") + ")") if per_prompt else "– (no per_prompt run given)"
     note = (f"Gains in points with paired bootstrap 95% intervals ({resamples:,} resamples of the facts both runs "
             f"answered, seed {seed}). Origin: " + (f"run `{origin_run.path.name}`" if origin_run else
                                                    f"paraphrase 0 of `{per_prompt.path.name}`" if per_prompt else
                                                    "– (no origin or per_prompt run given)")
-            + "; mean single paraphrase: " + (f"the mean over the paraphrases of `{per_prompt.path.name}` (standard "
-                                              "few-shot block)" if per_prompt else "– (no per_prompt run given)")
-            + ".")
+            + f"; mean single paraphrase: {single_name}." + "".join(f" '–': {p}." for p in problems))
     return "\n".join(lines), note
 
 
@@ -350,6 +386,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resamples < 1:
         raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     return args
 
 
