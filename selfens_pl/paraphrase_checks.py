@@ -26,6 +26,7 @@ Lemmas come from the same blank-English spaCy pipeline as the lemma-match metric
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -33,25 +34,40 @@ from dataclasses import dataclass
 import torch
 
 #: Text checks that can be switched on or off (``--checks``), in the order they are reported.
-TEXT_CHECKS = ("question", "type", "length", "content")
+TEXT_CHECKS = ("question", "type", "length", "content", "numbers", "new")
 #: Every failure name a record can carry (``empty``, ``copy`` and ``duplicate`` are always on).
 FAILURES = ("empty",) + TEXT_CHECKS + ("copy", "duplicate", "judge")
 
 QUESTION_WORDS = frozenset("what which who whom whose where when why how".split())
 AUXILIARIES = frozenset("is are was were am do does did can could will would shall should may might must has have "
                         "had".split())
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-#: ``what/which <noun>`` asking for a place or a time is a where / when question.
-PLACE_NOUNS = frozenset("city cities country countries state states place places town towns continent region county "
-                        "province island location nation part area".split())
-TIME_NOUNS = frozenset("year years date time day month century decade age era period season".split())
+_WORD = re.compile(r"\[mask\]|[a-z0-9]+(?:'[a-z]+)?")
+_NUMBER = re.compile(r"^\d+(?:st|nd|rd|th|s)?$")
+MASK = "[mask]"
+#: Nouns that name a kind of answer: a what/which question naming one of them may be asked with that kind's
+#: question word ("what is X's birthplace?" / "where was X born?", "which actress ..." / "who ...").
+KIND_NOUNS: dict[str, frozenset[str]] = {
+    "where": frozenset("city cities country countries state states place places town towns continent region county "
+                       "province island location nation area capital birthplace hometown homeland village district "
+                       "territory headquarters".split()),
+    "when": frozenset("year years date time day month century decade era period season".split()),
+    "who": frozenset("person persons man men woman women actor actress actors author writer inventor creator founder "
+                     "president leader king queen player singer artist wife husband son daughter father mother "
+                     "brother sister coach director owner member child children parents boyfriend girlfriend "
+                     "character".split()),
+    "quantity": frozenset("number population amount size height length distance weight percentage".split()),
+}
+#: Nouns that say only the kind of answer or hold its slot ("what city ...", "the name of ...", "what kind of ..."):
+#: ``content`` leaves them to ``type`` ("what city is the capital ..." / "what is the capital ...").
+SLOT_NOUNS = frozenset("name names kind kinds type types sort thing things one city cities country countries state "
+                       "states place places town towns location nation area region year years date time day month "
+                       "person persons man men woman women".split())
 QUANTITY_WORDS = frozenset("many much old long tall big large far high deep".split())
-#: Endings that extend a lemma of fewer than 4 letters into a related word (``win`` -> ``winner``).
-SHORT_SUFFIXES = frozenset("s es r er ers ner n an ian i ese ish".split())
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words (letters/digits, with an inner apostrophe): what length and copy compare."""
+    """Lower-cased words (letters/digits, with an inner apostrophe; ``[MASK]`` as one word): what length and copy
+    compare."""
     return _WORD.findall(text.lower())
 
 
@@ -63,10 +79,25 @@ def is_question(text: str) -> bool:
     return tokens[0] in AUXILIARIES or any(t in QUESTION_WORDS for t in tokens)
 
 
+def is_cloze(text: str) -> bool:
+    """A fill-in-the-blank statement (MyriadLAMA's form): it holds ``[MASK]``, the answer's place."""
+    return MASK in text.lower()
+
+
+def same_form(original: str, candidate: str) -> bool:
+    """The candidate asks in the original's form: a cloze keeps exactly one ``[MASK]`` (as a statement or a
+    question), a question stays a question (:func:`is_question`), anything else is unconstrained."""
+    if is_cloze(original):
+        return candidate.lower().count(MASK) == 1
+    if original.rstrip().endswith("?"):
+        return is_question(candidate)
+    return True
+
+
 def answer_type(text: str) -> str:
-    """The kind of answer a question asks for, from its first question word: ``who`` (who/whom/whose), ``where``
-    (also what/which + a place noun, within two words), ``when`` (also what/which + a time noun), ``quantity`` (how
-    many/much/old/...), ``why``, ``how``, ``what`` (any other what/which), or ``yes/no`` (no question word)."""
+    """The kind of answer its first question word asks for: ``who`` (who/whom/whose), ``where``, ``when``,
+    ``quantity`` (how many/much/old/...), ``why``, ``how``, ``what`` (what/which: the kind is in its nouns,
+    :func:`noun_kinds`), or ``yes/no`` (no question word)."""
     tokens = words(text)
     for i, token in enumerate(tokens):
         if token in ("who", "whom", "whose"):
@@ -76,39 +107,73 @@ def answer_type(text: str) -> str:
         if token == "how":
             return "quantity" if tokens[i + 1:i + 2] and tokens[i + 1] in QUANTITY_WORDS else "how"
         if token in ("what", "which"):
-            after = tokens[i + 1:i + 3]
-            if any(t in PLACE_NOUNS for t in after):
-                return "where"
-            if any(t in TIME_NOUNS for t in after):
-                return "when"
             return "what"
     return "yes/no"
 
 
+def noun_kinds(text: str) -> set[str]:
+    """The kinds whose nouns (:data:`KIND_NOUNS`, possessive or not) the text names."""
+    tokens = {t.removesuffix("'s") for t in words(text)}
+    return {kind for kind, nouns in KIND_NOUNS.items() if tokens & nouns}
+
+
+def same_type(original: str, candidate: str) -> bool:
+    """Both ask for the same kind of answer: the same question word's kind, or a what/which question that names a
+    noun of the other's kind ("what is X's birthplace?" asks where; "which actress ...?" asks who). Two what/which
+    questions agree here (their nouns are ``content``'s business); who / where / when / quantity / why / how /
+    yes-no never agree with one another. A cloze is not checked (the ``[MASK]`` is its answer's place)."""
+    if is_cloze(original):
+        return True
+    a, b = answer_type(original), answer_type(candidate)
+    if a == b:
+        return True
+    if a == "what":
+        return b in noun_kinds(original)
+    if b == "what":
+        return a in noun_kinds(candidate)
+    return False
+
+
 def content_lemmas(text: str) -> list[str]:
-    """Lemmas of ``text``'s content words (not stop words, not punctuation or spaces), in order, without repeats."""
+    """Lemmas of ``text``'s content words, in order, without repeats: not stop words, punctuation, numbers,
+    ``[MASK]``, or the nouns of :data:`SLOT_NOUNS` (``type`` checks those)."""
     from selfens_pl.metrics import _get_nlp
 
+    kind_nouns = SLOT_NOUNS
     seen: list[str] = []
-    for tok in _get_nlp()(text.lower()):
-        if tok.is_stop or tok.is_punct or tok.is_space:
+    for tok in _get_nlp()(text.lower().replace(MASK, " ")):
+        if tok.is_stop or tok.is_punct or tok.is_space or tok.like_num or tok.lower_ in kind_nouns:
             continue
         lemma = tok.lemma_.lower().strip("'")
-        if lemma and any(c.isalnum() for c in lemma) and lemma not in seen:
+        if lemma and any(c.isalpha() for c in lemma) and lemma not in kind_nouns and lemma not in seen:
             seen.append(lemma)
     return seen
 
 
+def numbers(text: str) -> set[str]:
+    """The numbers a text names ("2010", "1990s", "4th"): a changed year or count asks something else."""
+    return {t for t in words(text) if _NUMBER.match(t)}
+
+
 def lemma_kept(lemma: str, candidates: list[str]) -> bool:
-    """``lemma`` is among ``candidates``, or one of the two extends the other (the shorter of >= 4 letters, or the
-    ending in :data:`SHORT_SUFFIXES`)."""
+    """``lemma`` is among ``candidates``, or the two share a stem: a common start of at least 4 letters that
+    leaves at most 2 letters of the shorter word (``jamaica`` / ``jamaicans``, ``italy`` / ``italians``, ``china`` /
+    ``chinese``, ``invent`` / ``inventor``), or the shorter (< 4 letters) extended by a derivational ending (``win``
+    / ``winner``, not ``art`` / ``arthur``)."""
     for other in candidates:
         if other == lemma:
             return True
         short, long_ = sorted((lemma, other), key=len)
-        if long_.startswith(short) and (len(short) >= 4 or long_[len(short):] in SHORT_SUFFIXES):
+        common = len(os.path.commonprefix([short, long_]))
+        if common >= 4 and common >= len(short) - 2:
+            return True
+        if len(short) < 4 and long_.startswith(short) and long_[len(short):] in SHORT_SUFFIXES:
             return True
     return False
+
+
+#: Endings that extend a lemma of fewer than 4 letters into a related word (``win`` -> ``winner``).
+SHORT_SUFFIXES = frozenset("s es r er ers ner n an ian i ese ish".split())
 
 
 def content_kept(original: str, candidate: str) -> float:
@@ -118,6 +183,12 @@ def content_kept(original: str, candidate: str) -> float:
         return 1.0
     have = content_lemmas(candidate)
     return sum(lemma_kept(lemma, have) for lemma in need) / len(need)
+
+
+def content_new(original: str, candidate: str) -> int:
+    """How many of ``candidate``'s content lemmas the original does not have (up to a shared stem)."""
+    have = content_lemmas(original)
+    return sum(not lemma_kept(lemma, have) for lemma in content_lemmas(candidate))
 
 
 def copy_key(text: str) -> str:
@@ -130,7 +201,8 @@ class CheckSettings:
     """Which text checks run, and their thresholds (every field is a ``paraphrase`` flag of the same name)."""
 
     checks: tuple[str, ...] = TEXT_CHECKS
-    min_content: float = 1.0
+    min_content: float = 0.5
+    max_new: int = 1
     min_length_ratio: float = 0.5
     max_length_ratio: float = 2.0
 
@@ -142,6 +214,8 @@ class CheckSettings:
                              f"{list(TEXT_CHECKS)} (or [] for none)")
         if not 0 <= self.min_content <= 1:
             raise ValueError(f"--min_content must be in [0, 1], got {self.min_content}")
+        if self.max_new < 0:
+            raise ValueError(f"--max_new must be >= 0, got {self.max_new}")
         if not 0 < self.min_length_ratio <= 1 <= self.max_length_ratio:
             raise ValueError(f"--min_length_ratio must be in (0, 1] and --max_length_ratio >= 1, got "
                              f"{self.min_length_ratio} and {self.max_length_ratio}")
@@ -157,9 +231,9 @@ def text_failures(original: str, candidate: str, settings: CheckSettings) -> lis
         return ["empty"]
     failed = []
     on = set(settings.checks)
-    if "question" in on and not is_question(candidate):
+    if "question" in on and not same_form(original, candidate):
         failed.append("question")
-    if "type" in on and answer_type(candidate) != answer_type(original):
+    if "type" in on and not same_type(original, candidate):
         failed.append("type")
     if "length" in on:
         n, m = len(words(candidate)), max(1, len(words(original)))
@@ -167,6 +241,10 @@ def text_failures(original: str, candidate: str, settings: CheckSettings) -> lis
             failed.append("length")
     if "content" in on and content_kept(original, candidate) < settings.min_content - 1e-9:
         failed.append("content")
+    if "numbers" in on and numbers(candidate) != numbers(original):
+        failed.append("numbers")
+    if "new" in on and content_new(original, candidate) > settings.max_new:
+        failed.append("new")
     if copy_key(candidate) == copy_key(original):
         failed.append("copy")
     return failed
