@@ -95,9 +95,10 @@ def same_form(original: str, candidate: str) -> bool:
 
 
 def answer_type(text: str) -> str:
-    """The kind of answer its first question word asks for: ``who`` (who/whom/whose), ``where``, ``when``,
-    ``quantity`` (how many/much/old/...), ``why``, ``how``, ``what`` (what/which: the kind is in its nouns,
-    :func:`noun_kinds`), or ``yes/no`` (no question word)."""
+    """The kind of answer a question asks for, from its first question word: ``who`` (who/whom/whose), ``where``,
+    ``when``, ``quantity`` (how many/much/old/...), ``why``, ``how``; a what/which directly followed (within two
+    words) by a noun of a kind (:data:`KIND_NOUNS`: "which city", "in what year", "which actress") asks for that
+    kind, any other ``what``; no question word: ``yes/no``."""
     tokens = words(text)
     for i, token in enumerate(tokens):
         if token in ("who", "whom", "whose"):
@@ -107,21 +108,22 @@ def answer_type(text: str) -> str:
         if token == "how":
             return "quantity" if tokens[i + 1:i + 2] and tokens[i + 1] in QUANTITY_WORDS else "how"
         if token in ("what", "which"):
-            return "what"
+            after = set(tokens[i + 1:i + 3])
+            return next((kind for kind, nouns in KIND_NOUNS.items() if after & nouns), "what")
     return "yes/no"
 
 
 def noun_kinds(text: str) -> set[str]:
-    """The kinds whose nouns (:data:`KIND_NOUNS`, possessive or not) the text names."""
+    """The kinds whose nouns (:data:`KIND_NOUNS`, possessive or not) the text names anywhere."""
     tokens = {t.removesuffix("'s") for t in words(text)}
     return {kind for kind, nouns in KIND_NOUNS.items() if tokens & nouns}
 
 
 def same_type(original: str, candidate: str) -> bool:
-    """Both ask for the same kind of answer: the same question word's kind, or a what/which question that names a
-    noun of the other's kind ("what is X's birthplace?" asks where; "which actress ...?" asks who). Two what/which
-    questions agree here (their nouns are ``content``'s business); who / where / when / quantity / why / how /
-    yes-no never agree with one another. A cloze is not checked (the ``[MASK]`` is its answer's place)."""
+    """Both ask for the same kind of answer (:func:`answer_type`), or one is a plain what-question that names a noun
+    of the other's kind ("what is X's birthplace?" / "where was X born?", "what is the capital of X?" / "which city
+    is X's capital?"). Otherwise who / where / when / quantity / why / how / what / yes-no never agree ("in what year
+    ...?" is not "what language ...?"). A cloze is not checked (its ``[MASK]`` is the answer's place)."""
     if is_cloze(original):
         return True
     a, b = answer_type(original), answer_type(candidate)
