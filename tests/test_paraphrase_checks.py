@@ -17,6 +17,8 @@ from selfens_pl.paraphrase_checks import (
     content_kept,
     content_lemmas,
     content_new,
+    is_name,
+    names_lost,
     format_statistics,
     is_question,
     judge_question,
@@ -54,7 +56,7 @@ def test_good_paraphrases_pass_every_check(text):
     ("what?", ["length", "content"]),
     ("what language is spoken by the people who live on the caribbean island nation of jamaica in the west indies?",
      ["length", "new"]),
-    ("what language do people in france speak?", ["new"]),  # the subject changed: "france" is new
+    ("what language do people in france speak?", ["content", "new"]),  # the subject changed: a name lost
     ("what do jamaican people eat in 2010?", ["numbers"]),  # keeps half the content; the year is new
     ("What does Jamaican people speak ?", ["copy"]),  # case, spacing and punctuation do not make it new
     ("  ", ["empty"]),
@@ -134,14 +136,27 @@ def test_content_lemmas_and_stem_rule():
     assert numbers("the 1990s, in 2010, the 4th") == {"1990s", "2010", "4th"}
 
 
+def test_names_must_all_be_kept():
+    assert is_name("ethiopia") and is_name("bieber") and is_name("xqzzyville")  # rare, or not in the table
+    assert not is_name("currency") and not is_name("minister") and not is_name("invent")
+    original = "who is the prime minister of ethiopia?"
+    assert names_lost(original, "who is the prime minister of brazil?") == ["ethiopia"]
+    assert text_failures(original, "who is the prime minister of brazil?", ALL) == ["content"]  # 2 of 3 kept
+    assert names_lost(original, "who is ethiopia's prime minister?") == []
+    assert names_lost("where is jamaica?", "where is the jamaican island?") == []  # a shared stem keeps it
+
+
 def test_thresholds_and_switches():
-    text = "what language do people in france speak?"  # keeps 2 of 3 content lemmas, adds "language", "france"
+    text = "what language do jamaican people speak in france?"  # keeps everything, adds "language", "france"
     assert content_new(ORIGINAL, text) == 2
     assert text_failures(ORIGINAL, text, CheckSettings(max_new=1)) == ["new"]
     assert text_failures(ORIGINAL, text, CheckSettings(max_new=2)) == []
     assert text_failures(ORIGINAL, "what language do jamaicans speak?", CheckSettings(max_new=0)) == ["new"]
-    assert text_failures(ORIGINAL, "what do the people speak?", CheckSettings(min_content=0.5)) == []
-    assert text_failures(ORIGINAL, "what do the people speak?", CheckSettings(min_content=0.7)) == ["content"]
+    plain = "what currency do people accept there?"  # no name: only the share counts
+    assert content_kept(plain, "what currency do people take there?") == pytest.approx(2 / 3)
+    assert text_failures(plain, "what currency do people take there?", CheckSettings(min_content=0.5)) == []
+    assert text_failures(plain, "what currency do people take there?", CheckSettings(min_content=0.7)) == ["content"]
+    assert text_failures(ORIGINAL, "what do the people speak?", ALL) == ["content"]  # "jamaican", a name, lost
     assert text_failures(ORIGINAL, "French language", CheckSettings(checks=())) == []  # all text checks off
     assert text_failures(ORIGINAL, ORIGINAL.upper(), CheckSettings(checks=())) == ["copy"]  # always on
     assert text_failures(ORIGINAL, "French language", CheckSettings(checks=("question",))) == ["question"]
