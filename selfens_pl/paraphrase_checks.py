@@ -3,24 +3,27 @@
 A generated paraphrase is kept only if it passes every enabled check; each failed check is reported by name:
 
 * ``empty`` (always on): nothing left after taking the generation's first line;
-* ``question``: it ends with ``?`` and contains a question word (what, which, who, whom, whose, where, when, why,
-  how) or starts with an auxiliary verb (is, does, can, ...): "French language" is not a question;
-* ``type``: it asks for the same kind of answer as the original (:func:`answer_type`: who, where, when, quantity,
-  why, how, what, yes/no): "where did jane mansfield die?" is not asked by "in what year did jane mansfield die?";
+* ``question``: it keeps the original's form (:func:`same_form`): a question stays a question (ends with ``?`` and
+  has a question word or starts with an auxiliary verb: "French language" is not one), a cloze keeps one ``[MASK]``;
+* ``type``: it asks for the same kind of answer (:func:`same_type`: who, where, when, quantity, why, how, what,
+  yes/no; "which city" / "in what year" ask where / when, and a plain what-question agrees with a kind it names a
+  noun of): "in what year did jane mansfield die?" does not ask "where did jane mansfield die?";
 * ``length``: its word count is within ``[min_length_ratio, max_length_ratio]`` times the original's (and at
   least 2 words): rambling 30-token generations and one-word fragments fail;
-* ``content``: it keeps at least ``min_content`` of the original's content lemmas (:func:`content_lemmas`: spaCy's
-  lookup lemmas of the words that are neither stop words nor punctuation, so names, nouns, verbs and numbers); a
-  lemma counts as kept when the paraphrase has the same lemma, or one of the two extends the other, by anything
-  when the shorter has at least 4 letters (``jamaica`` / ``jamaican``, ``russia`` / ``russian``), by a
-  derivational ending otherwise (``win`` / ``winner``, not ``art`` / ``arthur``);
+* ``content``: it keeps at least ``min_content`` of the original's content lemmas (:func:`content_lemmas`: spaCy
+  lemmas of the words that are not stop words, numbers or kind / slot nouns) and every one of its names
+  (:func:`is_name`: rarer than :data:`NAME_LOG_PROB`); a lemma is kept up to a shared stem (:func:`lemma_kept`);
+* ``numbers``: it names the same numbers (a year, a count);
+* ``new``: it adds at most ``max_new`` content lemmas the original does not have (:func:`content_new`);
 * ``copy`` (always on): it is the original again up to case, punctuation and spacing;
 * ``duplicate`` (always on, applied by the caller): it repeats a paraphrase already kept for the question;
 * ``judge`` (optional, :class:`EquivalenceJudge`): the model itself, asked whether the two questions ask for the
   same information, must prefer ``yes`` over ``no`` by ``margin`` nats. Only candidates that pass the text
   checks are judged.
 
-Lemmas come from the same blank-English spaCy pipeline as the lemma-match metric (no model download).
+Lemmas come from the same blank-English spaCy pipeline as the lemma-match metric, word frequencies from
+spacy-lookups-data (no model download). The defaults were chosen on the labelled benchmark of
+tests/fixtures/paraphrase_benchmark/ (scripts/paraphrase_checks_eval.py; README).
 """
 
 from __future__ import annotations

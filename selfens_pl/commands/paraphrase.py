@@ -9,8 +9,9 @@ Method: a paraphrasing instruction plus five worked examples in the package's ``
 (:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling slots per question,
 slot ``r`` of attempt ``a`` sampled with its own seed ``seed + a * num_paraphrases + r``, first line of the
 generation kept. All slots of a question share one prefill (its KV cache is copied once per slot). Each candidate
-goes through :mod:`selfens_pl.paraphrase_checks` (is a question, sane length, keeps the original's content words,
-not a copy, not a duplicate of a kept paraphrase, optionally the model's own yes/no judgement); a rejected slot is
+goes through :mod:`selfens_pl.paraphrase_checks` (same form and kind of answer, sane length, keeps half the
+original's content words and all its names and numbers, adds at most one, not a copy, not a duplicate of a kept
+paraphrase, optionally the model's own yes/no judgement); a rejected slot is
 sampled again with the next attempt's seed, up to ``max_retries`` times. A question whose slots are still not all
 filled is written with fewer paraphrases and ``short: true``; a bad candidate never pads a group.
 
