@@ -3,8 +3,8 @@
 #   dev:      WebQuestions train questions 200-299: temperature 0.5 / 0.7 / 1.0 / 1.5 (top_p 0.9) -> acceptance and
 #             the accuracy of origin, avg and max over the checked paraphrases (and avg over the unchecked samples
 #             at 1.5, the seed's setting); the temperature is chosen here.
-#   held-out: the first 200 train questions at the chosen temperature: origin, per_prompt, avg, max,
-#             flex shared_prefix (and vote, when selfens_pl.heads.VoteHead exists).
+#   held-out: the first 200 train questions at the chosen temperature, default checks: origin, per_prompt, avg,
+#             max, prob_avg, entropy_weighted, vote, flex shared_prefix.
 # Every step resumes or reuses what is already written. Then: python scripts/paraphrase_table.py
 #   bash scripts/paraphrase_study.sh dev            # the temperature sweep
 #   bash scripts/paraphrase_study.sh heldout 1.0    # the held-out table at temperature 1.0
@@ -33,6 +33,8 @@ ORIGIN='{"class_path":"selfens_pl.heads.OriginHead"}'
 PER_PROMPT='{"class_path":"selfens_pl.heads.PerPromptHead"}'
 AVG='{"class_path":"selfens_pl.heads.LogitFusion","init_args":{"method":"avg"}}'
 MAX='{"class_path":"selfens_pl.heads.LogitFusion","init_args":{"method":"max"}}'
+PROB_AVG='{"class_path":"selfens_pl.heads.LogitFusion","init_args":{"method":"prob_avg"}}'
+ENTROPY='{"class_path":"selfens_pl.heads.LogitFusion","init_args":{"method":"entropy_weighted"}}'
 FLEX='{"class_path":"selfens_pl.heads.FlexFusion","init_args":{"layout":"shared_prefix","backend":"dense"}}'
 VOTE='{"class_path":"selfens_pl.heads.VoteHead"}'
 
@@ -52,17 +54,15 @@ case "${1:-}" in
     t=${2:?the chosen temperature}
     paraphrase heldout 0 200 "$t"
     predict heldout heldout_origin "$ORIGIN"
-    predict heldout heldout_per_prompt "$PER_PROMPT"
     predict heldout heldout_avg "$AVG"
-    predict heldout heldout_max "$MAX"
+    predict heldout heldout_prob_avg "$PROB_AVG"
+    predict heldout heldout_entropy_weighted "$ENTROPY"
+    predict heldout heldout_vote "$VOTE"
     predict heldout heldout_flex_shared_prefix "$FLEX"
+    predict heldout heldout_max "$MAX"
+    predict heldout heldout_per_prompt "$PER_PROMPT"
     $PY scripts/paraphrase_unchecked.py "$OUT/heldout.jsonl" "$OUT/heldout_unchecked.jsonl"
     predict heldout_unchecked heldout_unchecked_avg "$AVG"
-    if $PY -c "import selfens_pl.heads as h; h.VoteHead" 2>/dev/null; then
-      predict heldout heldout_vote "$VOTE"
-    else
-      echo "[study] selfens_pl.heads.VoteHead not available: no vote row"
-    fi
     ;;
   *) echo "usage: $0 dev | heldout TEMPERATURE" >&2; exit 2 ;;
 esac

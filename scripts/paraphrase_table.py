@@ -83,8 +83,9 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     base = summary(out, "heldout_origin")
     for label, name in [("origin", "heldout_origin"), ("per_prompt", "heldout_per_prompt"), ("avg", "heldout_avg"),
-                        ("max", "heldout_max"), ("flex shared_prefix", "heldout_flex_shared_prefix"),
-                        ("vote", "heldout_vote"), ("avg, unchecked samples", "heldout_unchecked_avg")]:
+                        ("prob_avg", "heldout_prob_avg"), ("entropy_weighted", "heldout_entropy_weighted"),
+                        ("vote", "heldout_vote"), ("flex shared_prefix", "heldout_flex_shared_prefix"),
+                        ("max", "heldout_max"), ("avg, unchecked samples", "heldout_unchecked_avg")]:
         s = summary(out, name)
         if s is None:
             continue

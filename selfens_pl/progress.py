@@ -38,11 +38,11 @@ class ProgressBar:
         self.done = self.start_done = int(done)
         self.stream = stream or sys.stdout
         self.every = max(1, every or (self.total - self.done) // 10)
-        self.start = time.perf_counter()
         self._last_line = self.done
         self._live = None
         if getattr(self.stream, "isatty", lambda: False)():
             self._live = self._rich_bar()
+        self.start = time.perf_counter()  # after drawing the bar: importing its columns is no work done
 
     # -- figures ---------------------------------------------------------------------------------------------------
     def elapsed(self) -> float:

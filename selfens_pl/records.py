@@ -2,7 +2,8 @@
 
 :func:`read_records` reads a local ``.jsonl`` / ``.json`` / ``.parquet`` file, a ``datasets.save_to_disk``
 directory, or (for anything else) a Hugging Face hub id; the ``check_*`` helpers raise one ``ValueError`` naming
-the source, the line (or record) and the field.
+the source, the line (or record) and the field. A ``.jsonl`` / ``.json`` file that is not UTF-8 is refused with its
+byte offset (:func:`decode_utf8`), never read with replacement characters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+def decode_utf8(data: bytes, source) -> str:
+    """``data`` decoded as UTF-8, or a ValueError naming ``source``, the offset of the first bad byte and its line
+    (a file saved as Latin-1 or UTF-16, say): the one line a user error prints."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{source}: not UTF-8 at byte {exc.start} (line {line}: byte 0x{data[exc.start]:02x}); "
+                         "save the file as UTF-8") from None
+
+
 def read_records(source: str, split: str | None = None, *, allow_hub: bool = True):
     """Return ``(unit, [(number, record), ...])`` for ``source``.
 
@@ -40,21 +52,23 @@ def read_records(source: str, split: str | None = None, *, allow_hub: bool = Tru
         low = path.lower()
         if low.endswith(".jsonl"):
             out = []
-            with open(path, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        out.append((lineno, json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{source}: line {lineno}: invalid JSON ({exc.msg})") from None
+            with open(path, "rb") as fh:
+                text = decode_utf8(fh.read(), source)
+            for lineno, line in enumerate(text.split("\n"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{source}: line {lineno}: invalid JSON ({exc.msg})") from None
             return "line", out
         if low.endswith(".json"):
-            with open(path, encoding="utf-8") as fh:
-                try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{source}: invalid JSON ({exc})") from None
+            with open(path, "rb") as fh:
+                text = decode_utf8(fh.read(), source)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{source}: invalid JSON ({exc})") from None
             if not isinstance(data, list):
                 raise ValueError(f"{source}: a .json source must hold a list of records, got {type(data).__name__}")
             return "record", list(enumerate(data, 1))

@@ -91,7 +91,7 @@ TABLE = {  # (question, seed) -> generation; k=3, seed=10: attempt a, slot r -> 
     (Q1, 13): "in jamaica, what language do people speak?",  # slot 0, attempt 1: kept
     (Q1, 15): "What language is spoken in Jamaica?",  # slot 2, attempt 1: the original again
     (Q1, 18): "",  # slot 2, attempt 2
-    (Q1, 21): "what is spoken in jamaica?",  # slot 2, attempt 3: lost "language"; slot 2 stays empty
+    (Q1, 21): "what currency is used in jamaica?",  # slot 2, attempt 3: another relation; slot 2 stays empty
     (Q2, 10): "who is the writer of hamlet?", (Q2, 11): "who was hamlet written by?",
     (Q2, 12): "who wrote hamlet",  # no question mark, and the original again
     (Q2, 15): "hamlet was written by whom?",  # slot 2, attempt 1: kept
@@ -125,7 +125,7 @@ def test_paraphrase_groups_checks_and_regenerates_with_new_seeds():
             {"text": "Which language do people in Jamaica speak ?", "seed": 12, "attempt": 0, "failed": ["duplicate"]},
             {"text": "What language is spoken in Jamaica?", "seed": 15, "attempt": 1, "failed": ["copy"]},
             {"text": "", "seed": 18, "attempt": 2, "failed": ["empty"]},
-            {"text": "what is spoken in jamaica?", "seed": 21, "attempt": 3, "failed": ["content"]},
+            {"text": "what currency is used in jamaica?", "seed": 21, "attempt": 3, "failed": ["content"]},
         ]}
     assert recs[1] == {
         "id": "b", "question": Q2, "answers": [], "short": False,
@@ -144,7 +144,7 @@ def test_without_text_checks_only_empty_copy_and_duplicate_reject():
     groups = [{"id": "a", "paraphrases": [Q1], "answers": []}]
     rec = paraphrase_groups(table_sampler([]), groups, 3, 10, 3)[0]  # the default check: no text checks
     assert rec["paraphrases"] == [Q1, "French language", "which language do people in jamaica speak?",
-                                  "what is spoken in jamaica?"]
+                                  "what currency is used in jamaica?"]
     assert [x["failed"] for x in rec["rejected"]] == [["duplicate"], ["copy"], ["empty"]]
 
 
@@ -282,7 +282,8 @@ def test_configs_parse(monkeypatch):
     assert (cfg.source, cfg.split, cfg.start, cfg.limit, cfg.num_paraphrases) == (
         "../shared/data/webquestions/train.jsonl", "train", 0, 200, 4)
     assert (cfg.temperature, cfg.top_p) == (paraphrase.DEFAULT_TEMPERATURE, paraphrase.DEFAULT_TOP_P)
-    assert cfg.checks == ["question", "type", "length", "content"] and cfg.output is None
+    assert cfg.checks == ["question", "type", "length", "content", "numbers", "new"] and cfg.output is None
+    assert (cfg.min_content, cfg.max_new) == (CheckSettings.min_content, CheckSettings.max_new)  # the defaults
     seed = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_seed_webqa.yaml"])
     assert (seed.temperature, seed.top_p, seed.max_new_tokens) == (1.5, 0.9, 30)  # the seed's values
     assert seed.output != cfg.output

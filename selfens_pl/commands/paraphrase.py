@@ -9,8 +9,9 @@ Method: a paraphrasing instruction plus five worked examples in the package's ``
 (:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling slots per question,
 slot ``r`` of attempt ``a`` sampled with its own seed ``seed + a * num_paraphrases + r``, first line of the
 generation kept. All slots of a question share one prefill (its KV cache is copied once per slot). Each candidate
-goes through :mod:`selfens_pl.paraphrase_checks` (is a question, sane length, keeps the original's content words,
-not a copy, not a duplicate of a kept paraphrase, optionally the model's own yes/no judgement); a rejected slot is
+goes through :mod:`selfens_pl.paraphrase_checks` (same form and kind of answer, sane length, keeps half the
+original's content words and all its names and numbers, adds at most one, not a copy, not a duplicate of a kept
+paraphrase, optionally the model's own yes/no judgement); a rejected slot is
 sampled again with the next attempt's seed, up to ``max_retries`` times. A question whose slots are still not all
 filled is written with fewer paraphrases and ``short: true``; a bad candidate never pads a group.
 
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Callable
 
 from selfens_pl.models import EMBEDDED_MODEL
+from selfens_pl.progress import ProgressBar
+from selfens_pl.records import decode_utf8
 from selfens_pl.paraphrase_checks import (
     TEXT_CHECKS,
     CheckSettings,
@@ -146,7 +149,7 @@ def resume_jsonl(path: str | Path, check: Callable[[int, dict], None], tool: str
             fh.truncate(end)
         print(f"[{tool}] {path}: dropped a half-written last line ({len(data) - end} bytes)")
     records: dict[str, dict] = {}
-    for number, line in enumerate(data[:end].decode("utf-8").split("\n"), 1):
+    for number, line in enumerate(decode_utf8(data[:end], path).split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -248,6 +251,8 @@ def build_parser():
                              "empty, copy and duplicate rejections (selfens_pl/paraphrase_checks.py documents each)")
     parser.add_argument("--min_content", type=float, default=CheckSettings.min_content,
                         help="content: share of the original's content lemmas a paraphrase must keep")
+    parser.add_argument("--max_new", type=int, default=CheckSettings.max_new,
+                        help="new: most content lemmas a paraphrase may add that the original does not have")
     parser.add_argument("--min_length_ratio", type=float, default=CheckSettings.min_length_ratio,
                         help="length: fewest words, as a multiple of the original's")
     parser.add_argument("--max_length_ratio", type=float, default=CheckSettings.max_length_ratio,
@@ -264,7 +269,7 @@ def build_parser():
 
 #: Settings that decide what a record holds: a file written with other values is not resumed.
 SETTINGS_KEYS = ("model", "source", "split", "num_paraphrases", "temperature", "top_p", "max_new_tokens", "seed",
-                 "max_retries", "checks", "min_content", "min_length_ratio", "max_length_ratio", "judge",
+                 "max_retries", "checks", "min_content", "max_new", "min_length_ratio", "max_length_ratio", "judge",
                  "judge_margin")
 
 
@@ -298,8 +303,8 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError("--batch_size must be >= 1 and --max_retries >= 0")
     if cfg.start < 0:
         raise ValueError(f"--start must be >= 0, got {cfg.start}")
-    checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.min_length_ratio,
-                                       cfg.max_length_ratio)
+    checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.max_new, cfg.min_length_ratio,
+                           cfg.max_length_ratio)
     from selfens_pl.sources import load_webqa, webqa_groups
 
     groups = webqa_groups(load_webqa(cfg.source, cfg.split), id_prefix=f"webqa-{cfg.split}")
@@ -349,13 +354,12 @@ def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, fi
         gens = sampler.sample(prompt_batch(decoder, prompts, items), [s for row in seeds for s in row], repeat)
         return [[g.text for g in gens[i * repeat:(i + 1) * repeat]] for i in range(len(items))]
 
-    for first in range(0, len(todo), cfg.batch_size):
-        records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries,
-                                    checker)
-        for rec in records:
-            rec["paraphraser"] = cfg.model
-        append_jsonl(output, records)
-        short = sum(r["short"] for r in records)
-        print(f"[paraphrase] {first_done + first + len(records)}/{total} records "
-              f"({time.perf_counter() - start:.1f}s; this batch: {short} short)", flush=True)
+    with ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
+        for first in range(0, len(todo), cfg.batch_size):
+            records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries,
+                                        checker)
+            for rec in records:
+                rec["paraphraser"] = cfg.model
+            append_jsonl(output, records)
+            bar.advance(len(records))
     print(f"[paraphrase] wrote {len(todo)} records to {output} in {time.perf_counter() - start:.1f}s")
