@@ -340,9 +340,14 @@ class ParaphraseDataModule(LightningDataModule):
 
 def _is_grouped_myriadlama(path: str) -> bool:
     """A local JSONL whose first record is already grouped by fact (``manual_paraphrases``), not hub rows."""
+    from selfens_pl.records import decode_utf8
+
     local = Path(path).expanduser()
     if not local.is_file() or local.suffix != ".jsonl":
         return False
-    with local.open(encoding="utf-8") as fh:
-        first = next((line for line in fh if line.strip()), "{}")
-    return "manual_paraphrases" in json.loads(first)
+    text = decode_utf8(local.read_bytes(), path)  # one line naming the byte, as every other reader
+    first = next((line for line in text.splitlines() if line.strip()), "{}")
+    try:
+        return "manual_paraphrases" in json.loads(first)
+    except json.JSONDecodeError:
+        return False  # not grouped: the row reader reports the broken line

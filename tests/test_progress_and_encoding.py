@@ -60,3 +60,15 @@ def test_command_line_prints_one_line_and_exits_2(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"selfens_pl: error: {path}: not UTF-8 at byte 55 (line 2: byte 0xe9); save the file as UTF-8"]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_myriadlama_file_that_is_not_utf8_is_one_error_naming_the_byte(tmp_path):
+    """The data module peeks at a local MyriadLAMA file to tell grouped facts from hub rows: through the same
+    decoder, so the first line's bad byte is the same one-line error."""
+    from selfens_pl.data import ParaphraseDataModule
+
+    path = tmp_path / "facts.jsonl"
+    path.write_bytes(b'{"uuid": "caf\xe9", "answers": ["a"], "manual_paraphrases": ["[MASK] x."]}\n')
+    dm = ParaphraseDataModule(path=str(path), source="myriadlama", task="myriadlama")
+    with pytest.raises(ValueError, match=r"facts\.jsonl: not UTF-8 at byte 13 \(line 1: byte 0xe9\)"):
+        dm.setup()
