@@ -254,12 +254,14 @@ class Sweep:
 
 def generic_rows(head, members: int) -> int:
     """Rows a head decodes per group of ``members`` members (FlexFusion: one fused sequence)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion
+    from selfens_pl.heads import FlexFusion, LogitFusion, RerankHead
 
     if isinstance(head, FlexFusion):
         return 1
     if isinstance(head, LogitFusion):
         return members + head.content_free_rows(members)
+    if isinstance(head, RerankHead) and head.fused is not None:
+        return members + 1  # the fused candidate's own row
     return members
 
 
