@@ -240,7 +240,11 @@ def main(argv: list[str] | None = None) -> None:
             status = None if debug_enabled() else _failed_process_status()
             _stop_launched_processes()
             if status is not None:  # another process failed first and printed why; this error is its consequence
-                sys.exit(status)
+                # at once: tearing the interpreter down with a broken process group can abort in C++ (gloo's
+                # threads: "terminate called without an active exception", status -6 instead of the peer's)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
             raise
         rank = _rank()
         if rank:  # rank 0 reports an error every process meets, and stops the others before this wakes up

@@ -47,6 +47,10 @@ def test_threshold_above_one_is_the_ensemble(make, tiny_lm, template, groups):
 def test_with_blocks_the_cheap_members_differ_in_block_and_the_ensemble_reuses_them(tiny_lm, template, groups):
     data = with_blocks(groups)  # 3 paraphrases x 3 blocks
     assert cheap_members(data[0], 3) == [0, 4, 8]  # paraphrase j with block j
+    one = with_blocks([dict(g, paraphrases=g["paraphrases"][:1]) for g in groups])[0]  # K = 1, M = 3
+    assert cheap_members(one, 3) == [0, 1, 2]  # paraphrase 0 with each block
+    two = with_blocks([dict(g, paraphrases=g["paraphrases"][:2]) for g in groups])[0]  # K = 2, M = 3
+    assert cheap_members(two, 6) == [0, 3, 2, 5, 4, 1] and cheap_members(two, 2) == [0, 3]
     prompts = tiny_lm.prompts(template)
     cascade = CascadeHead(first=3, threshold=1.01).generate(tiny_lm.decoder, prompts, data)
     assert gens(cascade) == gens(RerankHead().generate(tiny_lm.decoder, prompts, data))

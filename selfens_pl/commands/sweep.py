@@ -139,14 +139,19 @@ class Sweep:
         self.cfg, self.grid, self.groups, self.decoder, self.prompts = cfg, grid, groups, decoder, prompts
         self.out = Path(cfg.output_dir)
         self.lemmas = Lemmas()
+        self._matches: dict[tuple, bool] = {}
         data = {k: v for k, v in vars(cfg.data).items() if k not in ("batch_size", "num_workers")}
         self.base = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop, "data": data,
                      "ids": hashlib.sha256("\n".join(g["id"] for g in groups).encode()).hexdigest()}
 
     def is_match(self, prediction: str, answers: list[str]) -> bool:
+        """The lemma rule, memoised: the derived methods match the same few answers of a fact many times."""
         from selfens_pl.metrics import is_match
 
-        return is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
+        key = (prediction, tuple(answers))
+        if key not in self._matches:
+            self._matches[key] = is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
+        return self._matches[key]
 
     def batches(self, groups: list[dict]):
         """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""

@@ -184,11 +184,16 @@ class Deriver:
             cheap_tokens.append(sum(fact["q_tokens"][j] for j in picked)
                                 + sum(fact["block_tokens"][b - 1] for b in blocks))
         n, size = len(self.groups), len(subset)
-        thresholds = sorted({0.0, 1.01} | {conf for _, conf, _, _ in stage})
+        thresholds = sorted({conf for _, conf, _, _ in stage})
+        if len(thresholds) > 21:  # a continuous signal (mean_prob): its 21 quantiles draw the same curve
+            thresholds = [thresholds[round(i * (len(thresholds) - 1) / 20)] for i in range(21)]
+        thresholds = sorted({0.0, 1.01} | set(thresholds))
+        # each answer matched once: a curve over hundreds of thresholds (mean_prob) re-matches nothing
+        first_right = [self.is_match(s[0]["prediction"], g["answers"]) for g, s in zip(self.groups, stage)]
+        final_right = [self.is_match(f[0]["prediction"], g["answers"]) for g, f in zip(self.groups, final)]
         curve = []
         for t in thresholds:
-            right = sum(self.is_match((s[0] if s[1] >= t else f[0])["prediction"], g["answers"])
-                        for g, s, f in zip(self.groups, stage, final))
+            right = sum(a if s[1] >= t else b for s, a, b in zip(stage, first_right, final_right))
             rows = sum(s[2] + (0 if s[1] >= t else size - s[2]) for s in stage)
             curve.append((t, right / n, rows / n))
         records, rows, tokens = [], 0, 0.0

@@ -1,7 +1,8 @@
 """``CascadeHead``: a cheap answer first, the ensemble only where that answer is unsure.
 
 Stage 1 answers every group with ``first`` cheap members (:func:`cheap_members`: paraphrase ``j`` with few-shot
-block ``j mod M``, so with blocks the cheap answers also differ in their demonstrations) and takes their vote
+block ``j mod M``, so with blocks the cheap answers also differ in their demonstrations; with fewer paraphrases
+than ``first``, the same paraphrase with other blocks) and takes their vote
 (:func:`selfens_pl.agreement.vote`; with ``first=1``: that member's answer). Its confidence is
 
 * ``agreement``: the share of the cheap answers that agree with the voted one (needs ``first >= 2``): when two or
@@ -27,10 +28,13 @@ from selfens_pl.heads.base import FusionHead, member_items, prompt_batch
 
 
 def cheap_members(group: dict, first: int) -> list[int]:
-    """Member indices (block-major, :func:`selfens_pl.demos.members`) of the first stage: paraphrase ``j`` with
-    block ``j mod M`` for ``j < min(first, K)``."""
+    """Member indices (block-major, :func:`selfens_pl.demos.members`) of the first stage: the first ``first``
+    (paraphrase ``p``, block ``b``) pairs down the diagonals of the K x M grid, ordered by ``(b - p) mod M``, then
+    ``p``. With ``K >= first`` that is paraphrase ``j`` with block ``j mod M``; with fewer paraphrases than ``first``
+    (K = 1, M = 3) the other members are the same paraphrase with the other blocks, never one member twice."""
     k, m = len(group["paraphrases"]), num_blocks(group)
-    return [(j % m) * k + j for j in range(min(first, k))]
+    pairs = sorted(((p, b) for p in range(k) for b in range(m)), key=lambda pb: ((pb[1] - pb[0]) % m, pb[0]))
+    return [b * k + p for p, b in pairs[:first]]
 
 
 class CascadeHead(FusionHead):
