@@ -345,8 +345,13 @@ def _is_grouped_myriadlama(path: str) -> bool:
     local = Path(path).expanduser()
     if not local.is_file() or local.suffix != ".jsonl":
         return False
-    text = decode_utf8(local.read_bytes(), path)  # one line naming the byte, as every other reader
-    first = next((line for line in text.splitlines() if line.strip()), "{}")
+    head = b""  # the file up to its first record: the reader reads the rest (and reports a bad byte there)
+    with local.open("rb") as fh:
+        for raw in fh:
+            head += raw
+            if raw.strip():
+                break
+    first = decode_utf8(head, path).strip() or "{}"  # one line naming the byte, as every other reader
     try:
         return "manual_paraphrases" in json.loads(first)
     except json.JSONDecodeError:

@@ -67,6 +67,8 @@ SLOT_NOUNS = frozenset("name names kind kinds type types sort thing things one c
                        "states place places town towns location nation area region year years date time day month "
                        "person persons man men woman women".split())
 QUANTITY_WORDS = frozenset("many much old long tall big large far high deep".split())
+#: Endings that extend a lemma of fewer than 4 letters into a related word (``win`` -> ``winner``).
+SHORT_SUFFIXES = frozenset("s es r er ers ner n an ian i ese ish".split())
 #: A content word rarer than this (natural log of its frequency in spaCy's English lexeme table, about 1 in 1.2
 #: million words; or absent from it) is taken for a name: ``content`` wants every one of them kept. WebQuestions'
 #: entities sit below it (ethiopia -17.1, bieber -14.4, poland -14.7), the words paraphrases reword above it
@@ -148,17 +150,23 @@ def same_type(original: str, candidate: str) -> bool:
 def content_lemmas(text: str) -> list[str]:
     """Lemmas of ``text``'s content words, in order, without repeats: not stop words, punctuation, numbers,
     ``[MASK]``, or the nouns of :data:`SLOT_NOUNS` (``type`` checks those)."""
+    return list(_content_lemmas(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_lemmas(text: str) -> tuple[str, ...]:
+    """:func:`content_lemmas`, kept: ``content`` and ``new`` read both texts' lemmas, and one original is checked
+    against every candidate sampled for it, so each text goes through spaCy once."""
     from selfens_pl.metrics import _get_nlp
 
-    kind_nouns = SLOT_NOUNS
     seen: list[str] = []
     for tok in _get_nlp()(text.lower().replace(MASK, " ")):
-        if tok.is_stop or tok.is_punct or tok.is_space or tok.like_num or tok.lower_ in kind_nouns:
+        if tok.is_stop or tok.is_punct or tok.is_space or tok.like_num or tok.lower_ in SLOT_NOUNS:
             continue
         lemma = tok.lemma_.lower().strip("'")
-        if lemma and any(c.isalpha() for c in lemma) and lemma not in kind_nouns and lemma not in seen:
+        if lemma and any(c.isalpha() for c in lemma) and lemma not in SLOT_NOUNS and lemma not in seen:
             seen.append(lemma)
-    return seen
+    return tuple(seen)
 
 
 def numbers(text: str) -> set[str]:
@@ -182,9 +190,6 @@ def lemma_kept(lemma: str, candidates: list[str]) -> bool:
             return True
     return False
 
-
-#: Endings that extend a lemma of fewer than 4 letters into a related word (``win`` -> ``winner``).
-SHORT_SUFFIXES = frozenset("s es r er ers ner n an ian i ese ish".split())
 
 
 @functools.lru_cache(maxsize=1)

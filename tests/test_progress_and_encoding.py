@@ -72,3 +72,16 @@ def test_a_myriadlama_file_that_is_not_utf8_is_one_error_naming_the_byte(tmp_pat
     dm = ParaphraseDataModule(path=str(path), source="myriadlama", task="myriadlama")
     with pytest.raises(ValueError, match=r"facts\.jsonl: not UTF-8 at byte 13 \(line 1: byte 0xe9\)"):
         dm.setup()
+
+
+def test_a_bad_byte_after_the_first_myriadlama_record_is_the_readers_error(tmp_path):
+    """The peek reads only up to the first record; a bad byte further down is the grouped reader's one-line error,
+    with its offset in the whole file."""
+    from selfens_pl.data import ParaphraseDataModule
+
+    path = tmp_path / "facts.jsonl"
+    good = b'{"uuid": "u1", "answers": ["a"], "manual_paraphrases": ["[MASK] x."]}\n'
+    path.write_bytes(b"\n" + good + b'{"uuid": "caf\xe9", "answers": ["a"], "manual_paraphrases": ["[MASK] y."]}\n')
+    dm = ParaphraseDataModule(path=str(path), source="myriadlama", task="myriadlama")
+    with pytest.raises(ValueError, match=rf"facts\.jsonl: not UTF-8 at byte {1 + len(good) + 13} \(line 3: byte 0xe9\)"):
+        dm.setup()

@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Callable
 
 from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.progress import ProgressBar
-from selfens_pl.records import decode_utf8
 from selfens_pl.paraphrase_checks import (
     TEXT_CHECKS,
     CheckSettings,
@@ -47,6 +45,8 @@ from selfens_pl.paraphrase_checks import (
     format_statistics,
     paraphrase_statistics,
 )
+from selfens_pl.progress import ProgressBar
+from selfens_pl.records import decode_utf8
 
 PARAPHRASE_INSTRUCTION = (
     "Paraphrase the question: ask for exactly the same information using different words and a different "

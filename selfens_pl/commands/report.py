@@ -403,9 +403,9 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     note = "" if not missing else (f"\n\n'–': no {args.confidence} on the records of {', '.join(missing)} (a run "
                                    "made before records carried it, agreement not computed, or unscored records).")
     gains, gains_note = gains_table(runs, args.resamples, args.seed)
-    text = render_markdown(runs) + f"\n## Gains\n\n{gains}\n\n{gains_note}\n" + (f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over "
-                                    "coverages 1/N .. 1 (%); acc@x%: accuracy of the most confident x% of the "
-                                    f"records.{note}\n")
+    text = (render_markdown(runs) + f"\n## Gains\n\n{gains}\n\n{gains_note}\n"
+            + f"\n## Accuracy against coverage\n\n{coverage}\n\narea: mean accuracy over coverages 1/N .. 1 (%); "
+            f"acc@x%: accuracy of the most confident x% of the records.{note}\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     draw_chart(runs, png)
