@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from selfens_pl.attention import GENERATED, FlexSettings, dense_mask
-from selfens_pl.data import demo_few_shot, demo_path
-from selfens_pl.decoding import GreedyDecoder, left_pad, pad_token_id
+from selfens_pl.data.datamodule import demo_few_shot, demo_path
+from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
+from selfens_pl.engine.attention import GENERATED, FlexSettings, dense_mask
+from selfens_pl.engine.decoding import GreedyDecoder, left_pad, pad_token_id
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead
 from selfens_pl.heads.flex import build_layout
-from selfens_pl.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
 
 SHAPES = {  # random weights in a real model's shape (for GPU timing where no checkpoint can be downloaded)
     "llama3.2_3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
@@ -42,7 +42,7 @@ SHAPES = {  # random weights in a real model's shape (for GPU timing where no ch
 
 
 def load(args):
-    from selfens_pl.models import load_model_and_tokenizer
+    from selfens_pl.engine.models import load_model_and_tokenizer
 
     dtype = getattr(torch, args.dtype)
     if not args.random_shape:
@@ -50,12 +50,13 @@ def load(args):
         return model.to(args.device), tok
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from selfens_pl.attention import ATTN_IMPLEMENTATION, register_attention
-    from selfens_pl.models import resolve_model_name
+    from selfens_pl.engine.attention import ATTN_IMPLEMENTATION, register_attention
+    from selfens_pl.engine.models import resolve_model_name
 
     register_attention()
     if args.tokenizer == "tiny":  # no checkpoint needed: the test suite's BPE tokenizer
-        from selfens_pl.testing import build_tiny_tokenizer
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's tiny models
+        from tiny_models import build_tiny_tokenizer
 
         tok = build_tiny_tokenizer()
     else:

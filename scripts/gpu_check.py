@@ -21,18 +21,20 @@ import argparse
 import copy
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
-from selfens_pl.data import demo_few_shot
-from selfens_pl.decoding import GreedyDecoder
+from selfens_pl.data.datamodule import demo_few_shot
+from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
+from selfens_pl.engine.decoding import GreedyDecoder
+from selfens_pl.engine.models import load_model_and_tokenizer
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.models import load_model_and_tokenizer
-from selfens_pl.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
-from selfens_pl.testing import build_tiny_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models: the test suite's checkpoints
 from bench import SHAPES, groups  # noqa: E402
+from tiny_models import build_tiny_model  # noqa: E402
 
 #: flex's bf16 error against the float32 reference may be at most this multiple of dense's.
 FLEX_ERROR_FACTOR = 2.0
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     if not args.skip_3b:
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        from selfens_pl.attention import ATTN_IMPLEMENTATION
+        from selfens_pl.engine.attention import ATTN_IMPLEMENTATION
 
         config = LlamaConfig(**SHAPES[args.big_shape], bos_token_id=1, eos_token_id=2)
         config._attn_implementation = ATTN_IMPLEMENTATION

@@ -11,7 +11,7 @@
 # Outputs (when $OUT is set): gpu_check.txt, bench_gpu.txt, bench_gpu.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD:$PWD/tests:${PYTHONPATH:-}"  # tests/tiny_models.py: the tiny checkpoints PYTHONUNBUFFERED=1
 out=${OUT:-$(mktemp -d)}
 status=0
 python scripts/gpu_check.py --device cuda 2>&1 | tee "$out/gpu_check.txt" || status=1

@@ -39,7 +39,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def demo_groups() -> list[dict]:
-    from selfens_pl.data import demo_path
+    from selfens_pl.data.datamodule import demo_path
 
     return read_jsonl(Path(demo_path()))
 

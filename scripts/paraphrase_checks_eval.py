@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paraphrase_benchmark import load_benchmark  # noqa: E402
 
-from selfens_pl.paraphrase_checks import TEXT_CHECKS, CheckSettings, text_failures  # noqa: E402
+from selfens_pl.scoring.paraphrase_checks import TEXT_CHECKS, CheckSettings, text_failures  # noqa: E402
 
 #: (part, label) columns of the table: a part with both labels (generated) gets one column per label.
 COLUMNS = [("human_questions", 1), ("human_statements", 1), ("different_questions", 0), ("different_statements", 0),
@@ -92,8 +92,8 @@ def main() -> None:
     print(table_row("default set, tuning half", summarise(bench, default_kept, "tune")))
     print(table_row("default set, held-out half", summarise(bench, default_kept, "heldout")))
     if args.judge:
-        from selfens_pl.commands.paraphrase import load_decoder
-        from selfens_pl.paraphrase_checks import EquivalenceJudge
+        from selfens_pl.engine.models import load_decoder
+        from selfens_pl.scoring.paraphrase_checks import EquivalenceJudge
 
         judge = EquivalenceJudge(load_decoder(args.model, 1, "cpu"))
         scores = {p: judge.scores([(r["original"], r["candidate"]) for r in rows]) for p, rows in bench.items()}

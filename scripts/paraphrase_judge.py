@@ -14,9 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from selfens_pl.commands.paraphrase import load_decoder
-from selfens_pl.data import demo_path
-from selfens_pl.paraphrase_checks import EquivalenceJudge
+from selfens_pl.data.datamodule import demo_path
+from selfens_pl.engine.models import load_decoder
+from selfens_pl.scoring.paraphrase_checks import EquivalenceJudge
 
 
 def auc(pos: list[float], neg: list[float]) -> float:

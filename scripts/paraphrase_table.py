@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from selfens_pl.paraphrase_checks import paraphrase_statistics
+from selfens_pl.scoring.paraphrase_checks import paraphrase_statistics
 
 
 def read_jsonl(path: Path) -> list[dict]:

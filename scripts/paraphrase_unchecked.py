@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from selfens_pl.paraphrase_checks import copy_key
+from selfens_pl.scoring.paraphrase_checks import copy_key
 
 
 def unchecked(record: dict, seed: int, k: int, max_retries: int) -> dict:

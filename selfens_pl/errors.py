@@ -26,7 +26,7 @@ with the worker's traceback in its message, a ``ddp_spawn`` process's error as `
 rule is applied to the original exception, read from that text (the source line of its last frame shows whether it
 was a ``raise`` statement). Under ``--trainer.strategy ddp`` every process runs this command: a process other than
 rank 0 names its rank and reports a moment later, so that an error every process meets (a broken data file) is
-reported once, by rank 0, which stops the other processes as it fails (:class:`selfens_pl.cli.SelfEnsembleCLI`).
+reported once, by rank 0, which stops the other processes as it fails (:class:`selfens_pl.lit.cli.SelfEnsembleCLI`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ LIGHTNING_FLAG_CHECK = "accelerator_connector.py"
 _RAISE = dis.opmap["RAISE_VARARGS"]
 _OS_ERRORS = {"OSError", "IOError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "IsADirectoryError",
               "PermissionError", "ConnectionError", "TimeoutError"}
+
+
+class UserError(ValueError):
+    """A mistake in what the user gave (a flag, a config key, a data file, a record, a path): the command prints its
+    message on one line and exits with status 2. A ``ValueError`` subclass, so ``except ValueError`` still catches
+    it. Raised by the package wherever it checks its input; anything else that fails is a bug."""
 
 
 class UsageError(Exception):

@@ -1,4 +1,4 @@
-"""Fixtures on tiny real models (:mod:`selfens_pl.testing`): nothing is downloaded."""
+"""Fixtures on tiny real models (:mod:`tiny_models`): nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from selfens_pl.data import demo_few_shot, demo_path
-from selfens_pl.prompts import WEBQA_INSTRUCTION, PromptTemplate
-from selfens_pl.testing import build_tiny_model  # noqa: F401  (tests import it from here too)
+from tiny_models import build_tiny_model  # noqa: F401  (tests import it from here too)
+
+from selfens_pl.data.datamodule import demo_few_shot, demo_path
+from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -33,7 +34,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
     """A configured :class:`SelfEnsembleLM` on the tiny model (origin head, no stop string)."""
-    from selfens_pl.module import SelfEnsembleLM
+    from selfens_pl.lit.module import SelfEnsembleLM
 
     lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=8, stop=None)
     lm.configure_model()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfens_pl.commands.ask import main
 from selfens_pl.cli import main as cli_main
+from selfens_pl.commands.ask import main
 
 QUESTION = "what language do people speak in costa rica?"
 PARAPHRASES = ["what language is spoken in costa rica?", "which language do people in costa rica speak?"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfens_pl.content_free import PLACEHOLDER, content_free_prompts, recover_subject
-from selfens_pl.fusion import fuse_logits
+from selfens_pl.data.content_free import PLACEHOLDER, content_free_prompts, recover_subject
+from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
+from selfens_pl.engine.fusion import fuse_logits
 from selfens_pl.heads import FlexFusion, LogitFusion
-from selfens_pl.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "myriadlama" / "dev.jsonl"
@@ -67,7 +67,7 @@ def test_recover_subject_rules():
 
 def test_recovered_subject_is_the_hub_rows_sub_ent():
     """On the fixture's hub rows the subject is known (sub_ent); recovery from the paraphrases finds the same."""
-    from selfens_pl.sources import group_myriadlama, load_myriadlama_rows
+    from selfens_pl.data.sources import group_myriadlama, load_myriadlama_rows
 
     facts = group_myriadlama(load_myriadlama_rows(str(FIXTURES / "myriadlama_rows_tiny.jsonl")))
     checked = 0
@@ -82,7 +82,7 @@ def test_recovered_subject_is_the_hub_rows_sub_ent():
 def test_myriadlama_groups_carry_the_subject():
     """Hub rows give sub_ent; a grouped file gets the subject recovered from all of a fact's paraphrases (manual and
     automatic), also when only one paraphrase is asked."""
-    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.data.datamodule import ParaphraseDataModule
 
     rows = ParaphraseDataModule(path=str(FIXTURES / "myriadlama_rows_tiny.jsonl"), source="myriadlama",
                                 task="myriadlama", num_manual=1, test_size=3)
@@ -195,7 +195,7 @@ def test_calibrated_head_without_a_subject_names_the_record(tiny_lm, lama_templa
 
 
 def test_fine_tuning_a_calibrated_head_is_refused(tiny_lm, lama_template):
-    from selfens_pl.training import answer_loss
+    from selfens_pl.lit.training import answer_loss
 
     with pytest.raises(ValueError, match="calibration='subject'"):
         answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg", calibration="subject"),

@@ -4,11 +4,10 @@ group's answer is one of the two, and the records count the decoded rows."""
 from __future__ import annotations
 
 import pytest
+from test_demos import with_blocks
 
 from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, RerankHead, VoteHead
 from selfens_pl.heads.cascade import cheap_members
-
-from test_demos import with_blocks
 
 
 def gens(records):

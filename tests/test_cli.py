@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import build_tiny_model
-from selfens_pl import errors
-from selfens_pl.cli import build_cli, main
-from selfens_pl.commands.report import ORACLE_LABEL, load_run
-from selfens_pl.data import demo_path, load_groups
-from selfens_pl.writer import PREDICTIONS, SUMMARY
 from test_ddp import write_config, write_groups
+
+from selfens_pl import errors
+from selfens_pl.cli import main
+from selfens_pl.commands.report import ORACLE_LABEL, load_run
+from selfens_pl.data.datamodule import demo_path, load_groups
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
 
 ROOT = Path(__file__).resolve().parents[1]
 ERROR = "selfens_pl: error: "
@@ -172,7 +173,7 @@ def test_debug_shows_the_traceback(runs):
     status, out, err = runs["debug"]
     assert status == 1, err[-3000:]
     assert "Traceback (most recent call last)" in err
-    assert err.strip().splitlines()[-1].startswith(f"ValueError: {runs['files']['broken']}: line 2: invalid JSON")
+    assert err.strip().splitlines()[-1].startswith(f"selfens_pl.errors.UserError: {runs['files']['broken']}: line 2: invalid JSON")
     assert ERROR not in err
 
 

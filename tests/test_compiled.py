@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.decoding import GreedyDecoder
+from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 
 HEADS = {
@@ -44,7 +44,7 @@ def data():
     import json
     from pathlib import Path
 
-    from selfens_pl.data import demo_path
+    from selfens_pl.data.datamodule import demo_path
 
     recs = [json.loads(line) for line in Path(demo_path()).read_text().splitlines()[:5]]
     sizes = [3, 3, 2, 3, 1]
@@ -106,7 +106,7 @@ def test_inductor_fusion_with_a_changing_batch_size(head):
     """The compiled fusion + argmax under inductor as the decoder calls it: one static compile, then a dynamic one
     for every later group count. A calibrated rule splits its content-free rows off by shape; sliced with a
     shape-derived bound, inductor (torch 2.13, CPU) returned garbage and NaN once the batch went dynamic."""
-    from selfens_pl.decoding import fuse_and_pick
+    from selfens_pl.engine.decoding import fuse_and_pick
 
     torch._dynamo.reset()
     compiled = torch.compile(fuse_and_pick, fullgraph=True, dynamic=None, backend="inductor")
@@ -161,7 +161,7 @@ def test_a_compile_failure_names_the_flag(tiny_lm, template, data):
             return logits.mean(1)
         return logits.amax(1)
 
-    from selfens_pl.heads.base import prompt_batch
+    from selfens_pl.engine.batches import prompt_batch
 
     n = 3
     items = [(g, p) for g in data[:2] for p in g["paraphrases"]]

@@ -11,13 +11,13 @@ import torch
 
 from selfens_pl.commands import confidence
 from selfens_pl.commands.confidence import agreement, sample_seed
-from selfens_pl.data import ParaphraseDataModule, demo_few_shot, demo_path, load_confidences
-from selfens_pl.decoding import GreedyDecoder, no_fusion
+from selfens_pl.data.datamodule import ParaphraseDataModule, demo_few_shot, demo_path, load_confidences
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.batches import prompt_batch
+from selfens_pl.engine.decoding import GreedyDecoder, no_fusion
+from selfens_pl.engine.fusion import fuse_logits
+from selfens_pl.engine.sampling import Sampler
 from selfens_pl.heads import LogitFusion
-from selfens_pl.heads.base import prompt_batch
-from selfens_pl.fusion import fuse_logits
-from selfens_pl.prompts import PromptTokenizer
-from selfens_pl.sampling import Sampler
 
 M = 8
 # one-token answers at temperature 0.5 make the random tiny model agree with itself sometimes: varied confidences

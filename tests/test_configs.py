@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfens_pl.cli import build_cli
-from selfens_pl.data import ParaphraseDataModule
+from selfens_pl.data.datamodule import ParaphraseDataModule
+from selfens_pl.lit.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.decoding import GreedyDecoder, no_fusion
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.batches import rows_batch
+from selfens_pl.engine.decoding import GreedyDecoder, no_fusion
 from selfens_pl.heads import LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.heads.base import rows_batch
-from selfens_pl.prompts import PromptTokenizer
 
 
 def test_origin_equals_hf_generate(tiny_lm, template, groups):
@@ -91,8 +91,8 @@ def test_trainer_precision_sets_the_model_dtype(tiny_model_dir, tmp_path):
     """dtype comes from the Trainer: ``bf16-true`` loads the LM in bfloat16 and predict runs in it."""
     import lightning as L
 
-    from selfens_pl.data import ParaphraseDataModule
-    from selfens_pl.module import SelfEnsembleLM
+    from selfens_pl.data.datamodule import ParaphraseDataModule
+    from selfens_pl.lit.module import SelfEnsembleLM
 
     lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=3)
     data = ParaphraseDataModule(limit=2, batch_size=2)

@@ -1,18 +1,17 @@
-"""Demonstration blocks as an ensemble dimension (:mod:`selfens_pl.demos`): the draw, the data module, the decoder's
+"""Demonstration blocks as an ensemble dimension (:mod:`selfens_pl.data.demos`): the draw, the data module, the decoder's
 several shared prefixes, and every member-decoding head with blocks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from selfens_pl.data import ParaphraseDataModule
-from selfens_pl.demos import attach_blocks, cut_blocks, draw_blocks, load_pool, members
-from selfens_pl.heads import LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
-from selfens_pl.heads.base import prompt_batch, rows_batch
-from selfens_pl.fusion import no_fusion
-
 from conftest import SHARED
+
+from selfens_pl.data.datamodule import ParaphraseDataModule
+from selfens_pl.data.demos import attach_blocks, cut_blocks, draw_blocks, load_pool, members
+from selfens_pl.engine.batches import prompt_batch, rows_batch
+from selfens_pl.engine.fusion import no_fusion
+from selfens_pl.heads import LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 
 FIXTURE = "tests/fixtures/myriadlama_grouped_tiny.jsonl"
 DEV = str(SHARED / "myriadlama" / "dev.jsonl")

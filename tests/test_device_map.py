@@ -9,10 +9,10 @@ import sys
 import pytest
 from test_ddp import read_jsonl, write_config, write_groups
 
-from selfens_pl.cli import build_cli
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.module import SelfEnsembleLM
-from selfens_pl.writer import PREDICTIONS
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.module import SelfEnsembleLM
+from selfens_pl.lit.writer import PREDICTIONS
 
 HEADS = {
     "origin": OriginHead,

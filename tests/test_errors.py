@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import build_tiny_model
-from selfens_pl.cli import build_cli
-from selfens_pl.data import ParaphraseDataModule, load_groups
+
+from selfens_pl.data.datamodule import ParaphraseDataModule, load_groups
+from selfens_pl.engine.models import resolve_model_name
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.models import resolve_model_name
-from selfens_pl.module import SelfEnsembleLM
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.module import SelfEnsembleLM
 
 ROOT = Path(__file__).resolve().parents[1]
 

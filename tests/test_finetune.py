@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from selfens_pl.cli import build_cli
-from selfens_pl.training import answer_loss
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.training import answer_loss
 
 COMMON = ["--model.head.class_path", "selfens_pl.heads.FlexFusion",
           "--model.head.init_args.layout", "shared_prefix", "--model.max_new_tokens", "4",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.attention import GENERATED, PAD, PREFIX, dense_mask
-from selfens_pl.decoding import GreedyDecoder
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.attention import GENERATED, PAD, PREFIX, dense_mask
+from selfens_pl.engine.batches import rows_batch
+from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.heads import FlexFusion, OriginHead
-from selfens_pl.heads.base import rows_batch
 from selfens_pl.heads.flex import build_layout
-from selfens_pl.prompts import PromptTokenizer
 
 LAYOUTS = ("concat", "shared_prefix")
 

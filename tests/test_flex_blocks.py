@@ -1,4 +1,4 @@
-"""FlexFusion with few-shot blocks (:mod:`selfens_pl.demos`): one segment per member (paraphrase x block), each block's
+"""FlexFusion with few-shot blocks (:mod:`selfens_pl.data.demos`): one segment per member (paraphrase x block), each block's
 prefix seen only by its own questions, every member encoded as if asked alone with its block, M = 1 unchanged."""
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from selfens_pl.attention import GENERATED, PAD, PREFIX, block_mask, dense_mask
-from selfens_pl.commands.mask import main
-from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.demos import cut_blocks, members
-from selfens_pl.heads import FlexFusion
-from selfens_pl.heads.base import rows_batch
-from selfens_pl.heads.flex import build_layout, mask_for_picture
-
 from conftest import SHARED
 from test_demos import with_blocks
 from test_ragged import first_scores
+
+from selfens_pl.commands.mask import main
+from selfens_pl.data.demos import cut_blocks, members
+from selfens_pl.engine.attention import GENERATED, PAD, PREFIX, block_mask, dense_mask
+from selfens_pl.engine.batches import rows_batch
+from selfens_pl.engine.decoding import GreedyDecoder
+from selfens_pl.heads import FlexFusion
+from selfens_pl.heads.flex import build_layout, mask_for_picture
 
 LAYOUTS = ("concat", "shared_prefix")
 ROOT = Path(__file__).resolve().parents[1]

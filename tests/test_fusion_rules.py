@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from selfens_pl.fusion import RULES, fuse_logits, token_logprob
+from selfens_pl.engine.fusion import RULES, fuse_logits, token_logprob
 
 # one group, three paraphrases, vocabulary of four tokens
 LOGITS = torch.tensor([[[4.0, 0.0, 0.0, 0.0],
@@ -84,8 +84,8 @@ def test_token_logprob_is_the_fused_distribution():
 @pytest.mark.parametrize("method", ["avg", "max"])
 def test_generation_carries_each_tokens_fused_probability(method, tiny_lm, template, groups):
     """The decoder records, per answer token, its log-probability under the fused distribution it was picked from."""
+    from selfens_pl.engine.batches import prompt_batch
     from selfens_pl.heads import LogitFusion
-    from selfens_pl.heads.base import prompt_batch
 
     head, seen = LogitFusion(method), []
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfens_pl.attention import GENERATED, PREFIX
-from selfens_pl.heads.flex import mask_for_picture
 from selfens_pl.commands.mask import draw_mask, main
-from selfens_pl.prompts import PromptTokenizer
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.attention import GENERATED, PREFIX
+from selfens_pl.heads.flex import mask_for_picture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]

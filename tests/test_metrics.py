@@ -1,4 +1,4 @@
-"""Tests for selfens_pl.metrics on hand-made cases."""
+"""Tests for selfens_pl.scoring.metrics on hand-made cases."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.text import SQuAD
 
-from selfens_pl.metrics import LemmaMatchAccuracy, SquadScores, is_match, normalize_lemmas
+from selfens_pl.scoring.metrics import LemmaMatchAccuracy, SquadScores, is_match, normalize_lemmas
 
 
 # ---------------------------------------------------------------- normalize_lemmas

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from selfens_pl.commands import paraphrase
-from selfens_pl.data import ParaphraseDataModule, load_groups
-from selfens_pl.decoding import GreedyDecoder, no_fusion
-from selfens_pl.heads.base import rows_batch
 from selfens_pl.commands.paraphrase import first_line, paraphrase_groups
-from selfens_pl.paraphrase_checks import CheckSettings, ParaphraseChecker, copy_key, text_failures
-from selfens_pl.prompts import PromptTokenizer
-from selfens_pl.sampling import Sampler, sample_from_logits
-from selfens_pl.sources import load_webqa, webqa_groups
+from selfens_pl.data.datamodule import ParaphraseDataModule, load_groups
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.data.sources import load_webqa, webqa_groups
+from selfens_pl.engine.batches import rows_batch
+from selfens_pl.engine.decoding import GreedyDecoder, no_fusion
+from selfens_pl.engine.sampling import Sampler, sample_from_logits
+from selfens_pl.scoring.paraphrase_checks import CheckSettings, ParaphraseChecker, copy_key, text_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBQA = ROOT / "tests" / "fixtures" / "webqa_tiny.jsonl"
@@ -52,7 +52,7 @@ def test_sampling_reproducible_and_batch_independent(decoder, template, groups, 
         sampler = Sampler(decoder, temperature=1.5, top_p=0.9, max_new_tokens=8, stop=None)
         a, b, c = (g["paraphrases"][0] for g in groups)
         items = lambda qs: [(groups[0], q) for q in qs]  # noqa: E731
-        from selfens_pl.heads.base import prompt_batch
+        from selfens_pl.engine.batches import prompt_batch
 
         alone = sampler.sample(prompt_batch(decoder, prompts, items([a])), [1, 2, 3], repeat=3)
         again = sampler.sample(prompt_batch(decoder, prompts, items([a])), [1, 2, 3], repeat=3)
@@ -300,8 +300,8 @@ def test_predict_summary_states_the_paraphrase_file(written, tiny_model_dir, tmp
     from test_cli import predict_in_process
     from test_ddp import write_config, write_groups
 
-    from selfens_pl.paraphrase_checks import paraphrase_statistics
-    from selfens_pl.writer import SUMMARY
+    from selfens_pl.lit.writer import SUMMARY
+    from selfens_pl.scoring.paraphrase_checks import paraphrase_statistics
 
     out, text, _ = written
     config = write_config(tmp_path / "config.yaml", tiny_model_dir, out,

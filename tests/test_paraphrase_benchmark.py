@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfens_pl.paraphrase_checks import CheckSettings, text_failures
+from selfens_pl.scoring.paraphrase_checks import CheckSettings, text_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 

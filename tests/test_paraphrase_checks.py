@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.paraphrase_checks import (
+from selfens_pl.data.prompts import PromptTemplate
+from selfens_pl.engine.decoding import GreedyDecoder
+from selfens_pl.scoring.paraphrase_checks import (
     JUDGE_FEW_SHOT,
     JUDGE_INSTRUCTION,
     CheckSettings,
@@ -17,18 +18,17 @@ from selfens_pl.paraphrase_checks import (
     content_kept,
     content_lemmas,
     content_new,
-    is_name,
-    names_lost,
     format_statistics,
+    is_name,
     is_question,
     judge_question,
+    names_lost,
     numbers,
     paraphrase_statistics,
     same_form,
     same_type,
     text_failures,
 )
-from selfens_pl.prompts import PromptTemplate
 
 ORIGINAL = "what does jamaican people speak?"
 ALL = CheckSettings()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from selfens_pl.data.records import read_records
 from selfens_pl.progress import ProgressBar
-from selfens_pl.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_command_line_prints_one_line_and_exits_2(tmp_path):
 def test_a_myriadlama_file_that_is_not_utf8_is_one_error_naming_the_byte(tmp_path):
     """The data module peeks at a local MyriadLAMA file to tell grouped facts from hub rows: through the same
     decoder, so the first line's bad byte is the same one-line error."""
-    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.data.datamodule import ParaphraseDataModule
 
     path = tmp_path / "facts.jsonl"
     path.write_bytes(b'{"uuid": "caf\xe9", "answers": ["a"], "manual_paraphrases": ["[MASK] x."]}\n')
@@ -77,7 +77,7 @@ def test_a_myriadlama_file_that_is_not_utf8_is_one_error_naming_the_byte(tmp_pat
 def test_a_bad_byte_after_the_first_myriadlama_record_is_the_readers_error(tmp_path):
     """The peek reads only up to the first record; a bad byte further down is the grouped reader's one-line error,
     with its offset in the whole file."""
-    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.data.datamodule import ParaphraseDataModule
 
     path = tmp_path / "facts.jsonl"
     good = b'{"uuid": "u1", "answers": ["a"], "manual_paraphrases": ["[MASK] x."]}\n'

@@ -94,7 +94,7 @@ def test_report_table_values(runs, tmp_path, capsys):
 def test_report_gains_with_paired_intervals(runs, tmp_path, capsys):
     """avg vs origin: per fact [1, 1, 0, 1] - [1, 0, 0, 1], +25.0; vs the mean single paraphrase (per fact the
     mean of per_prompt's three answers: 1/3, 1/3, 0, 2/3): 75.0 - 33.3 = +41.7; origin vs itself: exactly 0."""
-    from selfens_pl.stats import paired_bootstrap
+    from selfens_pl.scoring.stats import paired_bootstrap
 
     origin, per_prompt, avg = runs
     out, _ = main([str(origin), str(per_prompt), str(avg), "--resamples", "1000", "--seed", "3"])
@@ -152,7 +152,7 @@ def test_report_gains_of_sweep_runs_use_the_mean_single_at_their_k(tmp_path):
     """avg_k2 against the mean single paraphrase at K = 2 (50%): +25.0, not +37.5 (the mean over all 4 paraphrases,
     37.5%); avg_k4 against K = 4: 75 - 37.5 = +37.5; the standard block only. K = 6 > the 4 paraphrases answered:
     "–" and said; origin at K = 1 against paraphrase 0, i.e. itself: exactly 0."""
-    from selfens_pl.stats import paired_bootstrap
+    from selfens_pl.scoring.stats import paired_bootstrap
 
     dirs = swept_runs(tmp_path / "runs")
     out, _ = main([*map(str, dirs.values()), "--out", str(tmp_path / "r.md"), "--resamples", "1000"])
@@ -173,7 +173,7 @@ def test_report_gains_of_sweep_runs_use_the_mean_single_at_their_k(tmp_path):
 def test_report_gains_over_the_facts_in_common_and_runs_on_other_data(runs, tmp_path):
     """A run that also answered q5 (no baseline has it) is compared on the 4 common facts, said by (n=4); a run on
     other data (no fact in common) gets "–" and a note naming it and the baseline: the report is still written."""
-    from selfens_pl.stats import paired_bootstrap
+    from selfens_pl.scoring.stats import paired_bootstrap
 
     origin, per_prompt, _ = runs
     wider = write_run(tmp_path / "wider", {"method": "max", "model": "tiny", "n": 5, "records": 5},

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from selfens_pl.engine.batches import prompt_batch, rows_batch
 from selfens_pl.heads import LogitFusion, OriginHead, RerankHead
-from selfens_pl.heads.base import prompt_batch, rows_batch
 from selfens_pl.heads.rerank import rerank_pass
-from selfens_pl.rerank import RERANK_RULES, best, candidates, combine
+from selfens_pl.scoring.rescoring import RERANK_RULES, best, candidates, combine
 
 # 3 members x 2 candidates: sequence log-probabilities; candidate 0 has 1 token, candidate 1 has 4
 TABLE = [[math.log(0.5), math.log(0.30)],

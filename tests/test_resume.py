@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from selfens_pl.cli import build_cli
-from selfens_pl.writer import PREDICTIONS, SUMMARY, check_resumable, read_done, read_part
 from test_ddp import read_jsonl, subprocess_env, write_config, write_groups
+
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, check_resumable, read_done, read_part
 
 N_GROUPS = 40
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from selfens_pl.sources import (
+from selfens_pl.data.sources import (
     group_myriadlama,
     load_myriadlama_groups,
     load_myriadlama_rows,
@@ -282,7 +282,7 @@ def test_select_paraphrases():
 
 _SUBPROCESS = """
 import json, sys
-from selfens_pl.sources import select_paraphrases, split_facts
+from selfens_pl.data.sources import select_paraphrases, split_facts
 facts = json.load(sys.stdin)
 train, test = split_facts(facts, test_size=7, seed=11)
 print(json.dumps({"test": [f["uuid"] for f in test],

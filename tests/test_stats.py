@@ -1,4 +1,4 @@
-"""Paired bootstrap intervals (selfens_pl/stats.py) on hand-made tables."""
+"""Paired bootstrap intervals (selfens_pl/scoring/stats.py) on hand-made tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from selfens_pl.stats import aligned, paired_bootstrap, per_fact
+from selfens_pl.scoring.stats import aligned, paired_bootstrap, per_fact
 
 
 def test_identical_runs_gain_nothing_with_certainty():
@@ -136,7 +136,7 @@ def test_every_chunk_of_resamples_counts(monkeypatch):
     """With more fact indices than one chunk holds (here 2 resamples of 10 facts per chunk, the last chunk one
     resample), the resamples are drawn chunk by chunk and not kept: the interval is still the exact [0, 0.3] and
     deterministic."""
-    import selfens_pl.stats as stats
+    import selfens_pl.scoring.stats as stats
 
     quantile, resampled = stats.np.quantile, []
 
@@ -158,7 +158,7 @@ def test_every_chunk_of_resamples_counts(monkeypatch):
 def test_the_same_resamples_for_every_method_on_the_same_facts():
     """The kept resamples serve every pair on n facts: a method's interval does not depend on what was computed
     before it, and only on (n, resamples, seed)."""
-    from selfens_pl.stats import _kept_indices
+    from selfens_pl.scoring.stats import _kept_indices
 
     rng = random.Random(7)
     base = [float(rng.random() < 0.4) for _ in range(200)]
@@ -173,7 +173,7 @@ def test_the_same_resamples_for_every_method_on_the_same_facts():
 
 
 def test_a_gain_that_rounds_to_zero_prints_plus_zero():
-    from selfens_pl.stats import Gain
+    from selfens_pl.scoring.stats import Gain
 
     assert Gain(-0.0004, -0.0004, 0.0, 2500, 2000, 0.95).format() == "+0.0 [+0.0, +0.0]"
     assert Gain(-0.046, -0.0631, -0.029, 800, 2000, 0.95).format() == "-4.6 [-6.3, -2.9]"

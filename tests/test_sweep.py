@@ -11,10 +11,10 @@ import pytest
 
 from selfens_pl.commands import sweep
 from selfens_pl.commands.report import load_run
-from selfens_pl.decoding import GreedyDecoder
-from selfens_pl.demos import cut_blocks
+from selfens_pl.data.demos import cut_blocks
+from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
+from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
-from selfens_pl.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUPED = FIXTURES / "myriadlama_grouped_tiny.jsonl"
@@ -27,8 +27,8 @@ def scored_file(tiny_model_dir, tmp_path_factory) -> Path:
     """The fixture facts with gold answers chosen from the tiny model's own per-paraphrase answers (paraphrase 1 of
     fact 0, 3 of fact 1, 0 of fact 2), so accuracies differ by method and K (a random model answers nothing right
     otherwise, and every number would be 0)."""
-    from selfens_pl.data import ParaphraseDataModule
-    from selfens_pl.module import SelfEnsembleLM
+    from selfens_pl.data.datamodule import ParaphraseDataModule
+    from selfens_pl.lit.module import SelfEnsembleLM
 
     dm = ParaphraseDataModule(path=str(GROUPED), source="myriadlama", task="myriadlama", num_manual=3, num_auto=3)
     dm.setup()
@@ -72,8 +72,8 @@ def swept(tiny_model_dir, scored_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def direct(tiny_model_dir, scored_file):
     """``(lm, prompts, groups)`` to run the heads directly on the same groups (blocks attached as the sweep does)."""
-    from selfens_pl.data import ParaphraseDataModule
-    from selfens_pl.module import SelfEnsembleLM
+    from selfens_pl.data.datamodule import ParaphraseDataModule
+    from selfens_pl.lit.module import SelfEnsembleLM
 
     dm = ParaphraseDataModule(path=str(scored_file), source="myriadlama", task="myriadlama", num_manual=3,
                               num_auto=3, few_shot=SHOTS, few_shot_pool=str(GROUPED), demo_blocks=2)

@@ -20,9 +20,9 @@ import pytest
 import torch
 from test_ddp import read_jsonl, subprocess_env, write_config, write_groups
 
-from selfens_pl.cli import build_cli
-from selfens_pl.parallel import tensor_parallel_plan
-from selfens_pl.writer import PREDICTIONS, SUMMARY, check_strategy
+from selfens_pl.engine.parallel import tensor_parallel_plan
+from selfens_pl.lit.cli import build_cli
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, check_strategy
 
 N_GROUPS = 5
 HEADS = {
@@ -103,9 +103,9 @@ def _heads():
 
 def _answer(model, tokenizer, template, groups) -> dict:
     """Every head's generations, the first layer's cached key heads and the prefill logits (as lists: picklable)."""
-    from selfens_pl.decoding import GreedyDecoder
-    from selfens_pl.heads.base import prompt_batch
-    from selfens_pl.prompts import PromptTokenizer
+    from selfens_pl.data.prompts import PromptTokenizer
+    from selfens_pl.engine.batches import prompt_batch
+    from selfens_pl.engine.decoding import GreedyDecoder
 
     decoder = GreedyDecoder(model, tokenizer, max_new_tokens=8, stop=None)
     prompts = PromptTokenizer(tokenizer, template)
@@ -139,7 +139,7 @@ def _tp_worker(rank: int, world: int, port: int, model_dir: str, template, group
 def _split_answers(world: int, model_dir: str, template, groups) -> dict:
     from torch.distributed.device_mesh import init_device_mesh
 
-    from selfens_pl.models import load_model_and_tokenizer
+    from selfens_pl.engine.models import load_model_and_tokenizer
 
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tensor_parallel",))
     model, tokenizer = load_model_and_tokenizer(model_dir, tp_mesh=mesh, device=torch.device("cpu"))
@@ -174,8 +174,9 @@ def run_split(model_dir: Path, template, groups, world: int = 2) -> list[dict]:
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied_lm_head"])
 def test_plan_splits_heads_and_matches_the_whole_model(tmp_path, tiny_model_dir, template, groups, tied):
-    from selfens_pl.models import load_model_and_tokenizer
-    from selfens_pl.testing import build_tiny_model
+    from tiny_models import build_tiny_model
+
+    from selfens_pl.engine.models import load_model_and_tokenizer
 
     model_dir = build_tiny_model(tmp_path / "tied", tie_word_embeddings=True) if tied else tiny_model_dir
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
@@ -251,8 +252,8 @@ def test_checkpoints_it_cannot_read_by_slice(tmp_path, tiny_model_dir, one_proce
 
     from safetensors.torch import load_file, save_file
 
-    from selfens_pl.attention import ATTN_IMPLEMENTATION, register_attention
-    from selfens_pl.parallel import load_tensor_parallel
+    from selfens_pl.engine.attention import ATTN_IMPLEMENTATION, register_attention
+    from selfens_pl.engine.parallel import load_tensor_parallel
 
     register_attention()
 

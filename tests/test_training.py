@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.prompts import PromptTokenizer
-from selfens_pl.training import answer_ids, answer_loss
+from selfens_pl.lit.training import answer_ids, answer_loss
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_missing_answers_names_the_record(tiny_lm, prompts, groups):
 
 def test_few_shot_blocks_are_refused_naming_the_flag(tiny_lm, prompts, groups):
     from selfens_pl.heads import LogitFusion
-    from selfens_pl.training import answer_loss
+    from selfens_pl.lit.training import answer_loss
 
     blocked = [dict(g, blocks=[[{"question": "q?", "answer": "a"}]]) for g in groups]
     with pytest.raises(ValueError, match="--data.demo_blocks > 1 is not supported"):

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from selfens_pl.agreement import Lemmas, agreement_share, mean_logprob, support, vote
 from selfens_pl.heads import OriginHead, PerPromptHead, VoteHead
-from selfens_pl.metrics import is_match
+from selfens_pl.scoring.agreement import Lemmas, agreement_share, mean_logprob, support, vote
+from selfens_pl.scoring.metrics import is_match
 
 
 def test_agreement_is_the_bidirectional_lemma_match():

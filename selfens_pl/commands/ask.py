@@ -18,8 +18,9 @@ import argparse
 import sys
 import time
 
-from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.prompts import WEBQA_INSTRUCTION
+from selfens_pl.data.prompts import WEBQA_INSTRUCTION
+from selfens_pl.engine.models import EMBEDDED_MODEL
+from selfens_pl.errors import UserError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,10 +59,10 @@ def generate_paraphrases(decoder, question: str, k: int, seed: int = 42, tempera
                          top_p: float = 0.9, max_new_tokens: int = 30, max_retries: int = 3) -> tuple[list[str], list[str]]:
     """``k`` paraphrases of ``question`` sampled with ``decoder``'s model (the paraphrase tool's prompt and retry
     rule); returns ``(paraphrases, issues)``, the question itself not included."""
-    from selfens_pl.heads.base import prompt_batch
     from selfens_pl.commands.paraphrase import PARAPHRASE_FEW_SHOT, PARAPHRASE_INSTRUCTION, paraphrase_groups
-    from selfens_pl.prompts import PromptTemplate, PromptTokenizer
-    from selfens_pl.sampling import Sampler
+    from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
+    from selfens_pl.engine.batches import prompt_batch
+    from selfens_pl.engine.sampling import Sampler
 
     sampler = Sampler(decoder, temperature, top_p, max_new_tokens, stop="\n")
     prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT))
@@ -98,20 +99,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     question = args.question.strip()
     if not question:
-        raise ValueError("ask: the question is empty")
+        raise UserError("ask: the question is empty")
     if args.paraphrases is None and args.num_paraphrases < 1:
-        raise ValueError(f"ask: --num_paraphrases={args.num_paraphrases} must be >= 1 (or give --paraphrases)")
+        raise UserError(f"ask: --num_paraphrases={args.num_paraphrases} must be >= 1 (or give --paraphrases)")
     paraphrases = None if args.paraphrases is None else [p.strip() for p in args.paraphrases]
     if paraphrases is not None and any(not p for p in paraphrases):
-        raise ValueError("ask: --paraphrases holds an empty paraphrase")
+        raise UserError("ask: --paraphrases holds an empty paraphrase")
     if args.max_new_tokens < 1:
-        raise ValueError(f"ask: --max_new_tokens={args.max_new_tokens} must be >= 1")
+        raise UserError(f"ask: --max_new_tokens={args.max_new_tokens} must be >= 1")
 
     import torch
 
-    from selfens_pl.data import demo_few_shot
-    from selfens_pl.module import SelfEnsembleLM
-    from selfens_pl.prompts import PromptTemplate
+    from selfens_pl.data.datamodule import demo_few_shot
+    from selfens_pl.data.prompts import PromptTemplate
+    from selfens_pl.lit.module import SelfEnsembleLM
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     template = PromptTemplate(instruction=args.instruction, few_shot=[] if args.zero_shot else demo_few_shot())

@@ -4,7 +4,7 @@
     python -m selfens_pl confidence --data.path outputs/paraphrases/smollm2-135m-instruct/webquestions-train.jsonl \\
         --data.few_shot_source ../shared/data/webquestions/train.jsonl --num_samples 20
 
-For every paraphrase of every group (the data is read by :class:`~selfens_pl.data.ParaphraseDataModule`, so
+For every paraphrase of every group (the data is read by :class:`~selfens_pl.data.datamodule.ParaphraseDataModule`, so
 ``--data.*`` takes the same flags as ``predict`` and the prompt is the one ``predict`` asks), the prompt is
 prefilled ONCE and its KV cache copied ``1 + num_samples`` times: row 0 decodes greedily (the answer ``predict``
 would give), rows ``1..M`` sample (``temperature``, ``top_p``; sample ``j`` of paraphrase ``k`` of record ``id``
@@ -12,12 +12,12 @@ seeded by a hash of ``(seed, id, k, j)``, so it is the same whatever the batch).
 of its generation.
 
 Confidence of a paraphrase = the share of its ``M`` samples that agree with its greedy answer, where "agree" is
-``selfens_pl.metrics.is_match(sample, [greedy])``: the greedy answer's lemma sequence appears contiguously in the
+``selfens_pl.scoring.metrics.is_match(sample, [greedy])``: the greedy answer's lemma sequence appears contiguously in the
 sample's -- the rule predictions are scored with, with the greedy answer as the gold alias (so "Juneau, Alaska"
 agrees with "Juneau", and an empty greedy answer agrees with nothing: confidence 0).
 
 Output: JSONL ``{id, confidences: [one per paraphrase, in paraphrase order], greedy: [...], settings: {...}}``, which
-:func:`selfens_pl.data.load_confidences` reads (``predict --data.confidences <file>``). Appended and flushed per
+:func:`selfens_pl.data.datamodule.load_confidences` reads (``predict --data.confidences <file>``). Appended and flushed per
 batch; a rerun skips ids already written, drops a half-written last line, reuses a complete file, and refuses a
 file written with other settings.
 """
@@ -28,8 +28,9 @@ import hashlib
 import time
 from pathlib import Path
 
-from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.commands.paraphrase import append_jsonl, load_decoder, pending_groups
+from selfens_pl.engine.models import EMBEDDED_MODEL, load_decoder
+from selfens_pl.errors import UserError
+from selfens_pl.jsonl import append_jsonl, pending_groups
 
 
 def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
@@ -40,17 +41,17 @@ def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
 
 def agreement(greedy: str, samples: list[str]) -> float:
     """Share of ``samples`` that match ``greedy`` under ``is_match(sample, [greedy])``."""
-    from selfens_pl.metrics import is_match
+    from selfens_pl.scoring.metrics import is_match
 
     if not samples:
-        raise ValueError("agreement needs at least one sample")
+        raise UserError("agreement needs at least one sample")
     return sum(is_match(s, [greedy]) for s in samples) / len(samples)
 
 
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.data.datamodule import ParaphraseDataModule
 
     parser = ArgumentParser(prog="python -m selfens_pl confidence",
                             description="Per-paraphrase confidence: agreement of sampled answers with the greedy one.")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = parser.parse_args(argv)
     m = cfg.num_samples
     if m < 1 or cfg.batch_size < 1:
-        raise ValueError(f"--num_samples and --batch_size must be >= 1, got {m} and {cfg.batch_size}")
+        raise UserError(f"--num_samples and --batch_size must be >= 1, got {m} and {cfg.batch_size}")
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     data = instantiate(cfg).data
     data.setup("predict")
@@ -88,20 +89,20 @@ def main(argv: list[str] | None = None) -> Path:
 
     def check(number: int, rec: dict) -> None:
         if rec.get("settings") != settings:
-            raise ValueError(f"{output}: line {number}: written with settings {rec.get('settings')}, this run uses "
+            raise UserError(f"{output}: line {number}: written with settings {rec.get('settings')}, this run uses "
                              f"{settings}; use another --output or delete the file")
         n = len(rec.get("confidences") or [])
         if rec["id"] in sizes and n != sizes[rec["id"]]:
-            raise ValueError(f"{output}: line {number}: record {rec['id']!r} has {n} confidences for "
+            raise UserError(f"{output}: line {number}: record {rec['id']!r} has {n} confidences for "
                              f"{sizes[rec['id']]} paraphrases; use another --output or delete the file")
 
     todo = pending_groups(output, groups, check, "confidence")
     if not todo:
         return output
 
-    from selfens_pl.heads.base import prompt_batch
-    from selfens_pl.prompts import PromptTokenizer
-    from selfens_pl.sampling import Sampler
+    from selfens_pl.data.prompts import PromptTokenizer
+    from selfens_pl.engine.batches import prompt_batch
+    from selfens_pl.engine.sampling import Sampler
 
     start = time.perf_counter()
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfens_pl.attention import GENERATED, PAD, PREFIX
+from selfens_pl.engine.attention import GENERATED, PAD, PREFIX
+from selfens_pl.errors import UserError
 
 ALLOWED_COLOUR = "#2b6cb0"  # blue
 BLOCKED_COLOUR = "#f2f2f2"  # very light grey
@@ -75,10 +76,10 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
     array = np.asarray(torch.as_tensor(mask).detach().cpu().bool())
     length = array.shape[0]
     if array.shape != (length, length) or len(segments) != length:
-        raise ValueError(f"mask {tuple(array.shape)} and {len(segments)} segment ids do not describe one [L, L] mask")
+        raise UserError(f"mask {tuple(array.shape)} and {len(segments)} segment ids do not describe one [L, L] mask")
     runs = segment_runs(list(segments))
     if isinstance(labels, list) and len(labels) != len(runs):
-        raise ValueError(f"{len(labels)} labels for {len(runs)} segment runs")
+        raise UserError(f"{len(labels)} labels for {len(runs)} segment runs")
 
     side = float(np.clip(5.0 + length / 60.0, 6.0, 16.0))  # grows with L, capped so huge prompts stay viewable
     fig, ax = plt.subplots(figsize=(side + 2.0, side))
@@ -104,7 +105,7 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
     ax.legend(handles=[Patch(facecolor=ALLOWED_COLOUR, edgecolor="black", label="allowed"),
                        Patch(facecolor=BLOCKED_COLOUR, edgecolor="black", label="blocked")],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=True, title="attention", fontsize=font, title_fontsize=font)
-    from selfens_pl.commands.report import save_figure
+    from selfens_pl.figures import save_figure
 
     return save_figure(fig, out)
 
@@ -131,11 +132,11 @@ def main(argv: list[str] | None = None) -> Path:
         rest = rest[1:]
     from transformers import AutoTokenizer
 
-    from selfens_pl.cli import build_cli
-    from selfens_pl.demos import num_blocks
+    from selfens_pl.data.demos import num_blocks
+    from selfens_pl.data.prompts import PromptTokenizer
+    from selfens_pl.engine.models import resolve_model_name
     from selfens_pl.heads.flex import FlexFusion, mask_for_picture
-    from selfens_pl.models import resolve_model_name
-    from selfens_pl.prompts import PromptTokenizer
+    from selfens_pl.lit.cli import build_cli
 
     cli = build_cli(rest, run=False)
     head = cli.model.head
@@ -144,10 +145,10 @@ def main(argv: list[str] | None = None) -> Path:
     data = cli.datamodule
     data.setup()
     if not 0 <= args.index < len(data.groups):
-        raise ValueError(f"--index={args.index}: the data has {len(data.groups)} groups")
+        raise UserError(f"--index={args.index}: the data has {len(data.groups)} groups")
     group = data.groups[args.index]
     if args.num_paraphrases < 1 or args.generated < 0:
-        raise ValueError("--num_paraphrases must be >= 1 and --generated >= 0")
+        raise UserError("--num_paraphrases must be >= 1 and --generated >= 0")
     paraphrases = group["paraphrases"][: args.num_paraphrases]
     m = num_blocks(group)
 

@@ -9,7 +9,7 @@ Method: a paraphrasing instruction plus five worked examples in the package's ``
 (:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling slots per question,
 slot ``r`` of attempt ``a`` sampled with its own seed ``seed + a * num_paraphrases + r``, first line of the
 generation kept. All slots of a question share one prefill (its KV cache is copied once per slot). Each candidate
-goes through :mod:`selfens_pl.paraphrase_checks` (same form and kind of answer, sane length, keeps half the
+goes through :mod:`selfens_pl.scoring.paraphrase_checks` (same form and kind of answer, sane length, keeps half the
 original's content words and all its names and numbers, adds at most one, not a copy, not a duplicate of a kept
 paraphrase, optionally the model's own yes/no judgement); a rejected slot is
 sampled again with the next attempt's seed, up to ``max_retries`` times. A question whose slots are still not all
@@ -19,7 +19,7 @@ The paraphrasing model (``--model``) need not be the answering model: paraphrase
 answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``.
 
 Output: JSONL ``{id, question, answers, paraphrases: [original, kept...], short, rejected: [{text, seed, attempt,
-failed: [check, ...]}], paraphraser}`` with ids ``webqa-<split>-<index>`` (as :func:`selfens_pl.sources.webqa_groups`
+failed: [check, ...]}], paraphraser}`` with ids ``webqa-<split>-<index>`` (as :func:`selfens_pl.data.sources.webqa_groups`
 numbers them, ``--start`` included), appended and flushed per batch, plus ``<output>.settings.json`` (model, sampling
 and check settings). A rerun skips the ids already written (a half-written last line is dropped first) and refuses
 a file written with other settings; a complete file is reused without loading the model. At the end the file's
@@ -30,13 +30,15 @@ answered such a file.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
-from selfens_pl.models import EMBEDDED_MODEL
-from selfens_pl.paraphrase_checks import (
+from selfens_pl.engine.models import EMBEDDED_MODEL, load_decoder
+from selfens_pl.errors import UserError
+from selfens_pl.jsonl import append_jsonl, pending_groups, resume_jsonl
+from selfens_pl.progress import ProgressBar
+from selfens_pl.scoring.paraphrase_checks import (
     TEXT_CHECKS,
     CheckSettings,
     EquivalenceJudge,
@@ -45,8 +47,6 @@ from selfens_pl.paraphrase_checks import (
     format_statistics,
     paraphrase_statistics,
 )
-from selfens_pl.progress import ProgressBar
-from selfens_pl.records import decode_utf8
 
 PARAPHRASE_INSTRUCTION = (
     "Paraphrase the question: ask for exactly the same information using different words and a different "
@@ -134,60 +134,6 @@ def paraphrase_groups(sample: SampleFn, groups: list[dict], k: int, seed: int, m
     return records
 
 
-# -- resumable JSONL output ---------------------------------------------------------------------------------------
-def resume_jsonl(path: str | Path, check: Callable[[int, dict], None], tool: str = "selfens_pl") -> dict[str, dict]:
-    """Records already in ``path`` by id, after dropping a half-written last line (one without its newline, as
-    an interrupted append leaves it). ``check(line_number, record)`` raises for a record this run cannot extend.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # everything after the last newline is a half-written line
-    if end < len(data):
-        with path.open("r+b") as fh:
-            fh.truncate(end)
-        print(f"[{tool}] {path}: dropped a half-written last line ({len(data) - end} bytes)")
-    records: dict[str, dict] = {}
-    for number, line in enumerate(decode_utf8(data[:end], path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number}: invalid JSON ({exc.msg}); fix or delete the file") from None
-        if not isinstance(rec, dict) or not rec.get("id"):
-            raise ValueError(f"{path}: line {number}: expected an object with an 'id'")
-        if str(rec["id"]) in records:
-            raise ValueError(f"{path}: line {number}: id {rec['id']!r} is written twice")
-        check(number, rec)
-        records[str(rec["id"])] = rec
-    return records
-
-
-def pending_groups(path: Path, groups: list[dict], check: Callable[[int, dict], None], tool: str) -> list[dict]:
-    """The groups ``path`` does not hold yet (after :func:`resume_jsonl`), announcing reuse or resumption; the
-    output folder exists afterwards."""
-    done = resume_jsonl(path, check, tool)
-    todo = [g for g in groups if g["id"] not in done]
-    if not todo:
-        print(f"[{tool}] reused {path}: all {len(groups)} records already complete")
-    elif done:
-        print(f"[{tool}] resuming {path}: {len(groups) - len(todo)} of {len(groups)} records done")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return todo
-
-
-def append_jsonl(path: str | Path, records: list[dict]) -> None:
-    """Append ``records``, one JSON line each, in a single write, then flush to disk."""
-    if not records:
-        return
-    with Path(path).open("a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def model_tag(name: str) -> str:
     """A file-system friendly name for a model: a local directory's name, or the hub id with ``/`` -> ``--``."""
     local = Path(name).expanduser()
@@ -201,22 +147,6 @@ def source_tag(source: str, split: str) -> str:
     if local.suffix or local.exists():
         return local.parent.name if local.stem == split and local.parent.name else local.stem
     return source.rstrip("/").split("/")[-1]
-
-
-def load_decoder(model: str, max_new_tokens: int, device: str | None, stop: str | None = "\n",
-                 decoder_class=None):
-    """The model and its tokenizer in a decoder (``decoder_class``, default :class:`GreedyDecoder`; shared prefix)
-    on ``device`` (default: cuda if present); the verbs' way to load a model outside Lightning."""
-    import torch
-
-    from selfens_pl.decoding import GreedyDecoder
-    from selfens_pl.models import load_model_and_tokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm, tokenizer = load_model_and_tokenizer(model)
-    lm.to(device)
-    return (decoder_class or GreedyDecoder)(lm, tokenizer, max_new_tokens=max_new_tokens, stop=stop,
-                                            share_prefix=True)
 
 
 def build_parser():
@@ -248,7 +178,7 @@ def build_parser():
                         help="Further attempts for a slot whose candidate failed a check, each with a new seed")
     parser.add_argument("--checks", type=list[str], default=list(TEXT_CHECKS),
                         help=f"Text checks a paraphrase must pass, from {list(TEXT_CHECKS)}; [] keeps only the "
-                             "empty, copy and duplicate rejections (selfens_pl/paraphrase_checks.py documents each)")
+                             "empty, copy and duplicate rejections (selfens_pl/scoring/paraphrase_checks.py documents each)")
     parser.add_argument("--min_content", type=float, default=CheckSettings.min_content,
                         help="content: share of the original's content lemmas a paraphrase must keep")
     parser.add_argument("--max_new", type=int, default=CheckSettings.max_new,
@@ -285,33 +215,33 @@ def check_settings(output: Path, settings: dict) -> None:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc.msg}); delete it together with {output}") from None
+            raise UserError(f"{path}: invalid JSON ({exc.msg}); delete it together with {output}") from None
         changed = sorted(k for k in SETTINGS_KEYS if old.get(k) != settings.get(k))
         if changed:
-            raise ValueError(f"{output} was written with other settings ({', '.join('--' + k for k in changed)} "
+            raise UserError(f"{output} was written with other settings ({', '.join('--' + k for k in changed)} "
                              f"differ from {path.name}); use another --output or delete both files")
     elif output.is_file() and output.stat().st_size:
-        raise ValueError(f"{output} has records but no {path.name} (written by an older version?); use another "
+        raise UserError(f"{output} has records but no {path.name} (written by an older version?); use another "
                          "--output or delete it")
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = build_parser().parse_args(argv)
     if cfg.num_paraphrases < 1:
-        raise ValueError(f"--num_paraphrases must be >= 1, got {cfg.num_paraphrases}")
+        raise UserError(f"--num_paraphrases must be >= 1, got {cfg.num_paraphrases}")
     if cfg.batch_size < 1 or cfg.max_retries < 0:
-        raise ValueError("--batch_size must be >= 1 and --max_retries >= 0")
+        raise UserError("--batch_size must be >= 1 and --max_retries >= 0")
     if cfg.start < 0:
-        raise ValueError(f"--start must be >= 0, got {cfg.start}")
+        raise UserError(f"--start must be >= 0, got {cfg.start}")
     checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.max_new, cfg.min_length_ratio,
                            cfg.max_length_ratio)
-    from selfens_pl.sources import load_webqa, webqa_groups
+    from selfens_pl.data.sources import load_webqa, webqa_groups
 
     groups = webqa_groups(load_webqa(cfg.source, cfg.split), id_prefix=f"webqa-{cfg.split}")
     if cfg.start >= len(groups):
-        raise ValueError(f"--start={cfg.start}: {cfg.source} holds only {len(groups)} questions")
+        raise UserError(f"--start={cfg.start}: {cfg.source} holds only {len(groups)} questions")
     if cfg.limit is not None and cfg.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
+        raise UserError(f"--limit must be >= 1, got {cfg.limit}")
     groups = groups[cfg.start:][: cfg.limit]
     k = cfg.num_paraphrases
     output = Path(cfg.output or Path("outputs/paraphrases") / model_tag(cfg.model)
@@ -322,7 +252,7 @@ def main(argv: list[str] | None = None) -> Path:
     def check_record(number: int, rec: dict) -> None:
         n = len(rec.get("paraphrases") or [])
         if not 1 <= n <= k + 1 or "rejected" not in rec:
-            raise ValueError(f"{output}: line {number}: record {rec['id']!r} is not a paraphrase record of "
+            raise UserError(f"{output}: line {number}: record {rec['id']!r} is not a paraphrase record of "
                              f"--num_paraphrases={k} ({n} paraphrases; original + at most {k}); use another --output")
 
     todo = pending_groups(output, groups, check_record, "paraphrase")
@@ -338,9 +268,9 @@ def main(argv: list[str] | None = None) -> Path:
 
 def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int) -> None:
     """Load the model, then paraphrase, check and append ``todo`` batch by batch."""
-    from selfens_pl.heads.base import prompt_batch
-    from selfens_pl.prompts import PromptTemplate, PromptTokenizer
-    from selfens_pl.sampling import Sampler
+    from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
+    from selfens_pl.engine.batches import prompt_batch
+    from selfens_pl.engine.sampling import Sampler
 
     start = time.perf_counter()
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)

@@ -9,7 +9,7 @@ paraphrase index and the oracle, the share of questions that at least one paraph
 bound for any rule that picks one paraphrase's answer).
 
 Gains: every run's gain over origin and over the mean single paraphrase, each with a paired bootstrap 95% interval
-over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.stats`).
+over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.scoring.stats`).
 
 Accuracy against coverage: answer only the most confident x% of a run's records and score those. Confidence is
 each record's ``mean_prob`` (``--confidence mean_prob``, the default: mean token probability of the answer; an
@@ -30,8 +30,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfens_pl.scores import accuracy_by_paraphrase, oracle_accuracy
-from selfens_pl.writer import PREDICTIONS, SUMMARY
+from selfens_pl.errors import UserError
+from selfens_pl.figures import save_figure
+from selfens_pl.jsonl import read_jsonl
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
+from selfens_pl.scoring.summaries import accuracy_by_paraphrase, oracle_accuracy
 
 ORACLE_LABEL = "oracle (any paraphrase)"
 
@@ -53,31 +56,6 @@ class Run:
         return str(self.summary.get("method", "?"))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-    return records
-
-
-def save_figure(fig, out: str | Path) -> Path:
-    """Lay out ``fig``, write it to ``out`` (folders made) at 100 dpi and close it (every chart of the verbs)."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
 def load_run(directory: str | Path) -> Run:
     """Read one predict output directory; one clear error naming it when a file is missing or inconsistent."""
     path = Path(directory)
@@ -91,13 +69,13 @@ def load_run(directory: str | Path) -> Run:
     try:
         summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"report: {path / SUMMARY}: not valid JSON ({exc.msg})") from None
+        raise UserError(f"report: {path / SUMMARY}: not valid JSON ({exc.msg})") from None
     if not isinstance(summary, dict) or "method" not in summary:
-        raise ValueError(f"report: {path / SUMMARY}: not a predict summary (no 'method')")
+        raise UserError(f"report: {path / SUMMARY}: not a predict summary (no 'method')")
     records = read_jsonl(path / PREDICTIONS)
     expected = summary.get("records")
     if expected is not None and expected != len(records):
-        raise ValueError(f"report: {path}: {SUMMARY} counts {expected} records but {PREDICTIONS} holds "
+        raise UserError(f"report: {path}: {SUMMARY} counts {expected} records but {PREDICTIONS} holds "
                          f"{len(records)} (files from different runs?)")
     run = Run(path, summary, records)
     if run.method == "per_prompt":
@@ -154,7 +132,7 @@ def paraphrase_section(runs: list[Run]) -> list[str]:
     acceptance and rejections by check. Nothing for runs on other data."""
     import yaml
 
-    from selfens_pl.paraphrase_checks import file_statistics, format_statistics
+    from selfens_pl.scoring.paraphrase_checks import file_statistics, format_statistics
 
     lines, answered = [], {}  # (file, ids) -> names of the runs that answered those ids of that file
     for run in runs:
@@ -225,7 +203,7 @@ def coverage_curve(records: list[dict], confidence: str = "mean_prob") -> list[f
     """``[N]`` accuracy of the ``i + 1`` most confident scored records (ties: expected accuracy over their orders),
     or ``None`` when no record carries the confidence (or a record is not scored)."""
     if confidence not in CONFIDENCES:
-        raise ValueError(f"report: --confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
+        raise UserError(f"report: --confidence={confidence!r}: choose one of {', '.join(CONFIDENCES)}")
     if not records or any(r.get("correct") is None for r in records):
         return None
     if all(r.get(confidence) is None for r in records):
@@ -304,13 +282,13 @@ def _sweep_k(run: Run) -> int | None:
 
 def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[str, str]:
     """Markdown table (and its note) of every run's gain over origin and over the mean single paraphrase, each with
-    a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.stats`). Baselines come from the
+    a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.scoring.stats`). Baselines come from the
     runs given: origin is a run of method ``origin``, else paraphrase 0 (standard block) of a ``per_prompt`` run;
     the mean single paraphrase is a ``per_prompt`` run's per-fact mean over its paraphrases with the standard
     block, over paraphrases ``< K`` for a run whose summary gives its ``k`` (a ``sweep`` run: the same baseline as
     ``sweep.md``). A missing baseline is "–", never guessed; so is a baseline with no fact in common with the run
     (runs on other data), said in the note. A gain over fewer facts than the run answered says ``(n=...)``."""
-    from selfens_pl.stats import aligned, paired_bootstrap, per_fact
+    from selfens_pl.scoring.stats import aligned, paired_bootstrap, per_fact
 
     per_prompt = next((r for r in runs if r.method == "per_prompt"), None)
     origin_run = next((r for r in runs if r.method == "origin"), None)
@@ -385,9 +363,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = parser.parse_args(argv)
     if args.resamples < 1:
-        raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
+        raise UserError(f"--resamples must be >= 1, got {args.resamples}")
     if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     return args
 
 

@@ -1,48 +1,33 @@
-"""Accuracy and cost against K (paraphrases) and M (few-shot blocks) for every method: tables with paired intervals,
-charts, and every run on disk.
+"""``python -m selfens_pl sweep``: every method for K paraphrases x M few-shot blocks (:mod:`selfens_pl.sweep`).
 
     python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml
     python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
-
-The groups come from ``--data.*`` exactly as ``predict`` reads them (``--data.path`` may list several files). For
-every ``K`` in ``--ks`` and ``M`` in ``--ms`` a group is asked with its first ``K`` paraphrases x its first ``M``
-few-shot blocks (block 0 the configured prompt, the others drawn from ``--data.few_shot_pool``; the sweep sets
-``--data.demo_blocks`` to the largest ``M``).
-
-Work is reused, never repeated (:mod:`.sweep_engine`): per batch of facts, the prompts of all members at the
-largest ``(K, M)`` are encoded once; every member's own answer, every candidate answer's score under every member
-and every LogitFusion rule at every ``(K, M)`` come from that one encoding. Origin, the mean single paraphrase, the
-oracle, vote, every rescoring rule (RerankHead) and every cascade (CascadeHead, with its curve over thresholds)
-follow for every ``(K, M)`` without decoding (:mod:`.sweep_derive`). Any other head (FlexFusion, calibrated or
-weighted LogitFusion, RerankHead with a fused candidate) runs on its own per ``(K, M)`` through ``head.generate``.
-
-Every gain is given against origin (paraphrase 0, standard prompt) and against the mean single paraphrase
-(paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.stats`),
-and every run states its cost per question. Outputs under ``--output_dir``: ``facts.jsonl`` (the engine's rows,
-resumable fact by fact), ``runs/<method>_k<K>_m<M>/`` (``predictions.jsonl`` + ``summary.json``, readable by
-``python -m selfens_pl report``), ``sweep.md``, ``sweep.png`` (accuracy against K, a panel per M),
-``sweep_cost.png`` (accuracy against decoded rows per question, cascade curves included) and ``sweep.json``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
-from selfens_pl.models import EMBEDDED_MODEL
-
-SINGLE = "mean single paraphrase"
-MEMBER = "mean single member"
-ORACLE = "oracle (any member)"
-BUILT_IN = ("origin", "per_prompt", "vote")
+from selfens_pl.engine.models import EMBEDDED_MODEL
+from selfens_pl.errors import UserError
+from selfens_pl.sweep.runner import (
+    BUILT_IN,
+    MEMBER,
+    ORACLE,
+    SINGLE,
+    Sweep,
+    head_label,
+    int_list,
+    kind,
+    single_is_origin,
+)
 
 
 def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from selfens_pl.data import ParaphraseDataModule
+    from selfens_pl.data.datamodule import ParaphraseDataModule
     from selfens_pl.heads import FusionHead
 
     parser = ArgumentParser(prog="python -m selfens_pl sweep",
@@ -71,215 +56,16 @@ def build_parser():
     return parser
 
 
-def int_list(value, flag: str) -> list[int]:
-    """``"1,3,6"``, ``[1, 3, 6]`` or ``3`` -> sorted distinct positive ints, or a ValueError naming ``flag``."""
-    items = value if isinstance(value, list) else str(value).replace(" ", "").split(",")
-    try:
-        out = sorted({int(v) for v in items if str(v) != ""})
-    except ValueError:
-        raise ValueError(f"{flag}={value!r}: give whole numbers separated by commas, e.g. 1,3,6") from None
-    if not out or out[0] < 1:
-        raise ValueError(f"{flag}={value!r}: give whole numbers >= 1, e.g. 1,3,6")
-    return out
-
-
-def head_label(head) -> str:
-    """The method name of a run: the head's, plus a FlexFusion's first-token rule when it is not avg, and a
-    cascade's first stage, confidence, threshold and ensemble."""
-    from selfens_pl.heads import CascadeHead, FlexFusion
-
-    if isinstance(head, FlexFusion) and head.fusion != "avg":
-        return head.method.replace(f"flex_{head.layout}", f"flex_{head.layout}_{head.fusion}")
-    if isinstance(head, CascadeHead):
-        return f"cascade_{head.ensemble.method}_first{head.first}_{head.confidence}_t{head.threshold:g}"
-    return head.method
-
-
-def head_spec(head) -> dict:
-    """What defines a head's answers (for reuse checks): its class and public settings."""
-    spec = {"class": type(head).__name__}
-    for key, value in sorted(vars(head).items()):
-        if not key.startswith("_") and key != "training" and isinstance(value, (str, int, float, bool, type(None))):
-            spec[key] = value
-    ensemble = getattr(head, "ensemble", None)
-    if ensemble is not None:
-        spec["ensemble"] = head_spec(ensemble)
-    return spec
-
-
-def kind(head) -> str:
-    """How the sweep computes a head: ``rule`` (decoded by the engine), ``derived`` (from the engine's answers and
-    scores) or ``generic`` (the head's own generate per configuration)."""
-    from selfens_pl.fusion import WEIGHTED
-    from selfens_pl.heads import CascadeHead, LogitFusion, RerankHead, VoteHead
-
-    if type(head) is LogitFusion and head.fusion not in WEIGHTED and head.calibration == "none":
-        return "rule"
-    if type(head) is RerankHead and head.fused is None:
-        return "derived"
-    if type(head) is CascadeHead and (isinstance(head.ensemble, VoteHead) or (
-            type(head.ensemble) is RerankHead and head.ensemble.fused is None)):
-        return "derived"
-    return "generic"
-
-
-def single_is_origin(head) -> bool:
-    """An uncalibrated fused head with one member answers exactly as origin (tests/test_ragged.py)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion
-
-    return isinstance(head, (LogitFusion, FlexFusion)) and getattr(head, "calibration", "none") == "none"
-
-
-class Sweep:
-    """State of one sweep: settings, decoder, groups (cut to the largest K and M), output folder, runs."""
-
-    def __init__(self, cfg, grid, groups: list[dict], decoder, prompts):
-        from selfens_pl.agreement import Lemmas
-
-        self.cfg, self.grid, self.groups, self.decoder, self.prompts = cfg, grid, groups, decoder, prompts
-        self.out = Path(cfg.output_dir)
-        self.lemmas = Lemmas()
-        self._matches: dict[tuple, bool] = {}
-        data = {k: v for k, v in vars(cfg.data).items() if k not in ("batch_size", "num_workers")}
-        self.base = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop, "data": data,
-                     "ids": hashlib.sha256("\n".join(g["id"] for g in groups).encode()).hexdigest()}
-
-    def is_match(self, prediction: str, answers: list[str]) -> bool:
-        """The lemma rule, memoised: the derived methods match the same few answers of a fact many times."""
-        from selfens_pl.metrics import is_match
-
-        key = (prediction, tuple(answers))
-        if key not in self._matches:
-            self._matches[key] = is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
-        return self._matches[key]
-
-    def batches(self, groups: list[dict]):
-        """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""
-        rows = len(groups[0]["paraphrases"]) * (1 + len(groups[0].get("blocks") or ())) if groups else 1
-        size = max(1, self.cfg.batch_rows // rows)
-        ordered = sorted(groups, key=lambda g: max(len(p) for p in g["paraphrases"]))
-        for start in range(0, len(ordered), size):
-            yield ordered[start:start + size]
-
-    # -- the engine pass ------------------------------------------------------------------------------------------
-    def engine(self, rules: list[str], rescore: bool) -> tuple[dict[str, dict], float]:
-        """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now."""
-        from selfens_pl.commands.sweep_engine import FactsFile, engine_pass
-        from selfens_pl.progress import ProgressBar
-
-        settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
-                    "rescore": rescore}
-        store = FactsFile(self.out, settings)
-        done = store.load()
-        ids = {g["id"] for g in self.groups}
-        done = {i: row for i, row in done.items() if i in ids}
-        store.start(done)
-        todo = [g for g in self.groups if g["id"] not in done]
-        start = time.perf_counter()
-        if todo:
-            print(f"[sweep] {len(todo)} facts x {self.grid.k_max * self.grid.m_max} members (K={self.grid.k_max}, "
-                  f"M={self.grid.m_max}): answers, {'rescoring, ' if rescore else ''}"
-                  f"{len(rules)} fused rules at every (K, M)"
-                  + (f"; {len(done)} facts reused from {store.path}" if done else ""), flush=True)
-            with ProgressBar(len(todo), "sweep: facts", unit="facts") as bar:
-                for chunk in self.batches(todo):
-                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore)
-                    store.append(rows)
-                    done.update({row["id"]: row for row in rows})
-                    bar.advance(len(chunk))
-        elif done:
-            print(f"[sweep] every fact reused from {store.path}", flush=True)
-        return done, time.perf_counter() - start
-
-    # -- runs on disk ---------------------------------------------------------------------------------------------
-    def settings(self, spec: dict, k: int, m: int) -> dict:
-        return {**self.base, "head": spec, "k": k, "m": m}
-
-    def reuse(self, name: str, settings: dict):
-        """``(records, seconds, prompt tokens)`` of ``runs/<name>`` if it finished with exactly ``settings``."""
-        from selfens_pl.commands.report import read_jsonl
-
-        folder = self.out / "runs" / name
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if summary.get("sweep_settings") != json.loads(json.dumps(settings)):
-            return None
-        records = read_jsonl(folder / "predictions.jsonl")
-        if len(records) != summary.get("records"):
-            return None
-        print(f"[sweep] {name}: reused ({len(records)} records)", flush=True)
-        return records, float(summary.get("seconds") or 0.0), summary.get("cost", {})
-
-    def save(self, run, settings: dict | None, derived: str | None) -> None:
-        from selfens_pl.writer import record_scores, write_records
-
-        folder = self.out / "runs" / run.name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "summary.json").unlink(missing_ok=True)  # never a summary beside half-written predictions
-        records = write_records(folder / "predictions.jsonl", run.records)
-        n = len({r["id"] for r in records})
-        summary = {"method": run.method, "model": self.cfg.model, "n": n, "records": len(records), "k": run.k,
-                   "m": run.m, **record_scores(records), "seconds": round(run.seconds, 3),
-                   "questions_per_s": round(n / run.seconds, 3) if run.seconds else None,
-                   "cost": {"decoded_rows": run.rows, "prompt_tokens": round(run.prompt_tokens, 1),
-                            "scored_tokens": None if run.scored_tokens is None else round(run.scored_tokens, 1)},
-                   "derived_from": derived, "sweep_settings": settings}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-    def generic(self, head, label: str, k: int, m: int):
-        """``head`` on every group cut to ``k`` paraphrases and ``m`` blocks (its own decoding)."""
-        from selfens_pl.commands.sweep_derive import Run
-        from selfens_pl.demos import cut_blocks
-        from selfens_pl.progress import ProgressBar
-
-        settings = self.settings(head_spec(head), k, m)
-        name = f"{label}_k{k}_m{m}"
-        reused = self.reuse(name, settings)
-        groups = [cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m) for g in self.groups]
-        if reused is not None:
-            records, seconds, cost = reused
-            return Run(label, k, m, records, cost.get("decoded_rows", 0), cost.get("prompt_tokens", 0),
-                       cost.get("scored_tokens"), seconds)
-        start, before, records = time.perf_counter(), self.decoder.stats.prompt_tokens, []
-        with ProgressBar(len(groups), f"sweep: {name}", unit="groups") as bar:
-            for chunk in self.batches(groups):
-                for rec in head.generate(self.decoder, self.prompts, chunk):
-                    rec["correct"] = self.is_match(rec["prediction"], rec["answers"])
-                    rec.update(k=k, m=m)
-                    records.append(rec)
-                bar.advance(len(chunk))
-        rows = sum(r.get("decoded_rows", generic_rows(head, k * m)) for r in records) / len(records)
-        run = Run(label, k, m, records, rows, (self.decoder.stats.prompt_tokens - before) / len(groups),
-                  seconds=time.perf_counter() - start)
-        self.save(run, settings, None)
-        return run
-
-
-def generic_rows(head, members: int) -> int:
-    """Rows a head decodes per group of ``members`` members (FlexFusion: one fused sequence)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion, RerankHead
-
-    if isinstance(head, FlexFusion):
-        return 1
-    if isinstance(head, LogitFusion):
-        return members + head.content_free_rows(members)
-    if isinstance(head, RerankHead) and head.fused is not None:
-        return members + 1  # the fused candidate's own row
-    return members
-
-
 def main(argv: list[str] | None = None) -> Path:
     start, cpu_start = time.perf_counter(), time.process_time()
     parser = build_parser()
     cfg = parser.parse_args(argv)
     for flag, value in (("--batch_rows", cfg.batch_rows), ("--resamples", cfg.resamples)):
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise UserError(f"{flag} must be >= 1, got {value}")
     ms = int_list(cfg.ms, "--ms")
     if cfg.data.demo_blocks not in (1, max(ms)):
-        raise ValueError(f"--data.demo_blocks={cfg.data.demo_blocks}: the sweep sets it to the largest of --ms "
+        raise UserError(f"--data.demo_blocks={cfg.data.demo_blocks}: the sweep sets it to the largest of --ms "
                          f"({max(ms)}); leave it out")
     cfg.data.demo_blocks = max(ms)
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
@@ -288,20 +74,20 @@ def main(argv: list[str] | None = None) -> Path:
     labels = [head_label(h) for h in heads]
     for label in labels:
         if labels.count(label) > 1 or label in BUILT_IN:
-            raise ValueError(f"--heads: two heads (or a head and a built-in run) are both called {label!r}")
+            raise UserError(f"--heads: two heads (or a head and a built-in run) are both called {label!r}")
     data = init.data
     data.setup("predict")
     sizes = {len(g["paraphrases"]) for g in data.groups}
     ks = int_list(cfg.ks, "--ks") if cfg.ks is not None else list(range(1, min(sizes) + 1))
     for g in data.groups:
         if len(g["paraphrases"]) < max(ks):
-            raise ValueError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than the largest "
+            raise UserError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than the largest "
                              f"of --ks ({max(ks)})")
-    from selfens_pl.commands.paraphrase import load_decoder
-    from selfens_pl.commands.sweep_derive import Deriver
-    from selfens_pl.commands.sweep_engine import Grid, fused_configs
-    from selfens_pl.commands.sweep_report import write_outputs
-    from selfens_pl.prompts import PromptTokenizer
+    from selfens_pl.data.prompts import PromptTokenizer
+    from selfens_pl.engine.models import load_decoder
+    from selfens_pl.sweep.derive import Deriver
+    from selfens_pl.sweep.engine import Grid, fused_configs
+    from selfens_pl.sweep.report import write_outputs
 
     grid = Grid(tuple(ks), tuple(ms))
     groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]

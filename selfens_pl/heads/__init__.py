@@ -1,6 +1,6 @@
 """Fusion heads: how the paraphrases of a group become one answer (chosen in YAML by ``class_path``)."""
 
-from selfens_pl.fusion import fuse_logits
+from selfens_pl.engine.fusion import fuse_logits
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.cascade import CascadeHead
 from selfens_pl.heads.flex import FlexFusion

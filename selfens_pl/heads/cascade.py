@@ -3,7 +3,7 @@
 Stage 1 answers every group with ``first`` cheap members (:func:`cheap_members`: paraphrase ``j`` with few-shot
 block ``j mod M``, so with blocks the cheap answers also differ in their demonstrations; with fewer paraphrases
 than ``first``, the same paraphrase with other blocks) and takes their vote
-(:func:`selfens_pl.agreement.vote`; with ``first=1``: that member's answer). Its confidence is
+(:func:`selfens_pl.scoring.agreement.vote`; with ``first=1``: that member's answer). Its confidence is
 
 * ``agreement``: the share of the cheap answers that agree with the voted one (needs ``first >= 2``): when two or
   three differently asked members give the same answer it is right far more often;
@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from selfens_pl.agreement import Lemmas, vote
-from selfens_pl.decoding import Generation
-from selfens_pl.demos import members, num_blocks
-from selfens_pl.heads.base import FusionHead, member_items, prompt_batch
+from selfens_pl.data.demos import members, num_blocks
+from selfens_pl.engine.batches import member_items, prompt_batch
+from selfens_pl.engine.decoding import Generation
+from selfens_pl.errors import UserError
+from selfens_pl.heads.base import FusionHead
+from selfens_pl.scoring.agreement import Lemmas, vote
 
 
 def cheap_members(group: dict, first: int) -> list[int]:
-    """Member indices (block-major, :func:`selfens_pl.demos.members`) of the first stage: the first ``first``
+    """Member indices (block-major, :func:`selfens_pl.data.demos.members`) of the first stage: the first ``first``
     (paraphrase ``p``, block ``b``) pairs down the diagonals of the K x M grid, ordered by ``(b - p) mod M``, then
     ``p``. With ``K >= first`` that is paraphrase ``j`` with block ``j mod M``; with fewer paraphrases than ``first``
     (K = 1, M = 3) the other members are the same paraphrase with the other blocks, never one member twice."""
@@ -57,17 +59,17 @@ class CascadeHead(FusionHead):
         from selfens_pl.heads.rerank import RerankHead
 
         if first < 1:
-            raise ValueError(f"--model.head.init_args.first must be >= 1, got {first}")
+            raise UserError(f"--model.head.init_args.first must be >= 1, got {first}")
         if confidence not in ("agreement", "mean_prob"):
-            raise ValueError(f"--model.head.init_args.confidence={confidence!r}: choose agreement or mean_prob")
+            raise UserError(f"--model.head.init_args.confidence={confidence!r}: choose agreement or mean_prob")
         if confidence == "agreement" and first < 2:
-            raise ValueError("--model.head.init_args.confidence=agreement needs first >= 2 (one answer always agrees "
+            raise UserError("--model.head.init_args.confidence=agreement needs first >= 2 (one answer always agrees "
                              "with itself); use mean_prob with first=1")
         if threshold < 0:
-            raise ValueError(f"--model.head.init_args.threshold must be >= 0, got {threshold}")
+            raise UserError(f"--model.head.init_args.threshold must be >= 0, got {threshold}")
         self.ensemble = ensemble if ensemble is not None else RerankHead()
         if isinstance(self.ensemble, CascadeHead):
-            raise ValueError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
+            raise UserError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
         self.first, self.confidence, self.threshold = first, confidence, float(threshold)
 
     def generate(self, decoder, prompts, groups):
@@ -100,7 +102,7 @@ class CascadeHead(FusionHead):
 
     def _first_stage(self, decoder, prompts, groups, cheap) -> list[list[Generation]]:
         """The cheap members' answers, one batched per_prompt decode (each with its own few-shot block)."""
-        from selfens_pl.fusion import no_fusion
+        from selfens_pl.engine.fusion import no_fusion
 
         items = [(gi, member_items(g)[i]) for gi, g in enumerate(groups) for i in cheap[gi]]
         decoded = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [it for _, it in items]), no_fusion, no_fusion)

@@ -6,23 +6,23 @@ Layouts (segments in sequence order):
 * ``concat``: N full prompts ``[prefix + Q_0] [prefix + Q_1] ...`` (the seed's WebQA format);
 * ``shared_prefix``: ``[prefix] [Q_0] [Q_1] ...``: instruction + few-shot encoded once.
 
-The mask (:mod:`selfens_pl.attention`) keeps paraphrases isolated during the prefill; generated tokens attend to
+The mask (:mod:`selfens_pl.engine.attention`) keeps paraphrases isolated during the prefill; generated tokens attend to
 everything, which is where the paraphrases fuse. With ``positions="aligned"`` every paraphrase restarts right after
 the shared prefix (at 0 in ``concat``), so each one is encoded exactly as if it were asked alone; generated tokens
 continue after the longest one. ``"sequential"`` (the seed's) numbers the whole sequence 0..L-1.
 
 The first token comes from the final-token logits of every paraphrase, fused with a LogitFusion rule
 (``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour). With
-``calibration=subject|question`` the fused first token is calibrated (:mod:`selfens_pl.fusion`): the content-free
-prompts (:mod:`selfens_pl.content_free`) are prefilled once as independent rows beside the batch (one per paraphrase
+``calibration=subject|question`` the fused first token is calibrated (:mod:`selfens_pl.engine.fusion`): the content-free
+prompts (:mod:`selfens_pl.data.content_free`) are prefilled once as independent rows beside the batch (one per paraphrase
 for ``subject``, one per group for ``question``; no decoding; each encoded as if asked alone, whatever
 ``positions``), and their final-token log-probabilities are subtracted from the paraphrases' final-token logits.
 Later tokens come from the one fused sequence, uncalibrated.
 
-Few-shot blocks (``--data.demo_blocks M``, :mod:`selfens_pl.demos`): the sequence holds one segment per *member*
+Few-shot blocks (``--data.demo_blocks M``, :mod:`selfens_pl.data.demos`): the sequence holds one segment per *member*
 (paraphrase x block, block-major, ``K x M``). ``concat``: segment ``j`` is member ``j``'s full prompt (its block's
 prefix + its question). ``shared_prefix``: ``[prefix_0] [Q_0 .. Q_{K-1}] [prefix_1] [Q_0 .. Q_{K-1}] ...``, each
-block's prefix once, followed by its questions; the mask's block ids (:mod:`selfens_pl.attention`) let a question see
+block's prefix once, followed by its questions; the mask's block ids (:mod:`selfens_pl.engine.attention`) let a question see
 its own block's prefix only and a block's prefix see only itself, so with ``aligned`` positions (each prefix from 0,
 its questions right after it) every member is encoded exactly as if asked alone with its block. The first token fuses
 the final-token logits of all ``K x M`` members (``last_segment``: the last member's). With ``--model.share_prefix``
@@ -38,12 +38,14 @@ from typing import Literal
 
 import torch
 
-from selfens_pl.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
-from selfens_pl.decoding import PrefillBatch, pad_token_id
-from selfens_pl.content_free import CALIBRATIONS, Calibration, content_free_prompts
-from selfens_pl.demos import num_blocks
-from selfens_pl.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
-from selfens_pl.heads.base import FusionHead, check_context, confidence_weights, prompt_batch
+from selfens_pl.data.content_free import CALIBRATIONS, Calibration, content_free_prompts
+from selfens_pl.data.demos import num_blocks
+from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
+from selfens_pl.engine.batches import check_context, prompt_batch
+from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
+from selfens_pl.engine.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
+from selfens_pl.errors import UserError
+from selfens_pl.heads.base import FusionHead, confidence_weights
 from selfens_pl.heads.logit import check_no_blocks, group_valid, padded
 
 
@@ -135,11 +137,11 @@ class FlexFusion(FusionHead):
                    "fusion": (fusion, RULES), "calibration": (calibration, CALIBRATIONS)}
         for flag, (value, allowed_values) in choices.items():
             if value not in allowed_values:
-                raise ValueError(f"--model.head.init_args.{flag}={value!r}: choose one of {', '.join(allowed_values)}")
+                raise UserError(f"--model.head.init_args.{flag}={value!r}: choose one of {', '.join(allowed_values)}")
         self.layout, self.positions, self.first_token = layout, positions, first_token
         self.fusion, self.backend, self.compile = fusion, backend, compile
         if calibration != "none" and first_token != "fused":
-            raise ValueError(f"--model.head.init_args.calibration={calibration!r} calibrates the fused first token: "
+            raise UserError(f"--model.head.init_args.calibration={calibration!r} calibrates the fused first token: "
                              f"it needs first_token=fused, not {first_token!r}")
         self.calibration, self.prior_floor = calibration, check_prior_floor(prior_floor)
         self.agreement = agreement

@@ -1,12 +1,12 @@
 """``LogitFusion``: decode all paraphrases of a group together and fuse their next-token distributions.
 
 The rules (``avg``, ``max``, ``weighted_avg``, ``weighted_max``, ``prob_avg``, ``entropy_weighted``) live in
-:mod:`selfens_pl.fusion`. The fused token is fed to every row of the group, so each paraphrase continues the same
+:mod:`selfens_pl.engine.fusion`. The fused token is fed to every row of the group, so each paraphrase continues the same
 answer. With ``--data.demo_blocks`` a group's rows are its members (every paraphrase x few-shot block,
-:mod:`selfens_pl.demos`). Groups may differ in size: each is padded to the largest group of the batch with copies of
+:mod:`selfens_pl.data.demos`). Groups may differ in size: each is padded to the largest group of the batch with copies of
 its first row, which the rule ignores (``valid``).
 
-Calibration (``calibration=subject|question``, :mod:`selfens_pl.content_free`): the group's content-free prompts
+Calibration (``calibration=subject|question``, :mod:`selfens_pl.data.content_free`): the group's content-free prompts
 ride as extra rows of the same group, after its ``n`` paraphrase rows (``n`` of them for ``subject``, one per
 paraphrase; one for ``question``), are fed the same fused token (so each prior follows the answer prefix) and are
 split off again by :meth:`LogitFusion.fuse`, which subtracts their log-probabilities from the paraphrase rows'
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import torch
 
-from selfens_pl.content_free import Calibration, check_calibration, content_free_prompts
-from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, check_prior_floor, fuse_logits
-from selfens_pl.heads.base import FusionHead, confidence_weights, member_items, prompt_batch
+from selfens_pl.data.content_free import Calibration, check_calibration, content_free_prompts
+from selfens_pl.engine.batches import member_items, prompt_batch
+from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, check_prior_floor, fuse_logits
+from selfens_pl.errors import UserError
+from selfens_pl.heads.base import FusionHead, confidence_weights
 
 
 class LogitFusion(FusionHead):
@@ -118,7 +120,7 @@ def check_no_blocks(head: FusionHead, groups: list[dict]) -> None:
     """Refuse extra few-shot blocks where a head reads something written for block 0 only: calibration (each
     member would need a content-free prompt of its own block) and the ``weighted_*`` rules (confidences sampled per
     paraphrase with block 0). Nothing is silently mixed."""
-    from selfens_pl.demos import num_blocks
+    from selfens_pl.data.demos import num_blocks
 
     what = []
     if getattr(head, "calibration", "none") != "none":
@@ -129,6 +131,6 @@ def check_no_blocks(head: FusionHead, groups: list[dict]) -> None:
         return
     for g in groups:
         if num_blocks(g) > 1:
-            raise ValueError(f"record {g['id']!r}: {' and '.join(what)} cannot run with --data.demo_blocks > 1 (the "
+            raise UserError(f"record {g['id']!r}: {' and '.join(what)} cannot run with --data.demo_blocks > 1 (the "
                              f"group has {num_blocks(g)} few-shot blocks; both are defined for block 0 only): use "
                              "--data.demo_blocks 1 or another rule")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from selfens_pl.decoding import no_fusion
-from selfens_pl.heads.base import FusionHead, prompt_batch
+from selfens_pl.engine.batches import prompt_batch
+from selfens_pl.engine.decoding import no_fusion
+from selfens_pl.heads.base import FusionHead
 
 
 class OriginHead(FusionHead):

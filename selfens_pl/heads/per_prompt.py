@@ -3,8 +3,9 @@ own; one record per member."""
 
 from __future__ import annotations
 
-from selfens_pl.agreement import Lemmas, agreement_share
-from selfens_pl.heads.base import FusionHead, paraphrase_generations
+from selfens_pl.engine.batches import paraphrase_generations
+from selfens_pl.heads.base import FusionHead
+from selfens_pl.scoring.agreement import Lemmas, agreement_share
 
 
 class PerPromptHead(FusionHead):
@@ -22,7 +23,7 @@ def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[l
     """One record per member (paraphrase x few-shot block) from each group's per-member ``Generation``s, with its
     ``agreement`` (also used by ``sweep``, which keeps the generations' log-probabilities for its votes). With extra
     few-shot blocks each record also names its ``block_index``."""
-    from selfens_pl.demos import members, num_blocks
+    from selfens_pl.data.demos import members, num_blocks
 
     records, lemmas = [], Lemmas()
     for g, gens in zip(groups, generations):

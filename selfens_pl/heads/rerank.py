@@ -1,10 +1,10 @@
-"""``RerankHead``: answer-level rescoring of the members' own answers (:mod:`selfens_pl.rerank`).
+"""``RerankHead``: answer-level rescoring of the members' own answers (:mod:`selfens_pl.scoring.rescoring`).
 
-Per batch: the prompts of every member of every group (paraphrase x few-shot block, :mod:`selfens_pl.demos`) are
-encoded ONCE (:meth:`~selfens_pl.decoding.GreedyDecoder.encode`); from that encoding every member answers greedily
+Per batch: the prompts of every member of every group (paraphrase x few-shot block, :mod:`selfens_pl.data.demos`) are
+encoded ONCE (:meth:`~selfens_pl.engine.decoding.GreedyDecoder.encode`); from that encoding every member answers greedily
 (per_prompt's decoding, batched across groups), optionally a LogitFusion rule decodes one fused answer per group
 (``fused``), and then every candidate of a group is scored under every member's prompt in one teacher-forced pass
-(:meth:`~selfens_pl.decoding.GreedyDecoder.score_continuations`) that copies the prompts' KV caches rather than
+(:meth:`~selfens_pl.engine.decoding.GreedyDecoder.score_continuations`) that copies the prompts' KV caches rather than
 encoding them again. Cost per group of ``N`` members and ``C`` candidates: ``N`` decoded rows (+1 with ``fused``),
 and ``N x C`` scored rows of a few tokens each, against one prompt encoding.
 
@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from selfens_pl.agreement import Lemmas
-from selfens_pl.decoding import EncodedPrompts, Generation, no_fusion
-from selfens_pl.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
-from selfens_pl.heads.base import FusionHead, member_items, prompt_batch
+from selfens_pl.engine.batches import member_items, prompt_batch
+from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
+from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
+from selfens_pl.errors import UserError
+from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.logit import group_valid
-from selfens_pl.rerank import Candidate, RerankRule, best, candidates, check_rule, combine
+from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.rescoring import Candidate, RerankRule, best, candidates, check_rule, combine
 
 
 class RerankHead(FusionHead):
@@ -33,7 +35,7 @@ class RerankHead(FusionHead):
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
                 probability), ``product`` (their sum), ``max``, ``mean_token`` (length-normalised product) or
-                ``vote`` (most agreeing answers first, then mixture). See :mod:`selfens_pl.rerank`.
+                ``vote`` (most agreeing answers first, then mixture). See :mod:`selfens_pl.scoring.rescoring`.
             fused: Also decode the group's LogitFusion answer under this rule (``avg``, ``prob_avg``, ...) and add
                 it as a candidate (one more decoded row per group). ``None``: the members' answers only.
         """
@@ -42,7 +44,7 @@ class RerankHead(FusionHead):
         if fused is not None:
             check_method(fused, "--model.head.init_args.fused")
             if fused in WEIGHTED:
-                raise ValueError(f"--model.head.init_args.fused={fused!r}: the fused candidate takes an unweighted "
+                raise UserError(f"--model.head.init_args.fused={fused!r}: the fused candidate takes an unweighted "
                                  "rule (avg, max, prob_avg, entropy_weighted)")
         self.fused = fused
 

@@ -2,10 +2,10 @@
 
 Decoding is per_prompt's (every paraphrase of every group an independent row of one batch). Per group, each
 paraphrase's answer gets a *support*: how many of the group's answers agree with it under the lemma rule
-(:mod:`selfens_pl.agreement`: one answer's lemmas inside the other's). The answer with the most support wins; ties
+(:mod:`selfens_pl.scoring.agreement`: one answer's lemmas inside the other's). The answer with the most support wins; ties
 go to the highest mean token log-probability (``Generation.logprobs``, under its own paraphrase), then to the
 lowest member index. With ``--data.demo_blocks`` the voters are the group's members (every paraphrase x few-shot
-block, :mod:`selfens_pl.demos`). One record per group: the winner's generation, ``voted_index`` (which member gave
+block, :mod:`selfens_pl.data.demos`). One record per group: the winner's generation, ``voted_index`` (which member gave
 it: paraphrase ``voted_index % K`` with block ``voted_index // K``), ``paraphrase_predictions`` (every member's
 answer), ``mean_prob`` (the winner's own mean token
 probability) and ``agreement`` = support / paraphrases. Cost: exactly per_prompt's.
@@ -13,8 +13,9 @@ probability) and ``agreement`` = support / paraphrases. Cost: exactly per_prompt
 
 from __future__ import annotations
 
-from selfens_pl.agreement import Lemmas, vote
-from selfens_pl.heads.base import FusionHead, paraphrase_generations
+from selfens_pl.engine.batches import paraphrase_generations
+from selfens_pl.heads.base import FusionHead
+from selfens_pl.scoring.agreement import Lemmas, vote
 
 
 class VoteHead(FusionHead):

@@ -1,0 +1,341 @@
+"""``ParaphraseDataModule``: paraphrase groups ``{id, paraphrases[N], answers[], confidences?}`` in batches.
+
+Each batch is ``{"groups": [group, ...], "template": PromptTemplate}``: the groups to answer and the instruction +
+few-shot block they are asked with, so a model needs nothing else from the data module.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Literal
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
+from selfens_pl.data.records import check_record, check_str, check_str_list, read_records
+from selfens_pl.data.sources import (
+    group_myriadlama,
+    is_grouped_myriadlama,
+    load_myriadlama_groups,
+    load_myriadlama_rows,
+    load_webqa,
+    myriadlama_groups,
+    sample_few_shot,
+    split_facts,
+    webqa_groups,
+)
+from selfens_pl.distributed import data_parallel_shard
+from selfens_pl.errors import UserError
+
+DEMO = "demo"
+
+
+def demo_path() -> str:
+    """The shipped demo set: 40 WebQuestions train questions, 5 hand-written paraphrases each."""
+    return str(resources.files("selfens_pl.resources") / "demo_webqa.jsonl")
+
+
+def demo_few_shot() -> list[dict]:
+    """The five WebQuestions train examples the demo uses as its few-shot block."""
+    return json.loads((resources.files("selfens_pl.resources") / "webqa_fewshot.json").read_text())
+
+
+def load_groups(path: str) -> list[dict]:
+    """Read a JSONL/JSON/parquet file of groups, one clear error naming the line and field otherwise."""
+    unit, rows = read_records(path, allow_hub=False)
+    groups, seen = [], {}
+    for number, rec in rows:
+        check_record(path, unit, number, rec)
+        if "id" not in rec or rec["id"] in (None, ""):
+            raise UserError(f"{path}: {unit} {number}: field 'id' is missing")
+        paraphrases = check_str_list(path, unit, number, rec, "paraphrases")
+        for p in paraphrases:
+            if not p.strip():
+                raise UserError(f"{path}: {unit} {number} (record {rec['id']!r}): an empty paraphrase")
+        answers = check_str_list(path, unit, number, rec, "answers", allow_empty=True) if "answers" in rec else []
+        conf = rec.get("confidences")
+        if conf is not None and (len(conf) != len(paraphrases) or not all(0 <= float(c) <= 1 for c in conf)):
+            raise UserError(f"{path}: {unit} {number} (record {rec['id']!r}): 'confidences' must hold one value "
+                             "in [0, 1] per paraphrase")
+        key = str(rec["id"])
+        if key in seen:
+            raise UserError(f"{path}: {unit} {number}: id {key!r} repeats {unit} {seen[key]}")
+        seen[key] = number
+        groups.append({"id": key, "paraphrases": list(paraphrases), "answers": list(answers),
+                       "confidences": None if conf is None else [float(c) for c in conf]})
+    if not groups:
+        raise UserError(f"{path}: no records")
+    return groups
+
+
+def load_confidences(path: str) -> dict[str, list[float]]:
+    """``{id: [confidence per paraphrase]}`` from a JSONL file of ``{"id", "confidences"}``."""
+    unit, rows = read_records(path, allow_hub=False)
+    table = {}
+    for number, rec in rows:
+        check_record(path, unit, number, rec)
+        check_str(path, unit, number, {"id": str(rec.get("id", ""))}, "id")
+        conf = rec.get("confidences")
+        if not isinstance(conf, list) or not all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in conf):
+            raise UserError(f"{path}: {unit} {number}: field 'confidences' must be a list of numbers in [0, 1]")
+        table[str(rec["id"])] = [float(c) for c in conf]
+    return table
+
+
+class GroupDataset(Dataset):
+    def __init__(self, groups: list[dict]):
+        self.groups = groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.groups[index]
+
+
+class ShardSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets indices ``rank, rank + num_replicas, ...``: every index exactly once
+    across processes, without the padding (repeats) of ``DistributedSampler``; a share may be empty."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ParaphraseDataModule(LightningDataModule):
+    """Paraphrase groups for predict (and fit/validate, for fine-tuning runs)."""
+
+    def __init__(
+        self,
+        path: str | list[str] = DEMO,
+        source: Literal["groups", "webqa", "myriadlama"] = "groups",
+        task: Literal["webqa", "myriadlama"] = "webqa",
+        split: str = "test",
+        limit: int | None = None,
+        num_paraphrases: int | None = None,
+        num_manual: int = 1,
+        num_auto: int = 0,
+        test_size: int = 2000,
+        confidences: str | None = None,
+        instruction: str | None = None,
+        few_shot: list[dict] | None = None,
+        few_shot_source: str | None = None,
+        num_few_shot: int = 5,
+        few_shot_seed: int = 42,
+        few_shot_pool: str | list[str] | None = None,
+        demo_blocks: int = 1,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        val_path: str | None = None,
+        val_split: str = "validation",
+        val_limit: int | None = None,
+        val_size: int = 0,
+    ):
+        """
+        Args:
+            path: Groups file (JSONL of ``{id, paraphrases, answers, confidences?}``), ``demo`` for the shipped demo
+                set, or for ``source=webqa|myriadlama`` a hub id or local file in that dataset's schema. A list of
+                such sources answers them all, in order (ids must not repeat across them).
+            source: Schema of ``path``: ``groups``; ``webqa`` (``question, answers, url``: one paraphrase per
+                group); ``myriadlama`` (hub rows ``uuid, sub_ent, template, ...``, or a local file already grouped
+                with ``manual_paraphrases`` / ``auto_paraphrases``).
+            task: Picks the default instruction and few-shot block: ``webqa`` or ``myriadlama``.
+            split: Dataset split for hub sources (MyriadLAMA: the split the test facts are drawn from).
+            limit: Answer only the first ``limit`` groups.
+            num_paraphrases: Keep the first ``num_paraphrases`` paraphrases of every group (a group with fewer is
+                an error).
+            num_manual: MyriadLAMA: manual templates per fact (chosen reproducibly by fact id).
+            num_auto: MyriadLAMA: automatic templates per fact.
+            test_size: MyriadLAMA hub rows: facts in the deterministic test split (seed ``few_shot_seed``).
+            confidences: JSONL of ``{id, confidences}`` (from ``python -m selfens_pl confidence``) for weighted methods.
+            instruction: Instruction text; default: the task's standard instruction.
+            few_shot: Explicit few-shot examples ``[{question, answer}]``; ``[]`` for zero-shot.
+            few_shot_source: WebQA-schema source (hub id or file) to sample ``num_few_shot`` examples from.
+            num_few_shot: How many few-shot examples to sample from ``few_shot_source``.
+            few_shot_seed: Seed for sampling few-shot examples and splits.
+            few_shot_pool: Demonstrations for the extra few-shot blocks of ``demo_blocks`` (one source or a list):
+                MyriadLAMA grouped facts or hub rows (a fact's manual paraphrase and first answer), or WebQuestions
+                questions (file or hub id, split ``train``). The pool may hold the answered facts: a group's blocks
+                never show its own fact.
+            demo_blocks: ``M``: ask every paraphrase with ``M`` five-shot blocks (block 0 the configured one,
+                blocks 1..M-1 drawn from ``few_shot_pool`` by group id and block index), so a group has ``K x M``
+                members (:mod:`selfens_pl.data.demos`). ``1``: the configured block only.
+            batch_size: Groups per batch (every paraphrase of a group rides in the same batch).
+            num_workers: DataLoader workers.
+            val_path: Fine-tuning only: validation groups (same ``source`` schema and options as ``path``).
+            val_split: Split of ``val_path`` for hub sources.
+            val_limit: Validate on the first ``val_limit`` groups of ``val_path``.
+            val_size: Fine-tuning without ``val_path``: hold the last ``val_size`` groups of ``path`` out of training
+                and validate on them.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.groups: list[dict] | None = None
+        self.val_groups: list[dict] | None = None
+        self.template: PromptTemplate | None = None
+        #: Ids not to answer (set by ``predict`` when it resumes into an output directory that already holds them).
+        self.skip_ids: set[str] = set()
+        # With fewer groups left than processes a process gets none; the predict writer copes with that.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def _load(self, path: str | list[str], split: str) -> list[dict]:
+        if not isinstance(path, str):  # several sources, answered in order
+            if not path:
+                raise UserError("--data.path: an empty list of sources")
+            groups, seen = [], {}
+            for source in path:
+                for group in self._load(source, split):
+                    if group["id"] in seen:
+                        raise UserError(f"--data.path: record {group['id']!r} of {source} repeats one of "
+                                         f"{seen[group['id']]}")
+                    seen[group["id"]] = source
+                    groups.append(group)
+            return groups
+        hp = self.hparams
+        if hp.source == "groups":
+            return load_groups(demo_path() if path == DEMO else path)
+        if hp.source == "webqa":
+            return webqa_groups(load_webqa(path, split), id_prefix=f"webqa-{split}")
+        if hp.source == "myriadlama":
+            if is_grouped_myriadlama(path):
+                facts = load_myriadlama_groups(path)
+            else:  # hub rows (a hub id or a local file of rows): group by fact, keep the deterministic test split
+                _, facts = split_facts(group_myriadlama(load_myriadlama_rows(path, split)), hp.test_size,
+                                       hp.few_shot_seed)
+            return myriadlama_groups(facts, hp.num_manual, hp.num_auto)
+        raise UserError(f"--data.source={hp.source!r}: choose groups, webqa or myriadlama")
+
+    def _template(self, groups: list[dict]) -> PromptTemplate:
+        hp = self.hparams
+        instruction = hp.instruction
+        if instruction is None:
+            instruction = MYRIADLAMA_INSTRUCTION if hp.task == "myriadlama" else WEBQA_INSTRUCTION
+        if hp.few_shot is not None:
+            few_shot = [{"question": e["question"], "answer": e["answer"]} for e in hp.few_shot]
+        elif hp.few_shot_source is not None:
+            asked = {p for g in groups for p in g["paraphrases"]}  # never show a test question as an example
+            few_shot = sample_few_shot(load_webqa(hp.few_shot_source, "train"), hp.num_few_shot, hp.few_shot_seed,
+                                       exclude_questions=asked)
+        elif hp.task == "myriadlama":
+            few_shot = list(MYRIADLAMA_FEW_SHOT)
+        elif hp.path == DEMO:
+            few_shot = demo_few_shot()
+        else:
+            raise UserError("--data.task=webqa needs --data.few_shot (a list, [] for zero-shot) or "
+                             "--data.few_shot_source (e.g. stanfordnlp/web_questions)")
+        return PromptTemplate(instruction=instruction, few_shot=few_shot)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.groups is not None:
+            return
+        hp = self.hparams
+        if hp.limit is not None and hp.limit < 1:
+            raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
+        groups = self._load(hp.path, hp.split)
+        if hp.val_path is not None:
+            self.val_groups = self._load(hp.val_path, hp.val_split)[: hp.val_limit]
+        elif hp.val_size:  # hold the last val_size groups out of training, before limit applies
+            if hp.val_size >= len(groups):
+                raise UserError(f"--data.val_size={hp.val_size} leaves no training groups out of {len(groups)}")
+            groups, self.val_groups = groups[: -hp.val_size], groups[-hp.val_size:]
+        if self.val_groups is not None:
+            self.val_groups = self._prepare(self.val_groups)
+        groups = self._prepare(groups[: hp.limit])
+        self.template = self._template(groups + (self.val_groups or []))
+        if hp.demo_blocks != 1:
+            self._attach_blocks(groups + (self.val_groups or []))
+        self.groups = groups
+
+    def _attach_blocks(self, groups: list[dict]) -> None:
+        """``--data.demo_blocks M``: give every group its ``M - 1`` extra few-shot blocks (:mod:`selfens_pl.data.demos`)."""
+        from selfens_pl.data.demos import attach_blocks, load_pool
+
+        hp = self.hparams
+        if hp.demo_blocks < 1:
+            raise UserError(f"--data.demo_blocks must be >= 1, got {hp.demo_blocks}")
+        if hp.few_shot_pool is None:
+            raise UserError(f"--data.demo_blocks={hp.demo_blocks} needs --data.few_shot_pool (demonstrations to draw "
+                             "the extra blocks from, e.g. ../shared/data/myriadlama/dev.jsonl)")
+        shots = len(self.template.few_shot) or hp.num_few_shot
+        attach_blocks(groups, load_pool(hp.few_shot_pool, hp.task), hp.demo_blocks, shots)
+
+    def _prepare(self, groups: list[dict]) -> list[dict]:
+        """Cut every group to ``num_paraphrases``, then attach confidences by id and paraphrase index.
+
+        A confidence file may hold one value per paraphrase of the full group or of the cut group.
+        """
+        hp = self.hparams
+        n = hp.num_paraphrases
+        full = {g["id"]: len(g["paraphrases"]) for g in groups}
+        if n is not None:
+            for g in groups:
+                if len(g["paraphrases"]) < n:
+                    raise UserError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than "
+                                     f"--data.num_paraphrases={n}")
+                g["paraphrases"] = g["paraphrases"][:n]
+                if g.get("confidences") is not None:
+                    g["confidences"] = g["confidences"][:n]
+        if hp.confidences:
+            table = load_confidences(hp.confidences)
+            for g in groups:
+                if g["id"] not in table:
+                    raise UserError(f"record {g['id']!r} has no entry in --data.confidences={hp.confidences}")
+                conf = table[g["id"]]
+                if len(conf) not in (len(g["paraphrases"]), full[g["id"]]):
+                    raise UserError(f"record {g['id']!r}: {len(conf)} confidences in {hp.confidences} for "
+                                     f"{len(g['paraphrases'])} paraphrases")
+                g["confidences"] = conf[: len(g["paraphrases"])]
+        return groups
+
+    # -- loaders -------------------------------------------------------------------------------------------------
+    def collate(self, groups: list[dict]) -> dict:
+        return {"groups": groups, "template": self.template}
+
+    def _loader(self) -> DataLoader:
+        if self.groups is None:
+            self.setup()
+        groups = [g for g in self.groups if g["id"] not in self.skip_ids] if self.skip_ids else self.groups
+        dataset = GroupDataset(groups)
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            # Our own sampler (a DistributedSampler, so Lightning keeps it, even with use_distributed_sampler=False):
+            # replica r answers groups r, r + W, ...; nothing padded or repeated, a share may be empty. A replica is a
+            # process, or under tensor parallelism a tensor-parallel group (its processes answer the same groups).
+            replicas, rank = data_parallel_shard(trainer)
+            sampler = ShardSampler(dataset, num_replicas=replicas, rank=rank)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=False, sampler=sampler,
+                          num_workers=self.hparams.num_workers, collate_fn=self.collate)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def train_dataloader(self) -> DataLoader:
+        """Fine-tuning: the groups of ``path``, shuffled (Lightning adds a DistributedSampler under DDP)."""
+        if self.groups is None:
+            self.setup()
+        generator = torch.Generator().manual_seed(self.hparams.few_shot_seed)
+        return DataLoader(GroupDataset(self.groups), batch_size=self.hparams.batch_size, shuffle=True,
+                          generator=generator, num_workers=self.hparams.num_workers, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        """Fine-tuning: the groups of ``val_path``, answered and scored exactly as in predict."""
+        if self.groups is None:
+            self.setup()
+        if not self.val_groups:
+            raise UserError("validation needs --data.val_path (or --trainer.limit_val_batches=0 to skip it)")
+        return DataLoader(GroupDataset(self.val_groups), batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, collate_fn=self.collate)
+
+

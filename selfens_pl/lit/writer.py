@@ -1,0 +1,337 @@
+"""``PredictionWriter``: one JSON line per record while predicting, a merged file and a summary at the end.
+
+Files in ``output_dir``:
+
+* ``predictions.rank{R}.jsonl``: process R's part, appended batch by batch while predicting. After the records of a
+  batch comes a commit line ``{"_batch": batch_idx, "_records": n}``; records count only once their batch's commit
+  line is on disk, so **ids are written (and reused) in whole batches**: a crash loses at most the batch being
+  written, and a half-written last line is dropped.
+* ``predictions.jsonl``: at the end rank 0 merges every part (and the records reused from earlier runs) into this
+  file, ordered by (id, paraphrase index), and removes the parts. Written atomically (temporary file + rename).
+* ``summary.json``: written last, only after ``predictions.jsonl`` is complete; removed when a run starts, so a
+  summary never sits beside incomplete predictions. Its scores are computed over the merged records (every id once,
+  reused and new); ``run`` holds this run's own share, reduced across processes by the module's torchmetrics, and
+  ``questions_per_s`` is this run's own speed: the questions it answered over its predict time (``null`` when every
+  id was resumed). A ``per_prompt`` run adds ``accuracy_by_paraphrase`` and ``oracle_accuracy``
+  (:mod:`selfens_pl.scoring.summaries`). The same figures are printed as a table at the end.
+
+Resume (``resume=True``, the default): before predicting, every process reads the committed records of the output
+directory (``predictions.jsonl`` and part files written by any number of processes), rank 0 consolidates them into
+``predictions.jsonl``, and the data module skips their ids (``datamodule.skip_ids``). ``resume=False`` deletes
+earlier predictions first. The CLI refuses to resume when the model, head or data settings differ from the output
+directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit`` and the process count may change);
+records of ids outside the current data set are left out of the merged file.
+
+Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
+groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty). Under
+``model_parallel`` (tensor parallelism) the groups are sharded over the data-parallel replicas, every process of a
+tensor-parallel group answers the same groups, and only the group's first process writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from selfens_pl.distributed import tensor_parallel_rank
+from selfens_pl.errors import UserError
+from selfens_pl.jsonl import _atomic_write, write_records
+from selfens_pl.scoring.summaries import format_table, paraphrase_scores, record_scores
+
+SUMMARY = "summary.json"
+PREDICTIONS = "predictions.jsonl"
+PART_GLOB = "predictions.rank*.jsonl"
+COMMIT = "_batch"
+
+
+class PredictionWriter(BasePredictionWriter):
+    def __init__(self, output_dir: str = "outputs/predict", resume: bool = True):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.resume = resume
+        self._file = None
+        self._start = 0.0
+        self._seconds = 0.0
+        self._n_groups = 0
+        self._n_records = 0
+        self._n_resumed = 0
+
+    def part_path(self, rank: int) -> Path:
+        return self.output_dir / f"predictions.rank{rank}.jsonl"
+
+    # -- before predicting: read what earlier runs finished ------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "predict":
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._n_groups = self._n_records = 0  # stays 0 where this process's share is empty (no predict hooks)
+        self._seconds = 0.0
+        done = read_done(self.output_dir) if self.resume else {}
+        dataset_ids = _dataset_ids(trainer)
+        if dataset_ids is not None:
+            done = {key: recs for key, recs in done.items() if key in dataset_ids}
+        self._n_resumed = len(done)
+        trainer.strategy.barrier("selfens_pl.lit.writer: read")  # every process has read before rank 0 rewrites
+        if trainer.is_global_zero:
+            (self.output_dir / SUMMARY).unlink(missing_ok=True)
+            if done:
+                write_records(self.output_dir / PREDICTIONS, [r for recs in done.values() for r in recs])
+            else:
+                (self.output_dir / PREDICTIONS).unlink(missing_ok=True)
+            for part in self.output_dir.glob(PART_GLOB):
+                part.unlink()
+        trainer.strategy.barrier("selfens_pl.lit.writer: consolidated")
+        if done:
+            datamodule = trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "skip_ids"):
+                raise UserError(f"{self.output_dir} holds predictions for {len(done)} ids, but the data module "
+                                 "cannot skip ids: pass --resume false or another --output_dir")
+            datamodule.skip_ids = set(done)
+            left = None if dataset_ids is None else len(dataset_ids) - len(done)
+            if left == 0:
+                # Lightning warns about the empty loader; here it is expected, and said below
+                warnings.filterwarnings("ignore", message=r"Total length of `DataLoader` across ranks is zero")
+            if trainer.is_global_zero:
+                rest = ("nothing left to answer (--resume false answers them afresh)" if left == 0
+                        else "answering the rest" if left is None else f"answering the other {left}")
+                print(f"resume: {len(done)} ids already in {self.output_dir}, {rest}")
+
+    # -- while predicting ---------------------------------------------------------------------------------------
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._file = self.part_path(trainer.global_rank).open("w", encoding="utf-8")
+        self._n_groups = self._n_records = 0
+        self._start = time.perf_counter()
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if tensor_parallel_rank(trainer.strategy):  # a tensor-parallel group answers once: its first process writes
+            return
+        lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in prediction]
+        lines.append(json.dumps({COMMIT: batch_idx, "_records": len(prediction)}) + "\n")
+        self._file.write("".join(lines))
+        self._file.flush()
+        self._n_groups += len(batch["groups"])
+        self._n_records += len(prediction)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._file.close()
+        self._file = None
+        self._seconds = time.perf_counter() - self._start
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- after predicting: merge and summarise --------------------------------------------------------------------
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        # Here rather than in on_predict_end: a process whose share is empty (fewer groups left than processes)
+        # skips the predict loop and its hooks, but every process reaches teardown, so the collectives below match.
+        # Lightning only calls teardown after a successful run: a failed run never writes a summary.
+        if stage != "predict":
+            return
+        strategy = trainer.strategy
+        _metrics_to(pl_module, strategy.root_device)  # the strategy's teardown moved the module to the CPU
+        per_process = [int(v) for v in strategy.all_gather(_tensor(self._n_groups, strategy)).reshape(-1)]
+        n_groups = sum(per_process)
+        n_records = int(strategy.reduce(_tensor(self._n_records, strategy), reduce_op="sum"))
+        seconds = float(strategy.reduce(_tensor(self._seconds, strategy), reduce_op="max"))
+        run_scores = pl_module.compute_scores() if n_groups else {}
+        strategy.barrier("selfens_pl.lit.writer: parts closed")
+        if not trainer.is_global_zero:
+            return
+        done = read_done(self.output_dir)
+        dataset_ids = _dataset_ids(trainer)
+        if dataset_ids is not None:
+            missing = dataset_ids - done.keys()
+            if missing:
+                warnings.warn(f"{len(missing)} of {len(dataset_ids)} ids have no predictions (limited run?)",
+                              stacklevel=1)
+            done = {key: recs for key, recs in done.items() if key in dataset_ids}
+        records = write_records(self.output_dir / PREDICTIONS, [r for recs in done.values() for r in recs])
+        for part in self.output_dir.glob(PART_GLOB):
+            part.unlink()
+        summary = {
+            "method": pl_module.head.method,
+            "model": pl_module.hparams.model,
+            "n": len(done),
+            "records": len(records),
+            **record_scores(records),
+            **paraphrase_scores(pl_module.head.method, records),
+            "resumed": self._n_resumed,
+            "run": {"n": n_groups, "records": n_records, "n_per_process": per_process, **run_scores},
+            # this run's own speed: the questions it answered (not those resumed) over its predict time
+            "seconds": round(seconds, 3),
+            "questions_per_s": round(n_groups / seconds, 3) if n_groups and seconds else None,
+        }
+        paraphrased = _paraphrase_file(trainer, done.keys())
+        if paraphrased is not None:
+            summary["paraphrase_file"] = paraphrased
+        _atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        print(format_table([summary]))
+        if paraphrased is not None:
+            from selfens_pl.scoring.paraphrase_checks import format_statistics
+
+            print(f"paraphrases ({paraphrased['path']}, by {', '.join(paraphrased['paraphrasers']) or '?'}): "
+                  f"{format_statistics(paraphrased)}")
+        if self._n_resumed:
+            print(resume_note(summary, self.output_dir))
+        print(f"predictions: {self.output_dir / PREDICTIONS}")
+
+
+def _paraphrase_file(trainer, ids) -> dict | None:
+    """The statistics of the groups file the run answered, over ``ids``, when ``paraphrase`` wrote it (kept,
+    rejected by which check, mean per question; :func:`selfens_pl.scoring.paraphrase_checks.file_statistics`)."""
+    from selfens_pl.scoring.paraphrase_checks import file_statistics
+
+    hparams = getattr(trainer.datamodule, "hparams", None) or {}
+    path = hparams.get("path")
+    if hparams.get("source", "groups") != "groups" or not isinstance(path, str) or not path.endswith(".jsonl"):
+        return None
+    stats = file_statistics(path, {str(i) for i in ids})
+    return None if stats is None else {"path": path, **stats}
+
+
+def _dataset_ids(trainer) -> set[str] | None:
+    groups = getattr(trainer.datamodule, "groups", None)
+    return None if groups is None else {str(g["id"]) for g in groups}
+
+
+def _tensor(value, strategy):
+    import torch
+
+    return torch.tensor(float(value), device=strategy.root_device)
+
+
+def _metrics_to(pl_module, device) -> None:
+    from torchmetrics import Metric
+
+    for module in pl_module.modules():
+        if isinstance(module, Metric):
+            module.to(device)
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+def read_part(path: Path) -> list[dict]:
+    """The committed records of one part file: records followed by their batch's commit line. Records after the last
+    commit line (a batch cut short) and a half-written last line are dropped."""
+    committed, pending = [], []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                break  # parts are append-only: only the last line can be half-written
+            if not isinstance(obj, dict):
+                break
+            if COMMIT in obj:
+                if obj.get("_records") == len(pending):
+                    committed += pending
+                pending = []
+            else:
+                pending.append(obj)
+    return committed
+
+
+def read_merged(path: Path) -> list[dict]:
+    """Records of a merged ``predictions.jsonl`` (no commit lines; a half-written last line is dropped)."""
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def read_done(output_dir: Path) -> dict[str, list[dict]]:
+    """``{id: records}`` finished in ``output_dir``: ``predictions.jsonl`` first, then every part file (any number of
+    processes). An id is taken from the first file that has it, so a copy in two files counts once."""
+    output_dir = Path(output_dir)
+    sources = []
+    if (output_dir / PREDICTIONS).is_file():
+        sources.append(read_merged(output_dir / PREDICTIONS))
+    parts = sorted(output_dir.glob(PART_GLOB), key=lambda p: (len(p.name), p.name))
+    sources += [read_part(p) for p in parts]
+    done: dict[str, list[dict]] = {}
+    for records in sources:
+        by_id: dict[str, list[dict]] = {}
+        for rec in records:
+            by_id.setdefault(str(rec["id"]), []).append(rec)
+        for key, recs in by_id.items():
+            done.setdefault(key, recs)
+    return done
+
+
+def resume_note(summary: dict, output_dir: Path) -> str:
+    """What a resumed run's figures cover: accuracy over every id, speed over the ids it answered itself."""
+    n, answered = summary["n"], summary["run"]["n"]
+    if not answered:
+        return (f"resumed: all {n} ids were already answered in {output_dir}; this run answered none, so it "
+                "measured no speed (--resume false answers them afresh); accuracy, EM and F1 cover all of them")
+    return (f"resumed: {summary['resumed']} of {n} ids were already answered in {output_dir}; q/s covers the "
+            f"{answered} this run answered, accuracy, EM and F1 all {n}")
+
+
+# -- checks the CLI runs before predicting -------------------------------------------------------------------------
+#: Config keys that may change between an interrupted run and its resumption (they do not change any answer).
+RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "limit", "val_path", "val_split", "val_limit", "val_size"},
+                    "model": {"learning_rate", "weight_decay"}}
+
+
+def check_resumable(output_dir: Path, config_yaml: str) -> None:
+    """One clear error when ``output_dir`` holds predictions made with another model, head or data set than
+    ``config_yaml`` (the config about to run), since resuming would mix them."""
+    import yaml
+
+    output_dir = Path(output_dir)
+    old_path = output_dir / "config.yaml"
+    has_predictions = (output_dir / PREDICTIONS).is_file() or any(output_dir.glob(PART_GLOB))
+    if not has_predictions or not old_path.is_file():
+        return
+    old, new = yaml.safe_load(old_path.read_text()) or {}, yaml.safe_load(config_yaml) or {}
+    changed = []
+    for section in ("model", "data"):
+        before, after = old.get(section) or {}, new.get(section) or {}
+        # a key only one side has comes from another package version, whose default kept the old behaviour
+        for key in sorted(set(before) & set(after)):
+            if key not in RESUME_FREE_KEYS.get(section, ()) and before.get(key) != after.get(key):
+                changed.append(f"{section}.{key}")
+    if (old.get("trainer") or {}).get("precision") != (new.get("trainer") or {}).get("precision"):
+        changed.append("trainer.precision")
+    if old.get("ckpt_path") != new.get("ckpt_path"):  # fine-tuned weights answer differently
+        changed.append("ckpt_path")
+    if changed:
+        raise UserError(f"--output_dir {output_dir} holds predictions made with other settings "
+                         f"({', '.join('--' + c for c in changed)} differ from its config.yaml): pass "
+                         "--resume false to replace them, or another --output_dir")
+
+
+def check_strategy(strategy, pl_module=None) -> None:
+    """One clear error for a strategy predict cannot run with. Predict runs with one device; ``ddp`` (a whole model
+    in every process); ``model_parallel`` (Lightning's ``ModelParallelStrategy``: tensor parallelism, each process
+    holding a slice of every layer, :mod:`selfens_pl.engine.parallel`); or ``--model.device_map`` in ONE process.
+    ``fsdp`` / ``deepspeed`` shard the weights for training: the decoder calls the Hugging Face model directly with
+    its own KV cache, outside the wrapper that would gather the shards."""
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+
+    name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
+    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
+        raise UserError(f"--trainer.strategy={name} is not supported by predict: use --trainer.strategy ddp "
+                         "--trainer.devices N for a model that fits one device (a copy per device), "
+                         "--trainer.strategy model_parallel --trainer.devices N to split a larger model over N "
+                         "devices (tensor parallel), or --model.device_map auto in one process")
+    device_map = None if pl_module is None else pl_module.hparams.get("device_map")
+    processes = getattr(strategy, "num_processes", 1) * getattr(strategy, "num_nodes", 1)
+    if device_map is not None and (processes > 1 or isinstance(strategy, ModelParallelStrategy)):
+        raise UserError(f"--model.device_map spreads ONE process's model over the devices; it cannot run under "
+                         f"--trainer.strategy={name} with {processes} processes: use --trainer.devices 1, or drop "
+                         "--model.device_map and split the model with --trainer.strategy model_parallel")

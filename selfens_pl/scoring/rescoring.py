@@ -1,0 +1,100 @@
+"""Answer-level rescoring: the members' own answers are the candidates, every member's prompt scores every one.
+
+Token-level rules fuse next-token distributions greedily, one token at a time; they never compare whole answers.
+Here each member (paraphrase x few-shot block, :mod:`selfens_pl.data.demos`) first answers on its own (greedy, as
+per_prompt); the distinct non-empty answers are the *candidates*; then every candidate's tokens, through its end
+(the stop string's token, or EOS), are scored under every member's prompt: ``s[m, c] = log P_m(c)``, the sequence
+log-probability, with ``L_c`` tokens. A rule turns ``s [N, C]`` into one score per candidate and the best wins (ties:
+the candidate first produced by the lowest member index):
+
+* ``mixture``: ``log (1/N sum_m P_m(c))``: the candidate the members' sequence distributions give the most mass on
+  average (a mixture: one member that finds ``c`` unlikely does not veto it);
+* ``product``: ``sum_m log P_m(c)``: a product of experts over whole answers;
+* ``max``: ``max_m log P_m(c)``: the candidate some member is surest of;
+* ``mean_token``: ``1/N sum_m log P_m(c) / L_c``: the product of per-token geometric means (length-normalised, so
+  longer answers are not penalised for their length);
+* ``vote``: the most members' answers agree with ``c`` (the lemma rule of :mod:`selfens_pl.scoring.agreement`), ties broken
+  by ``mixture``.
+
+Everything here is pure Python on the scores; :class:`~selfens_pl.heads.rerank.RerankHead` computes them in one
+batched pass that reuses the members' prompt KV caches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from selfens_pl.errors import UserError
+from selfens_pl.scoring.agreement import Lemmas
+
+RerankRule = Literal["mixture", "product", "max", "mean_token", "vote"]
+RERANK_RULES: tuple[str, ...] = ("mixture", "product", "max", "mean_token", "vote")
+
+
+def check_rule(rule: str, flag: str = "--model.head.init_args.rule") -> str:
+    if rule not in RERANK_RULES:
+        raise UserError(f"{flag}={rule!r}: choose one of {', '.join(RERANK_RULES)}")
+    return rule
+
+
+@dataclass
+class Candidate:
+    """A distinct answer: its text, the tokens scored (``Generation.continuation`` of the first member that gave
+    it), that member's index and how many of the members' answers agree with it."""
+
+    prediction: str
+    tokens: list[int]
+    member: int
+    support: int = 0
+
+
+def candidates(predictions: list[str], continuations: list[list[int]], lemmas: Lemmas | None = None,
+               extra: list[tuple[str, list[int]]] = ()) -> list[Candidate]:
+    """The distinct non-empty answers among ``predictions`` (member order; the first member giving an answer owns
+    it), then ``extra`` answers ``(prediction, tokens)`` not already there (member index ``-1``: e.g. a fused
+    answer). ``support``: how many of ``predictions`` agree with each (:class:`~selfens_pl.scoring.agreement.Lemmas`)."""
+    lemmas = lemmas or Lemmas()
+    seen: dict[str, Candidate] = {}
+    pairs = [(p, c, i) for i, (p, c) in enumerate(zip(predictions, continuations))] + [(p, c, -1) for p, c in extra]
+    for prediction, tokens, member in pairs:
+        if prediction and tokens and prediction not in seen:
+            seen[prediction] = Candidate(prediction, list(tokens), member)
+    out = list(seen.values())
+    for cand in out:
+        cand.support = sum(lemmas.agree(cand.prediction, p) for p in predictions)
+    return out
+
+
+def combine(scores: list[list[float]], lengths: list[int], rule: str, support: list[int] | None = None) -> list[float]:
+    """``scores [N][C]`` sequence log-probabilities (member m, candidate c), ``lengths [C]`` -> one score per
+    candidate under ``rule`` (module docstring). ``vote`` returns ``support * BIG + mixture`` so support ranks
+    first; it needs ``support``."""
+    check_rule(rule)
+    n = len(scores)
+    if n == 0 or any(len(row) != len(lengths) for row in scores):
+        raise UserError("combine needs one score per member and candidate")
+    out = []
+    for c, length in enumerate(lengths):
+        column = [scores[m][c] for m in range(n)]
+        if rule == "product":
+            out.append(sum(column))
+        elif rule == "max":
+            out.append(max(column))
+        elif rule == "mean_token":
+            out.append(sum(column) / n / length)
+        else:
+            top = max(column)
+            mixture = top + math.log(sum(math.exp(s - top) for s in column) / n)
+            if rule == "vote":
+                if support is None:
+                    raise UserError("rule 'vote' needs each candidate's support")
+                mixture += 1e6 * support[c]  # log-probabilities are far above -1e6 per support step
+            out.append(mixture)
+    return out
+
+
+def best(scores: list[float]) -> int:
+    """Index of the highest score; the lowest index on ties (candidates come in member order)."""
+    return max(range(len(scores)), key=lambda c: (scores[c], -c))

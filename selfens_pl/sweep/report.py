@@ -1,0 +1,182 @@
+"""The sweep's tables, charts and ``sweep.json``: accuracy per (K, M), every gain with its paired bootstrap interval
+and cost, and the cascades' accuracy against decoded rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from selfens_pl.sweep.engine import config_name
+from selfens_pl.sweep.runner import MEMBER, ORACLE, SINGLE
+
+
+def config_label(k: int, m: int) -> str:
+    return f"K={k} M={m}"
+
+
+def accuracy_grid(runs, baselines: dict, configs: list[tuple[int, int]]) -> dict[str, dict[tuple, float]]:
+    """``{method: {(k, m): accuracy}}``: the baselines (mean single paraphrase, mean single member, oracle,
+    origin) first, then every method in the order its runs came."""
+    grid: dict[str, dict[tuple, float]] = {}
+    for name in (SINGLE, MEMBER, ORACLE):
+        if name == MEMBER and all(m == 1 for _, m in configs):
+            continue
+        grid[name] = {c: sum(baselines[name][c].values()) / len(baselines[name][c]) for c in configs}
+    origin = next(r for r in runs if r.method == "origin")
+    grid["origin"] = {c: origin.accuracy for c in configs}
+    for run in runs:
+        if run.method in ("origin", "per_prompt"):
+            continue
+        grid.setdefault(run.method, {})[(run.k, run.m)] = run.accuracy
+    return grid
+
+
+def gains(runs, baselines: dict, resamples: int, seed: int) -> list[dict]:
+    """Every run with ``K x M >= 2`` (and origin): accuracy, gain over origin and over the mean single paraphrase
+    at its K (standard prompt), each with a paired bootstrap interval over facts, and its cost per question."""
+    from selfens_pl.scoring.stats import paired_bootstrap
+
+    origin = baselines["origin"]
+    out = []
+    for run in runs:
+        if run.method == "per_prompt" or (run.k * run.m < 2 and run.method != "origin"):
+            continue
+        own = run.per_fact()
+        ids = sorted(own)
+        single = baselines[SINGLE][(run.k, run.m)] if run.method != "origin" else baselines[SINGLE][(1, 1)] \
+            if (1, 1) in baselines[SINGLE] else None
+        row = {"method": run.method, "k": run.k, "m": run.m, "accuracy": run.accuracy,
+               "vs_origin": paired_bootstrap([own[i] for i in ids], [origin[i] for i in ids], resamples, seed),
+               "vs_single": None if single is None else
+               paired_bootstrap([own[i] for i in ids], [single[i] for i in ids], resamples, seed),
+               "rows": run.rows, "prompt_tokens": run.prompt_tokens, "scored_tokens": run.scored_tokens}
+        out.append(row)
+    return sorted(out, key=lambda r: (r["m"], r["k"], -r["accuracy"], r["method"]))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def markdown(grid, gain_rows, cascades, configs, sweep, engine_seconds: float, total: float, cpu: float) -> str:
+    head = ["method"] + [config_label(k, m) for k, m in configs]
+    lines = ["## Accuracy (%)", "", "| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    for method, cells in grid.items():
+        lines.append("| " + " | ".join([method] + [_pct(cells[c]) if c in cells else "–" for c in configs]) + " |")
+    resamples = sweep.cfg.resamples
+    lines += ["", f"## Gains (points) with paired bootstrap 95% intervals ({resamples:,} resamples of the facts, "
+              f"seed {sweep.cfg.seed}) and cost per question", "",
+              "| method | K | M | accuracy | vs origin | vs mean single paraphrase | decoded rows | prompt tokens | "
+              "scored tokens |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in gain_rows:
+        scored = "" if r["scored_tokens"] is None else f"{r['scored_tokens']:.0f}"
+        lines.append(f"| {r['method']} | {r['k']} | {r['m']} | {_pct(r['accuracy'])} | {r['vs_origin'].format()} | "
+                     + ("–" if r["vs_single"] is None else r["vs_single"].format())
+                     + f" | {r['rows']:.2f} | {r['prompt_tokens']:.0f} | {scored} |")
+    if cascades:
+        lines += ["", "## Cascades: accuracy against decoded rows per question, over thresholds", ""]
+        for (label, k, m), curve in cascades.items():
+            lines.append(f"- `{label}` at K={k} M={m}: " + "; ".join(
+                f"t={t:.2f}: {_pct(acc)}% at {rows:.2f} rows" for t, acc, rows in curve))
+    n = len(sweep.groups)
+    lines += ["", f"{n} facts, {sweep.cfg.model}, greedy, lemma-match accuracy. Origin: paraphrase 0 with the "
+              f"standard few-shot block. Mean single paraphrase at (K, M): the mean accuracy of paraphrases < K each "
+              f"asked alone with the standard block (the baseline of 'vs mean single paraphrase'); mean single "
+              f"member: the same over all K x M members (the other blocks included); oracle: any member right. "
+              f"Cost per question: decoded rows (greedy streams), prompt tokens encoded (its members' questions "
+              f"and the extra blocks' prefixes; the standard instruction + few-shot block is encoded once per batch "
+              f"for all questions and not counted), continuation tokens fed for rescoring.",
+              "", f"Engine pass (every member encoded once; answers, rescoring and the fused rules from it): "
+              f"{engine_seconds / 60:.1f} min this run. Sweep wall time {total / 60:.1f} min; CPU time "
+              f"{cpu / 60:.1f} min; {sweep.decoder.stats.tokens_fed:,} tokens fed through the model this run "
+              "(facts and runs reused from disk count none)."]
+    return "\n".join(lines) + "\n"
+
+
+def draw_accuracy(grid, configs, ms: list[int], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfens_pl.figures import save_figure
+
+    fig, axes = plt.subplots(1, len(ms), figsize=(6.0 * len(ms) + 2.5, 5.0), squeeze=False, sharey=True)
+    markers = "osD^vP*Xh<>"
+    for ax, m in zip(axes[0], ms):
+        for i, (method, cells) in enumerate(grid.items()):
+            points = sorted((k, v) for (k, mm), v in cells.items() if mm == m)
+            if len({v for _, v in points}) == 1 and method == "origin":
+                style = dict(color="black", linestyle="-.")
+            elif method in (SINGLE, MEMBER, ORACLE):
+                style = dict(color="black" if method == SINGLE else "grey", linestyle="--" if method != ORACLE
+                             else ":", marker="o")
+            else:
+                style = dict(marker=markers[i % len(markers)], alpha=0.9)
+            ax.plot([k for k, _ in points], [100 * v for _, v in points], label=method, **style)
+        ax.set_title(f"M = {m} few-shot block{'s' if m > 1 else ''}")
+        ax.set_xlabel("K (paraphrases)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title)
+    return save_figure(fig, out)
+
+
+def draw_cost(runs, cascades, origin: float, single: float, out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfens_pl.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(9.0, 5.5))
+    methods: dict[str, list] = {}
+    for run in runs:
+        if run.method in ("per_prompt", "origin") or run.method.startswith("cascade"):
+            continue
+        methods.setdefault(run.method, []).append((run.rows, 100 * run.accuracy))
+    for method, points in methods.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle="", label=method, alpha=0.8)
+    for (label, k, m), curve in cascades.items():
+        ax.plot([c[2] for c in curve], [100 * c[1] for c in curve], marker=".", label=f"{label} (K={k} M={m})")
+    ax.axhline(100 * origin, color="black", linestyle="-.", label="origin (1 row)")
+    ax.axhline(100 * single, color="black", linestyle="--", label="mean single paraphrase")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("decoded rows per question (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return save_figure(fig, out)
+
+
+def write_outputs(sweep, runs, baselines, engine_seconds: float, total: float, cpu: float) -> Path:
+    configs = sweep.grid.configs()
+    grid = accuracy_grid(runs, baselines, configs)
+    rows = gains(runs, baselines, sweep.cfg.resamples, sweep.cfg.seed)
+    cascades = {(r.method, r.k, r.m): r.extra["curve"] for r in runs if "curve" in r.extra}
+    out, n = sweep.out, len(sweep.groups)
+    table = markdown(grid, rows, cascades, configs, sweep, engine_seconds, total, cpu)
+    (out / "sweep.md").write_text(f"# selfens_pl sweep\n\n{table}")
+    title = f"model: {sweep.cfg.model}; n = {n} facts"
+    draw_accuracy(grid, configs, list(sweep.grid.ms), out / "sweep.png", f"accuracy against K\n{title}")
+    single = grid[SINGLE][(sweep.grid.k_max, 1)] if (sweep.grid.k_max, 1) in grid[SINGLE] else \
+        next(iter(grid[SINGLE].values()))
+    draw_cost(runs, cascades, grid["origin"][configs[0]], single, out / "sweep_cost.png",
+              f"accuracy against cost\n{title}")
+    (out / "sweep.json").write_text(json.dumps({
+        "model": sweep.cfg.model, "n": n, "ks": list(sweep.grid.ks), "ms": list(sweep.grid.ms),
+        "accuracy": {method: {config_name(*c): v for c, v in cells.items()} for method, cells in grid.items()},
+        "gains": [dict(r, vs_origin=asdict(r["vs_origin"]),
+                       vs_single=None if r["vs_single"] is None else asdict(r["vs_single"])) for r in rows],
+        "cascades": {f"{label}_{config_name(k, m)}": curve for (label, k, m), curve in cascades.items()},
+        "engine_seconds": round(engine_seconds, 1), "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
+        "tokens_fed": sweep.decoder.stats.tokens_fed}, indent=2) + "\n")
+    print(table)
+    print(f"[sweep] wrote {out / 'sweep.md'}, {out / 'sweep.png'}, {out / 'sweep_cost.png'} and "
+          f"{out / 'sweep.json'} in {total / 60:.1f} min")
+    return out
