@@ -26,7 +26,7 @@ import torch
 
 from selfens_pl.data.datamodule import demo_few_shot, demo_path
 from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate, PromptTokenizer
-from selfens_pl.engine.attention import GENERATED, FlexSettings, dense_mask
+from selfens_pl.engine.attention import GENERATED, dense_mask
 from selfens_pl.engine.decoding import GreedyDecoder, left_pad, pad_token_id
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead
 from selfens_pl.heads.flex import build_layout
@@ -192,7 +192,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"
     model_name = args.random_shape and f"random {args.random_shape}" or args.model
     print(f"{model_name}, {args.dtype}, {device_name}; T={args.tokens} tokens; decoder compile={decoder.compiled}, "
-          f"flex_attention compile={FlexSettings.compile}, hf_generate compile={hf_compiled}", flush=True)
+          f"flex_attention compile={FlexFusion().compile}, hf_generate compile={hf_compiled}", flush=True)
 
     rows, skipped = [], []
 

@@ -11,6 +11,7 @@ data, bad path, a prompt beyond the context window, a missing optional dependenc
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,10 @@ TOOLS = {
     "report": "selfens_pl.commands.report:main",
     "ask": "selfens_pl.commands.ask:main",
     "sweep": "selfens_pl.commands.sweep:main",
+    "chooser": "selfens_pl.commands.chooser:main",
 }
+
+
 def run_command(argv: list[str] | None = None) -> None:
     """Run one command (a verb of :data:`TOOLS` or a LightningCLI subcommand); errors propagate."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -40,8 +44,6 @@ def run_command(argv: list[str] | None = None) -> None:
                          else f"a command is needed: one of {commands} (--help for details)")
     if args[0] in TOOLS:
         module_name, func = TOOLS[args[0]].split(":")
-        import importlib
-
         getattr(importlib.import_module(module_name), func)(args[1:])
         return
     build_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns)

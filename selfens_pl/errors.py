@@ -1,61 +1,89 @@
 """What a failed command prints: one line for a user error, the traceback for a bug.
 
 :func:`selfens_pl.cli.main` runs every subcommand (``predict``, ``fit``, ... and the verbs ``ask``, ``paraphrase``,
-``confidence``, ``report``, ``mask``) through :func:`user_error_message`. A **user error** prints one line on stderr,
-``selfens_pl: error: <message>``, and exits with status 2; anything else is a **bug** and keeps Python's traceback
-(status 1). ``SELFENS_PL_DEBUG=1`` shows the traceback of every error, user errors and parse errors included.
+``confidence``, ``report``, ``mask``, ``sweep``) through :func:`user_error_message`. A **user error** prints one
+line on stderr, ``selfens_pl: error: <message>``, and exits with status 2; anything else is a **bug** and keeps
+Python's traceback (status 1). ``SELFENS_PL_DEBUG=1`` shows the traceback of every error, user errors and parse
+errors included.
 
-The rule, by exception type and by where it was raised:
+The rule goes by the exception's type, and for the checks of one library by where it was raised; it never reads
+source lines or bytecode. The user's:
 
+* :class:`UserError`, wherever it is raised (by the package, or by a callback the package gives a library): the
+  package raises it where it checks what the user gave (a flag, a config key, a data file or record, a path, a
+  model that cannot do what was asked, a missing optional dependency), with a message naming the record, file or
+  flag;
 * a command-line parse error (an unknown flag or config key, a value of the wrong type or outside its choices, a
   missing argument): jsonargparse's and argparse's own errors, raised as :class:`UsageError` while a command runs
   (:func:`parse_errors_raise`); multi-line jsonargparse messages are cut to the flag and the problem;
-* ``ValueError`` or ``ImportError`` raised by a ``raise`` statement of this package: the package checks its input
-  and raises with a message naming the record, file or flag. An exception that only passes through the package
-  (``int("x")`` in our code, a ``ValueError`` raised inside torch or transformers) is a bug;
-* ``ValueError`` / ``TypeError`` raised by a ``raise`` statement of Lightning while its accelerator connector checks
-  the Trainer's flags (``--trainer.accelerator``, ``devices``, ``strategy``, ``precision``; e.g.
-  ``--trainer.devices x``), and Lightning's ``MisconfigurationException`` anywhere;
+* Lightning's ``MisconfigurationException``, wherever it is raised;
+* a ``ValueError`` / ``TypeError`` raised by Lightning's own code (the innermost frame is in Lightning) while its
+  accelerator connector (:data:`LIGHTNING_FLAG_CHECK`, a frame the traceback passes through) checks the Trainer's
+  flags: ``--trainer.accelerator``, ``devices``, ``strategy``, ``precision`` (``--trainer.devices x`` fails in
+  Lightning's device parser, beneath the connector). One that the connector gets from another library (torch) is
+  not a check of a flag: a bug;
 * any ``OSError`` (``FileNotFoundError``, ``NotADirectoryError``, ``PermissionError``, ``IsADirectoryError``, a
   hub repository that does not exist, no network): it reports the environment (a path, a permission, a URL), not a
   code path, wherever it was raised;
-* ``ModuleNotFoundError`` anywhere: a dependency is not installed (an optional one such as ``peft``).
+* ``ModuleNotFoundError`` of a module that is not this package's: a dependency is not installed (an optional one
+  such as ``pyarrow``). A module of the package that does not exist (a stale import path) is a bug.
+
+Anything else is a bug: a plain ``ValueError`` (raised by torch, transformers, ``int("x")`` in our code, or a
+``raise ValueError`` the package should have made a :class:`UserError`), an ``ImportError`` that is not a missing
+module, and an internal invariant of the package that fails: :class:`InternalError` (a ``RuntimeError`` whose
+message says it is a bug: "rows do not split into groups", "combine needs one score per member"), or an
+``AssertionError``.
 
 An exception that crossed a process boundary arrives as text: a DataLoader worker's error is re-raised by torch
 with the worker's traceback in its message, a ``ddp_spawn`` process's error as ``ProcessRaisedException``. The same
-rule is applied to the original exception, read from that text (the source line of its last frame shows whether it
-was a ``raise`` statement). Under ``--trainer.strategy ddp`` every process runs this command: a process other than
-rank 0 names its rank and reports a moment later, so that an error every process meets (a broken data file) is
-reported once, by rank 0, which stops the other processes as it fails (:class:`selfens_pl.lit.cli.SelfEnsembleCLI`).
+rule is applied to the type that text names on its last line (``selfens_pl.errors.UserError``, an ``OSError`` name,
+``ModuleNotFoundError``, ``MisconfigurationException``; the connector's checks run in the main process only).
+Under ``--trainer.strategy ddp`` every process runs this command: a process other than rank 0 names its rank and
+reports a moment later, so that an error every process meets (a broken data file) is reported once, by rank 0,
+which stops the other processes as it fails (:class:`selfens_pl.lit.cli.SelfEnsembleCLI`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dis
 import os
 import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 PROG = "selfens_pl"
 DEBUG_ENV = "SELFENS_PL_DEBUG"
 EXIT_USER_ERROR = 2
+PACKAGE = __name__.split(".")[0]
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: The Lightning module that checks the Trainer's flags (``--trainer.accelerator``, ``devices``, ``strategy``,
 #: ``precision``): a ValueError / TypeError that Lightning raises beneath it is the user's.
 LIGHTNING_FLAG_CHECK = "accelerator_connector.py"
+#: Lightning's packages (the unified one and the standalone ones).
+LIGHTNING_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning")
 
-_RAISE = dis.opmap["RAISE_VARARGS"]
+#: The exception types, as another process's traceback names them, that are the user's (module docstring).
 _OS_ERRORS = {"OSError", "IOError", "FileNotFoundError", "FileExistsError", "NotADirectoryError", "IsADirectoryError",
-              "PermissionError", "ConnectionError", "TimeoutError"}
+              "PermissionError", "ConnectionError", "ConnectionRefusedError", "ConnectionResetError",
+              "ConnectionAbortedError", "BrokenPipeError", "TimeoutError"}
+_USER_ERRORS = {"UserError", f"{__name__}.UserError"}
 
 
 class UserError(ValueError):
     """A mistake in what the user gave (a flag, a config key, a data file, a record, a path): the command prints its
     message on one line and exits with status 2. A ``ValueError`` subclass, so ``except ValueError`` still catches
     it. Raised by the package wherever it checks its input; anything else that fails is a bug."""
+
+
+class InternalError(RuntimeError):
+    """An internal invariant of the package failed (two of its own structures disagree, a function got what its
+    callers in the package never pass): a bug, never the user's mistake, whatever input led there. The command
+    prints its traceback (status 1), and the message says it is a bug."""
+
+    def __str__(self) -> str:  # not in __init__: a pickled copy (another process) keeps the args as given
+        return f"{super().__str__()} (internal error: a bug in {PACKAGE}, please report it)"
 
 
 class UsageError(Exception):
@@ -171,21 +199,16 @@ def user_error_message(exc: BaseException, argv: list[str] | None = None) -> str
         return summarize_parse_error(str(exc), argv)
     if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: not ours to report
         return None
-    remote = _remote_exception(exc)
+    remote = _remote_exception(exc)  # first: torch re-raises a worker's UserError as a UserError holding its text
     if remote is not None:
         return _remote_message(*remote)
+    if isinstance(exc, UserError) or _is_misconfiguration(type(exc)):
+        return one_line(exc)
     if isinstance(exc, OSError):
         return _os_error_message(exc)
-    if isinstance(exc, ModuleNotFoundError):
+    if isinstance(exc, ModuleNotFoundError) and not _is_own_module(exc.name):
         return f"{exc} (a dependency is missing: install it)"
-    if _is_misconfiguration(type(exc)):
-        return one_line(exc)
-    site = _raise_site(exc)
-    if site is None:
-        return None
-    if isinstance(exc, (ValueError, ImportError)) and _in_package(site):
-        return one_line(exc)
-    if isinstance(exc, (ValueError, TypeError)) and _in_lightning(site) and _passes_through(exc, LIGHTNING_FLAG_CHECK):
+    if isinstance(exc, (ValueError, TypeError)) and _lightning_flag_check(exc):
         return one_line(exc)
     return None
 
@@ -198,81 +221,85 @@ def _os_error_message(exc: OSError) -> str:
 
 
 def _is_misconfiguration(cls: type) -> bool:
-    return any(c.__name__ == "MisconfigurationException" and c.__module__.startswith("lightning")
+    return any(c.__name__ == "MisconfigurationException" and c.__module__.split(".")[0] in LIGHTNING_PACKAGES
                for c in cls.__mro__)
 
 
-def _raise_site(exc: BaseException) -> str | None:
-    """The file of the innermost frame when that frame raised ``exc`` with a ``raise`` statement (not a call that
-    failed inside a builtin), else ``None``."""
-    tb = exc.__traceback__
-    if tb is None:
-        return None
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    if not 0 <= tb.tb_lasti < len(code.co_code) or code.co_code[tb.tb_lasti] != _RAISE:
-        return None
-    return code.co_filename
+def _is_own_module(name: str | None) -> bool:
+    return bool(name) and (name == PACKAGE or name.startswith(PACKAGE + "."))
 
 
-def _in_package(filename: str) -> bool:
-    try:
-        return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
-    except (OSError, ValueError):
+def _lightning_dirs() -> list[Path]:
+    """The directories of Lightning's packages that are imported (an exception cannot come from one that is not)."""
+    dirs = []
+    for name in LIGHTNING_PACKAGES:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file:
+            dirs.append(Path(file).resolve().parent)
+    return dirs
+
+
+def _lightning_flag_check(exc: BaseException) -> bool:
+    """Whether Lightning raised ``exc`` itself (its innermost frame is Lightning's) beneath its accelerator
+    connector (the traceback passes through :data:`LIGHTNING_FLAG_CHECK`)."""
+    dirs = _lightning_dirs()
+    files = list(_frame_files(exc))
+    if not dirs or not files:
         return False
 
+    def in_lightning(path: Path) -> bool:
+        try:
+            return any(path.resolve().is_relative_to(d) for d in dirs)
+        except (OSError, ValueError):  # a frame without a real file ("<string>")
+            return False
 
-def _in_lightning(filename: str) -> bool:
-    return "lightning" in Path(filename).parts
+    return in_lightning(files[-1]) and any(f.name == LIGHTNING_FLAG_CHECK and in_lightning(f) for f in files)
 
 
-def _passes_through(exc: BaseException, file_name: str) -> bool:
+def _frame_files(exc: BaseException):
+    """The file of each frame of ``exc``'s traceback, outermost first."""
     tb = exc.__traceback__
     while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).name == file_name:
-            return True
+        yield Path(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
-    return False
 
 
 # -- errors from other processes (DataLoader workers, ddp_spawn) ---------------------------------------------------
-_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+')
+_FRAME = re.compile(r'^\s+File "[^"]+", line \d+')
 _LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?:: (.*))?$")
 _PROCESS = re.compile(r"-- Process (\d+) terminated")
 
 
-def _remote_exception(exc: Exception) -> tuple[str, str, str, str, str | None] | None:
-    """``(type name, message, file of the last frame, its source line, process)`` of the original exception when
-    ``exc`` carries another process's traceback as text, else ``None``."""
+def _remote_exception(exc: Exception) -> tuple[str, str, str | None] | None:
+    """``(type name as the text writes it, message, process)`` of the original exception when ``exc`` carries
+    another process's traceback as text, else ``None``. The type name is the first line after the frames (each
+    frame is indented): ``selfens_pl.errors.UserError`` for the package's, ``FileNotFoundError`` for a builtin."""
     text = str(exc)
     start = text.rfind("Traceback (most recent call last):")
     if start < 0:
         return None
     lines = text[start:].splitlines()[1:]
-    filename, source, last = None, "", None
-    for i, line in enumerate(lines):
-        match = _FRAME.match(line)
-        if match:
-            filename = match.group(1)
-            source = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        elif not line.startswith(" ") and line.strip():
-            last = i
-            break
-    if filename is None or last is None:
+    last = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith(" ")), None)
+    if last is None or not any(_FRAME.match(line) for line in lines[:last]):  # no frame: not a traceback
         return None
     match = _LAST_LINE.match(lines[last])
     if match is None:
         return None
     message = " ".join([match.group(2) or "", *lines[last + 1:]])
     process = _PROCESS.search(text[:start])
-    return match.group(1).rsplit(".", 1)[-1], one_line(message), filename, source, process and process.group(1)
+    return match.group(1), one_line(message), process and process.group(1)
 
 
-def _remote_message(type_name: str, message: str, filename: str, source: str, process: str | None) -> str | None:
-    deliberate = source.startswith("raise")
-    user = (type_name in _OS_ERRORS or type_name in ("ModuleNotFoundError", "MisconfigurationException")
-            or (type_name in ("ValueError", "ImportError") and deliberate and _in_package(filename)))
+def _remote_message(type_name: str, message: str, process: str | None) -> str | None:
+    module, _, name = type_name.rpartition(".")
+    user = (type_name in _USER_ERRORS or (not module and name in _OS_ERRORS)
+            or (name == "MisconfigurationException" and module.split(".")[0] in LIGHTNING_PACKAGES)
+            or (type_name == "ModuleNotFoundError" and not _is_own_module(_missing_module(message))))
     if not user:
         return None
     return f"rank {process}: {message}" if process is not None else message
+
+
+def _missing_module(message: str) -> str | None:
+    match = re.match(r"No module named '([^']+)'", message)
+    return match and match.group(1)

@@ -80,21 +80,27 @@ def test_recovered_subject_is_the_hub_rows_sub_ent():
 
 
 def test_myriadlama_groups_carry_the_subject():
-    """Hub rows give sub_ent; a grouped file gets the subject recovered from all of a fact's paraphrases (manual and
-    automatic), also when only one paraphrase is asked."""
+    """Hub rows give sub_ent, also when only one paraphrase is asked (a grouped file recovers it from all of a
+    fact's paraphrases, manual and automatic: the shared dev split's test below)."""
     from selfens_pl.data.datamodule import ParaphraseDataModule
 
     rows = ParaphraseDataModule(path=str(FIXTURES / "myriadlama_rows_tiny.jsonl"), source="myriadlama",
                                 task="myriadlama", num_manual=1, test_size=3)
     rows.setup()
     assert {g["id"]: g["subject"] for g in rows.groups} == {"f1": "France", "f2": "Ada Lovelace", "f3": "Kyoto"}
-    if REAL_DEV.is_file():
-        dm = ParaphraseDataModule(path=str(REAL_DEV), source="myriadlama", task="myriadlama", num_manual=1)
-        dm.setup()
-        recovered = [g for g in dm.groups if g["subject"]]
-        assert len(recovered) == len(dm.groups) == 200  # the rule recovers a subject for every shipped fact
-        first = json.loads(REAL_DEV.read_text().splitlines()[0])
-        assert dm.groups[0]["id"] == first["uuid"] and dm.groups[0]["subject"] == "electrolyte"
+
+
+@pytest.mark.skipif(not REAL_DEV.is_file(), reason="shared MyriadLAMA dev split not available")
+def test_every_shipped_fact_gets_its_subject_recovered():
+    """On the real dev split (a grouped file: no sub_ent) the rule recovers a subject for every fact."""
+    from selfens_pl.data.datamodule import ParaphraseDataModule
+
+    dm = ParaphraseDataModule(path=str(REAL_DEV), source="myriadlama", task="myriadlama", num_manual=1)
+    dm.setup()
+    recovered = [g for g in dm.groups if g["subject"]]
+    assert len(recovered) == len(dm.groups) == 200
+    first = json.loads(REAL_DEV.read_text().splitlines()[0])
+    assert dm.groups[0]["id"] == first["uuid"] and dm.groups[0]["subject"] == "electrolyte"
 
 
 # -- calibrated heads ---------------------------------------------------------------------------------------------

@@ -75,3 +75,14 @@ def test_cascade_errors():
         CascadeHead(threshold=-1)
     with pytest.raises(ValueError, match="another cascade"):
         CascadeHead(ensemble=CascadeHead())
+
+
+def test_an_ensemble_answering_one_record_per_member_is_refused():
+    """PerPromptHead answers K x M records per group: escalated groups would be handed its per-member records in
+    turn (``zip(escalate, out)``), the wrong group's answers. It is refused by the attribute, not by its type."""
+    from selfens_pl.errors import UserError
+    from selfens_pl.heads import PerPromptHead
+
+    with pytest.raises(UserError, match=r"--model\.head\.init_args\.ensemble.*one record per group"):
+        CascadeHead(ensemble=PerPromptHead())
+    assert PerPromptHead.one_record_per_group is False and VoteHead.one_record_per_group is True

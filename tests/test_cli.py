@@ -5,8 +5,7 @@
   kinds of user error run as real subprocesses, started together (each spends seconds importing).
 * Every verb goes through the same handling (in-process: :func:`selfens_pl.cli.main`).
 * A quiet start: no Lightning tip, no known deprecation warning, one seed line.
-* The rule itself (:mod:`selfens_pl.errors`) on exceptions raised in and outside the package, and on the text of
-  another process's traceback.
+* The parse errors' one-line summaries. The rule itself (:mod:`selfens_pl.errors`): tests/test_error_rule.py.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import traceback
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from test_ddp import write_config, write_groups
 from selfens_pl import errors
 from selfens_pl.cli import main
 from selfens_pl.commands.report import ORACLE_LABEL, load_run
-from selfens_pl.data.datamodule import demo_path, load_groups
+from selfens_pl.data.datamodule import demo_path
 from selfens_pl.lit.cli import build_cli
 from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
 
@@ -207,9 +204,13 @@ VERB_CASES = {
     "mask_flag": (lambda f: ["mask", "--index", "x"], "argument --index: invalid int value: 'x'"),
     "predict_choice": (lambda f: ["predict", "--config", str(f["config"]), "--model.head",
                                   "selfens_pl.heads.LogitFusion", "--model.head.init_args.method", "x"],
-                       "--model.head.init_args.method='x': choose one of avg, max, weighted_avg, weighted_max"),
+                       ("--model.head.init_args.method='x': choose one of avg, max, weighted_avg, weighted_max, "
+                        "prob_avg, entropy_weighted")),
     "predict_type": (lambda f: ["predict", "--config", str(f["config"]), "--data.limit", "abc"],
                      "--data.limit='abc': expected an int (or null)"),
+    # Lightning's accelerator connector checks the Trainer's flags (a TypeError from its device parser)
+    "predict_devices": (lambda f: ["predict", "--config", str(f["config"]), "--trainer.devices", "x"],
+                        "`devices` selected with `CPUAccelerator` should be an int > 0."),
 }
 
 
@@ -228,64 +229,7 @@ def test_every_verb_reports_one_line(case, tmp_path, tiny_model_dir, capsys, mon
     assert err.startswith(ERROR) and expected in err, err
 
 
-# -- the rule ------------------------------------------------------------------------------------------------------
-def raised(code: str, filename: str) -> BaseException:
-    try:
-        exec(compile(code, filename, "exec"), {})
-    except BaseException as exc:  # noqa: BLE001
-        return exc
-    raise AssertionError("no exception")
-
-
-def test_rule_raise_statement_of_the_package_only():
-    inside, outside = str(errors.PACKAGE_DIR / "some_module.py"), "/elsewhere/site-packages/lib/module.py"
-    assert errors.user_error_message(raised("raise ValueError('record 1: bad')", inside)) == "record 1: bad"
-    assert errors.user_error_message(raised("raise ValueError('bad')", outside)) is None  # a library's ValueError
-    assert errors.user_error_message(raised("int('x')", inside)) is None  # failed in a builtin: a bug
-    assert errors.user_error_message(raised("raise TypeError('bad')", inside)) is None
-    assert errors.user_error_message(raised("[][1]", inside)) is None
-    # the environment, wherever raised
-    assert errors.user_error_message(raised("open('/nonexistent/x')", outside)) == \
-        "/nonexistent/x: No such file or directory"
-    assert errors.user_error_message(raised("import no_such_module_xyz", outside)).startswith(
-        "No module named 'no_such_module_xyz'")
-
-
-def test_rule_on_real_raise_sites(tmp_path):
-    missing = tmp_path / "missing.jsonl"
-    with pytest.raises(FileNotFoundError) as e:
-        load_groups(str(missing))
-    assert errors.user_error_message(e.value) == f"no such file or directory: {missing}"
-    (tmp_path / "groups.txt").write_text("{}\n")
-    with pytest.raises(ValueError) as e:
-        load_groups(str(tmp_path / "groups.txt"))
-    assert errors.user_error_message(e.value) == str(e.value)
-
-
-def test_rule_reads_another_process_traceback(tmp_path):
-    """A DataLoader worker's error re-raised by torch, and a ddp_spawn process's error, carry the original
-    traceback as text: the rule applies to that original exception."""
-    from torch._utils import ExceptionWrapper
-
-    (tmp_path / "groups.txt").write_text("{}\n")
-    try:
-        load_groups(str(tmp_path / "groups.txt"))
-    except ValueError:
-        wrapper = ExceptionWrapper(where="in DataLoader worker process 0")
-        spawn_text = "\n\n-- Process 1 terminated with the following error:\n" + traceback.format_exc()
-    with pytest.raises(ValueError) as e:
-        wrapper.reraise()
-    assert errors.user_error_message(e.value).endswith(": unsupported file type (expected one of .jsonl, .json, .parquet)")
-    assert errors.user_error_message(Exception(spawn_text)).startswith("rank 1: ")
-    try:
-        Fraction("not a number")  # a ValueError raised by a raise statement of a library: a bug here
-    except ValueError:
-        bug = ExceptionWrapper(where="in DataLoader worker process 0")
-    with pytest.raises(ValueError) as e:
-        bug.reraise()
-    assert errors.user_error_message(e.value) is None
-
-
+# -- parse errors, on one line ---------------------------------------------------------------------------------
 def test_parse_error_summaries():
     nested = ('Parser key "model.head":\n  Does not validate against any of the Union subtypes\n'
               "  Subtypes: [<class 'selfens_pl.heads.base.FusionHead'>, <class 'NoneType'>]\n  Errors:\n"

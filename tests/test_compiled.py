@@ -9,6 +9,8 @@ same graph capture, eager kernels) checks every head; ``inductor`` (generated ke
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,9 +35,22 @@ HEADS = {
     "rerank_mixture": RerankHead,
     "rerank_product_fused_prob_avg": lambda: RerankHead("product", fused="prob_avg"),
     "cascade": lambda: CascadeHead(first=2, threshold=0.75),
+    "rerank_learned": lambda: RerankHead("learned", chooser=_chooser_file()),
 }
+
+
+def _chooser_file() -> str:
+    """A chooser file with weights on several features (tests/test_chooser.py checks the features themselves)."""
+    import tempfile
+
+    from selfens_pl.scoring.chooser import FEATURES, Chooser
+
+    weights = [0.5, 0.2, 0.3, 0.1, 1.0, 0.4, 0.2, 0.1, 0.3, 0.2, -0.5, 0.3, -0.1, -0.4]
+    assert len(weights) == len(FEATURES)
+    return str(Chooser(weights, 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES)).save(
+        Path(tempfile.mkdtemp()) / "chooser.json"))
 #: Heads that decode one row per member, run again on groups with extra few-shot blocks (several prefixes).
-MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "cascade"]
+MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "rerank_learned", "cascade"]
 
 
 @pytest.fixture(scope="module")

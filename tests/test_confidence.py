@@ -118,8 +118,9 @@ def test_weighted_avg_uses_the_written_confidences(written, tiny_lm, tmp_path):
         total = sum(group["confidences"])
         by_hand = sum(c / total * logits[gi, i] for i, c in enumerate(group["confidences"]))
         torch.testing.assert_close(fused[gi], by_hand)
-        if len(set(group["confidences"])) > 1:  # unequal confidences move the distribution away from avg
-            assert not torch.allclose(fused[gi], logits[gi].mean(0))
+        # unequal confidences (every group of the fixture has them) move the distribution away from avg
+        assert len(set(group["confidences"])) > 1, group["confidences"]
+        assert not torch.allclose(fused[gi], logits[gi].mean(0))
     # and predict's decoding picks its first token from exactly that distribution
     head = LogitFusion("weighted_avg")
     batch = prompt_batch(decoder, prompts, [(g, p) for g in data.groups for p in g["paraphrases"]], n)
@@ -127,7 +128,8 @@ def test_weighted_avg_uses_the_written_confidences(written, tiny_lm, tmp_path):
     gens = decoder.decode_n_tokens(batch, head.fuse, head.fuse)
     for gi, gen in enumerate(gens):
         first = int(fused[gi].argmax())
-        assert gen.token_ids[:1] == ([] if first in decoder.eos_ids else [first])
+        assert first not in decoder.eos_ids  # a real first token, so the answer shows which one was picked
+        assert gen.token_ids[:1] == [first]
     assert len(head.generate(decoder, prompts, data.groups)) == len(data.groups)
 
 

@@ -16,7 +16,7 @@ from selfens_pl.lit.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_", "sweep_"))]
+TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_", "sweep_", "chooser_"))]
 CONFIGS = [p for p in ALL_CONFIGS if p not in TOOL_CONFIGS]  # LightningCLI configs (predict, or fit: finetune_*)
 
 
@@ -59,7 +59,7 @@ def test_config_instantiates(path, tiny_model_dir, monkeypatch):
 
 @pytest.mark.parametrize("path", TOOL_CONFIGS, ids=[p.stem for p in TOOL_CONFIGS])
 def test_tool_config_parses(path, monkeypatch):
-    """``paraphrase_*`` / ``confidence_*`` configs parse with their own command's parser (no model loaded)."""
+    """``paraphrase_*`` / ``confidence_*`` / ``sweep_*`` / ``chooser_*`` configs parse with their own command's parser (no model loaded)."""
     import importlib
 
     monkeypatch.chdir(ROOT)

@@ -14,7 +14,8 @@ import yaml
 
 from selfens_pl.data.datamodule import ParaphraseDataModule, ShardSampler, demo_path
 from selfens_pl.lit.cli import build_cli
-from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, check_strategy
+from selfens_pl.lit.preflight import check_strategy
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
 
 N_GROUPS = 11  # odd: the two processes get 6 and 5 groups
 

@@ -3,14 +3,19 @@ several shared prefixes, and every member-decoding head with blocks."""
 
 from __future__ import annotations
 
+import random
+
+import bm25s
 import pytest
 import torch
 from conftest import SHARED
+from jsonargparse import ArgumentParser
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
-from selfens_pl.data.demos import attach_blocks, cut_blocks, draw_blocks, load_pool, members
+from selfens_pl.data.demos import attach_blocks, cut_blocks, draw_blocks, load_pool, members, words
 from selfens_pl.engine.batches import prompt_batch, rows_batch
 from selfens_pl.engine.fusion import no_fusion
+from selfens_pl.errors import UsageError, UserError, parse_errors_raise, summarize_parse_error
 from selfens_pl.heads import LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 
 FIXTURE = "tests/fixtures/myriadlama_grouped_tiny.jsonl"
@@ -159,3 +164,132 @@ def test_origin_ignores_blocks(tiny_lm, template, groups):
     plain = OriginHead().generate(tiny_lm.decoder, prompts, groups)
     blocks = OriginHead().generate(tiny_lm.decoder, prompts, with_blocks(groups))
     assert [r["generation"] for r in blocks] == [r["generation"] for r in plain]
+
+
+# -- --data.demo_selection: random (today's draw) and similar (BM25) --------------------------------------------------
+def blocks_answers(blocks):
+    return [[e["answer"] for e in b] for b in blocks]
+
+
+def test_random_selection_is_the_default_draw_pinned():
+    """``random`` is the draw the package always made: the default, and pinned for one group, so a change of the
+    generator or of the exclusions shows here."""
+    pool = pool_of(40)
+    group = {"id": "f3", "paraphrases": ["Question number 7?", "something else"]}
+    default = attach_blocks([dict(group)], pool, 3, 5)[0]["blocks"]
+    assert attach_blocks([dict(group)], pool, 3, 5, demo_selection="random")[0]["blocks"] == default
+    assert default == draw_blocks(group, pool, 3, 5)
+    assert blocks_answers(default) == [["a0", "a22", "a37", "a20", "a9"], ["a18", "a1", "a13", "a2", "a38"]]
+
+
+@pytest.mark.skipif(not (SHARED / "myriadlama").is_dir(), reason="../shared MyriadLAMA data not available")
+def test_random_selection_in_the_data_module_equals_the_default():
+    kwargs = dict(path=DEV, source="myriadlama", task="myriadlama", num_manual=3, limit=20, demo_blocks=3,
+                  few_shot_pool=DEV)
+    default, random_ = ParaphraseDataModule(**kwargs), ParaphraseDataModule(**kwargs, demo_selection="random")
+    default.setup(), random_.setup()
+    assert [g["blocks"] for g in random_.groups] == [g["blocks"] for g in default.groups]
+    first = default.groups[0]  # pinned: the first fact of dev.jsonl
+    assert first["id"] == "17455b48df8b5f0-410dd1a3f8e8229"
+    assert blocks_answers(first["blocks"]) == [["Tibet", "mayor", "abbot", "midfielder", "harbour"],
+                                               ["pianist", "Monroe", "Swedish", "Paris", "Melbourne"]]
+
+
+def graded_pool() -> list[dict]:
+    """Five questions sharing three words with "alpha beta gamma delta", five sharing one, six sharing none; the ids
+    sort the other way round (fillers first), so only the score can put the close ones first."""
+    close = [{"id": f"z{i}", "question": f"alpha beta gamma w{i} [MASK]?", "answer": f"close{i}"} for i in range(5)]
+    far = [{"id": f"y{i}", "question": f"alpha v{i} u{i} t{i} [MASK]?", "answer": f"far{i}"} for i in range(5)]
+    none = [{"id": f"a{i}", "question": f"s{i} r{i} q{i} p{i} [MASK]?", "answer": f"none{i}"} for i in range(6)]
+    return close + far + none
+
+
+def test_similar_block_j_holds_the_5j_most_similar_and_never_the_groups_own_fact():
+    pool = graded_pool() + [
+        {"id": "g", "question": "alpha beta gamma delta [MASK]?", "answer": "own id"},
+        {"id": "b0", "question": "  ALPHA beta   gamma delta [MASK]? ", "answer": "own text"},
+    ]
+    group = {"id": "g", "paraphrases": ["alpha beta gamma delta [MASK]?", "Alpha beta gamma delta [MASK]?"]}
+    blocks = attach_blocks([dict(group)], pool, 3, 5, demo_selection="similar")[0]["blocks"]
+    # block 1: the five closest (ties by id), block 2: the next five; the group's own fact (id, text) never
+    assert blocks_answers(blocks) == [[f"close{i}" for i in range(5)], [f"far{i}" for i in range(5)]]
+    assert attach_blocks([dict(group)], pool, 2, 5, demo_selection="similar")[0]["blocks"] == blocks[:1]
+
+
+def test_similar_most_similar_question_leads_the_first_extra_block():
+    fillers = [{"id": f"p{i}", "question": q, "answer": f"a{i}"} for i, q in enumerate(
+        ["[MASK] is the capital of Peru.", "Which river flows through Cairo? [MASK].", "Hamlet was written by [MASK].",
+         "The Pacific is a [MASK].", "Guernica was painted by [MASK].", "Water boils at [MASK] degrees.",
+         "A spider has [MASK] legs.", "Tokyo is located in [MASK].", "The Nile flows into the [MASK]."])]
+    target = {"id": "p9", "question": "Alan Turing is a [MASK] by profession.", "answer": "mathematician"}
+    pool = fillers[:4] + [target] + fillers[4:]
+    group = {"id": "ada", "paraphrases": ["Ada Lovelace is a [MASK] by profession."]}
+    blocks = attach_blocks([group], pool, 2, 5, demo_selection="similar")[0]["blocks"]
+    assert blocks[0][0] == {"question": target["question"], "answer": "mathematician"}
+
+
+def test_similar_strips_mask_and_lowercases():
+    assert words("[MASK] is the Country of X-Men? [MASK].") == ["is", "the", "country", "of", "x", "men"]
+
+
+def test_similar_is_deterministic_whatever_the_pool_order():
+    pool = graded_pool() + pool_of(30)
+    groups = [{"id": f"f{i}", "paraphrases": [f"question number {i}? alpha", "x"]} for i in range(10)]
+    once = [g["blocks"] for g in attach_blocks([dict(g) for g in groups], pool, 4, 5, demo_selection="similar")]
+    shuffled = list(pool)
+    random.Random(0).shuffle(shuffled)
+    again = [g["blocks"] for g in attach_blocks([dict(g) for g in groups], shuffled, 4, 5, demo_selection="similar")]
+    assert again == once
+    for group, blocks in zip(groups, once):
+        shown = [e["question"] for b in blocks for e in b]
+        assert len(blocks) == 3 and len(set(shown)) == 15  # disjoint blocks
+        assert f"question number {group['id'][1:]}?" not in shown  # its own fact (by id)
+
+
+@pytest.mark.skipif(not (SHARED / "myriadlama").is_dir(), reason="../shared MyriadLAMA data not available")
+def test_similar_in_the_data_module_keeps_block_zero_and_never_shows_the_fact(monkeypatch):
+    indexed = []
+    original = bm25s.BM25.index
+    monkeypatch.setattr(bm25s.BM25, "index", lambda self, *a, **k: indexed.append(1) or original(self, *a, **k))
+    kwargs = dict(path=DEV, source="myriadlama", task="myriadlama", num_manual=3, limit=30, demo_blocks=3,
+                  few_shot_pool=DEV)
+    similar = ParaphraseDataModule(**kwargs, demo_selection="similar")
+    similar.setup()
+    assert indexed == [1]  # one index for the pool, not one per group
+    plain = ParaphraseDataModule(**kwargs)
+    plain.setup()
+    assert similar.template == plain.template  # block 0 is the configured block
+    pool = {d["question"]: d["id"] for d in load_pool(DEV, "myriadlama")}
+    for g in similar.groups:
+        shown = [e["question"] for b in g["blocks"] for e in b]
+        assert len(g["blocks"]) == 2 and len(set(shown)) == 10
+        assert all(pool[q] != g["id"] and q not in g["paraphrases"] for q in shown)
+        assert members(g)[:3] == members(cut_blocks(g, 1))
+    assert [g["blocks"] for g in similar.groups] != [g["blocks"] for g in plain.groups]
+
+
+def test_similar_with_one_block_needs_no_pool():
+    plain = ParaphraseDataModule(path=FIXTURE, source="myriadlama", task="myriadlama")
+    similar = ParaphraseDataModule(path=FIXTURE, source="myriadlama", task="myriadlama", demo_selection="similar")
+    plain.setup(), similar.setup()
+    assert similar.groups == plain.groups and all("blocks" not in g for g in similar.groups)
+    group = {"id": "g", "paraphrases": ["q"]}
+    assert attach_blocks([dict(group)], [], 1, 5, "similar") == [group]  # an empty pool: nothing to fill
+
+
+def test_similar_pool_too_small_is_one_error_naming_the_flag_and_the_record():
+    pool = pool_of(9) + [{"id": "g", "question": "mine", "answer": "x"}, {"id": "h", "question": " Mine", "answer": "y"}]
+    # the record's own id and its own question (up to case and spacing) leave 9 for the 10 of M = 3
+    with pytest.raises(UserError, match=r"record 'g': --data.few_shot_pool holds 9 .*--data.demo_blocks=3 needs 10"):
+        attach_blocks([{"id": "g", "paraphrases": ["mine"]}], pool, 3, 5, demo_selection="similar")
+
+
+def test_unknown_demo_selection_is_the_parsers_error_and_the_flag_is_documented():
+    parser = ArgumentParser(prog="t")
+    parser.add_class_arguments(ParaphraseDataModule, "data")
+    with parse_errors_raise(), pytest.raises(UsageError) as err:
+        parser.parse_args(["--data.demo_selection", "nearest"])
+    assert summarize_parse_error(str(err.value)) == "--data.demo_selection='nearest': choose one of random, similar"
+    assert "BM25" in parser.format_help()
+    with pytest.raises(UserError, match=r"--data.demo_selection='nearest': choose one of random, similar"):
+        ParaphraseDataModule(path=FIXTURE, source="myriadlama", task="myriadlama", demo_selection="nearest").setup()

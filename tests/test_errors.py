@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import build_tiny_model
 
-from selfens_pl.data.datamodule import ParaphraseDataModule, load_groups
+from selfens_pl.data.datamodule import ParaphraseDataModule, demo_path, load_groups
 from selfens_pl.engine.models import resolve_model_name
+from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
 from selfens_pl.lit.cli import build_cli
 from selfens_pl.lit.module import SelfEnsembleLM
@@ -113,4 +114,20 @@ def test_num_paraphrases_beyond_group_size():
     data = ParaphraseDataModule(path="demo", num_paraphrases=6)
     with pytest.raises(ValueError, match=r"record '[^']+' has 5 paraphrases, fewer than --data\.num_paraphrases=6") as e:
         data.setup("predict")
+    one_line(e)
+
+
+def test_sweep_over_a_record_without_answers_names_it(tmp_path, tiny_model_dir):
+    """The sweep scores every method against the gold answers: a record without any is named up front (not met
+    deep in the scoring, where the metric cannot tell which record it is)."""
+    from selfens_pl.commands import sweep
+
+    rows = [json.loads(line) for line in Path(demo_path()).read_text().splitlines()[:3]]
+    rows[1]["answers"] = []
+    path = tmp_path / "groups.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=rf"record '{rows[1]['id']}' has no answers.*the sweep scores") as e:
+        sweep.main(["--model", str(tiny_model_dir), "--data.path", str(path), "--data.few_shot", "[]",
+                    "--ks", "1,2", "--max_new_tokens", "2", "--resamples", "10", "--device", "cpu",
+                    "--output_dir", str(tmp_path / "out")])
     one_line(e)

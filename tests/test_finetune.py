@@ -9,11 +9,11 @@ import torch
 from selfens_pl.lit.cli import build_cli
 from selfens_pl.lit.training import answer_loss
 
-COMMON = ["--model.head.class_path", "selfens_pl.heads.FlexFusion",
-          "--model.head.init_args.layout", "shared_prefix", "--model.max_new_tokens", "4",
-          "--data.path", "demo", "--data.num_paraphrases", "3", "--data.batch_size", "4",
-          "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-          "--trainer.enable_model_summary", "false"]
+RUN = ["--model.max_new_tokens", "4", "--data.path", "demo", "--data.num_paraphrases", "3", "--data.batch_size", "4",
+       "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
+       "--trainer.enable_model_summary", "false"]
+COMMON = ["--model.head.class_path", "selfens_pl.heads.FlexFusion", "--model.head.init_args.layout", "shared_prefix",
+          *RUN]
 
 
 def train_loss(lm, datamodule) -> float:
@@ -81,3 +81,17 @@ def test_lora_fit_trains_only_adapters_and_predict_loads_them(tiny_model_dir, tm
                       "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "out")])
     name = next(iter(changed))
     torch.testing.assert_close(dict(pred.model.named_parameters())[name], dict(fit.model.named_parameters())[name])
+
+
+def test_fit_refuses_a_head_without_a_training_loss_before_loading_the_model(tiny_model_dir, tmp_path):
+    """VoteHead has no loss of its own: fit raises naming --model.head before the LM loads or any step runs."""
+    import pytest
+
+    from selfens_pl.errors import UserError
+
+    fit = build_cli(["fit", "--model.model", str(tiny_model_dir), "--model.head", "selfens_pl.heads.VoteHead", *RUN,
+                     "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+                     "--trainer.default_root_dir", str(tmp_path)], run=False)
+    with pytest.raises(UserError, match=r"--model\.head=VoteHead .*PerPromptHead"):
+        fit.trainer.fit(fit.model, fit.datamodule)
+    assert fit.trainer.global_step == 0 and fit.model.lm is None

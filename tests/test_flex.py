@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfens_pl.data.prompts import PromptTokenizer
-from selfens_pl.engine.attention import GENERATED, PAD, PREFIX, dense_mask
+from selfens_pl.engine.attention import GENERATED, PAD, PREFIX, FlexSettings, dense_mask
 from selfens_pl.engine.batches import rows_batch
 from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.heads import FlexFusion, OriginHead
@@ -133,3 +133,33 @@ def test_weighted_first_token_needs_confidences(tiny_lm, prompts, groups):
 def test_unknown_option_names_the_flag():
     with pytest.raises(ValueError, match="layout"):
         FlexFusion(layout="interleaved")
+
+
+def test_flex_compile_setting_does_not_outlive_the_call(tiny_lm, prompts, groups):
+    """``compile`` is the head's own setting: it travels with the head's batch to the attention and leaves the
+    process-wide default (compiled flex_attention) alone, for every later head and every other caller."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    dec = tiny_lm.decoder
+    eager = FlexFusion(backend="flex", compile=False)
+    eager.generate(dec, prompts, groups[:1])
+    assert FlexSettings.function() is not flex_attention  # the default is still the compiled function
+    assert FlexSettings.function(compile=False) is flex_attention
+    assert eager.build_batch(dec, prompts, groups).flex_compile is False
+    assert FlexFusion(backend="flex").build_batch(dec, prompts, groups).flex_compile is True
+    assert FlexFusion(backend="dense").build_batch(dec, prompts, groups).flex_compile is None  # no flex: no say
+
+
+def test_the_heads_compile_setting_reaches_every_layers_attention(tiny_lm, prompts, groups, monkeypatch):
+    """The setting flows with the batch through the model call to each layer's attention (the real function runs;
+    the wrapper only records what each layer asked for)."""
+    asked = []
+    real = FlexSettings.function.__func__
+
+    def recording(cls, compile=True):
+        asked.append(compile)
+        return real(cls, compile)
+
+    monkeypatch.setattr(FlexSettings, "function", classmethod(recording))
+    FlexFusion(backend="flex", compile=False).generate(tiny_lm.decoder, prompts, groups[:1])
+    assert asked == [False] * tiny_lm.lm.config.num_hidden_layers  # one prefill; decode steps run SDPA

@@ -62,7 +62,7 @@ def test_rules_apply_per_group():
 
 @pytest.mark.parametrize("method", ["weighted_avg", "weighted_max"])
 def test_weighted_without_weights_is_an_error(method):
-    with pytest.raises(ValueError, match=method):
+    with pytest.raises(RuntimeError, match=method):
         fuse_logits(LOGITS, method, None)
 
 
@@ -201,7 +201,7 @@ def test_prior_floor_stops_ruled_out_tokens_from_winning():
 
 
 def test_prior_of_the_wrong_shape_is_an_error():
-    with pytest.raises(ValueError, match="prior"):
+    with pytest.raises(RuntimeError, match="prior"):
         fuse_logits(LOGITS, "avg", prior=torch.zeros(1, 2, 4))
 
 

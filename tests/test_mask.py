@@ -87,7 +87,7 @@ def test_mask_picture_matches_rule(tiny_model_dir, template, groups, layout, tmp
 def test_draw_mask_rejects_mismatch(tmp_path):
     import torch
 
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError):
         draw_mask(torch.ones(4, 4, dtype=torch.bool), [0, 0, 1], None, tmp_path / "x.png", "x")
 
 

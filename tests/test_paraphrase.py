@@ -11,14 +11,21 @@ import pytest
 import torch
 
 from selfens_pl.commands import paraphrase
-from selfens_pl.commands.paraphrase import first_line, paraphrase_groups
 from selfens_pl.data.datamodule import ParaphraseDataModule, load_groups
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.data.sources import load_webqa, webqa_groups
 from selfens_pl.engine.batches import rows_batch
 from selfens_pl.engine.decoding import GreedyDecoder, no_fusion
 from selfens_pl.engine.sampling import Sampler, sample_from_logits
-from selfens_pl.scoring.paraphrase_checks import CheckSettings, ParaphraseChecker, copy_key, text_failures
+from selfens_pl.errors import UserError
+from selfens_pl.scoring.paraphrase_checks import (
+    CheckSettings,
+    ParaphraseChecker,
+    copy_key,
+    file_statistics,
+    text_failures,
+)
+from selfens_pl.scoring.paraphrasing import first_line, paraphrase_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBQA = ROOT / "tests" / "fixtures" / "webqa_tiny.jsonl"
@@ -318,3 +325,20 @@ def test_predict_summary_states_the_paraphrase_file(written, tiny_model_dir, tmp
     printed = predict_in_process(monkeypatch, capsys, "--config", str(config), "--output_dir", str(tmp_path / "p"))
     assert "paraphrase_file" not in json.loads((tmp_path / "p" / SUMMARY).read_text())
     assert "paraphrases (" not in printed
+
+
+def test_file_statistics_raises_on_a_bad_file_and_skips_only_a_file_paraphrase_did_not_write(tmp_path):
+    """The statistics of a paraphrase file are left out only when its records show that ``paraphrase`` did not
+    write it (no ``rejected`` field); a file that cannot be read is an error naming it, never a silent ``None``."""
+    record = {"id": "q0", "paraphrases": ["a?", "b?"], "rejected": [], "short": False, "paraphraser": "m"}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(record) + "\n" + '{"id": "q1", "para\n' + json.dumps({**record, "id": "q2"}) + "\n")
+    with pytest.raises(UserError, match=rf"^{path}: line 2: invalid JSON"):
+        file_statistics(path)
+    with pytest.raises(FileNotFoundError):
+        file_statistics(tmp_path / "missing.jsonl")
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "q0", "paraphrases": ["a?"], "answers": []}) + "\n")
+    assert file_statistics(plain) is None  # records without 'rejected': not written by paraphrase
+    path.write_text(json.dumps(record) + "\n")
+    assert file_statistics(path)["questions"] == 1

@@ -4,7 +4,6 @@ terminal) and the one-line refusal of a data file that is not UTF-8, for every r
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path

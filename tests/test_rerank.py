@@ -44,9 +44,9 @@ def test_ties_go_to_the_candidate_of_the_lowest_member():
 def test_rule_errors():
     with pytest.raises(ValueError, match="rule='sum'"):
         combine(TABLE, LENGTHS, "sum")
-    with pytest.raises(ValueError, match="needs each candidate's support"):
+    with pytest.raises(RuntimeError, match="needs each candidate's support"):
         combine(TABLE, LENGTHS, "vote")
-    with pytest.raises(ValueError, match="one score per member and candidate"):
+    with pytest.raises(RuntimeError, match="one score per member and candidate"):
         combine([[0.0]], LENGTHS, "mixture")
     with pytest.raises(ValueError, match="rule='x'"):
         RerankHead(rule="x")
@@ -82,6 +82,7 @@ def test_scoring_equals_a_plain_forward_of_prompt_and_continuation(tiny_lm, temp
 
 def test_each_candidate_scored_under_its_own_member_is_its_greedy_log_probability(tiny_lm, template, groups):
     scored = rerank_pass(tiny_lm.decoder, tiny_lm.prompts(template), groups)
+    assert all(scored.candidates)  # every group has candidates to check
     for g, cands in enumerate(scored.candidates):
         for c, cand in enumerate(cands):
             gen = scored.gens[g][cand.member]
@@ -110,15 +111,21 @@ def test_batched_ragged_equals_each_group_alone(rule, tiny_lm, template, groups)
 
 
 def test_the_fused_answer_joins_the_candidates(tiny_lm, template, groups):
+    """On the fixture groups every fused answer is new (no member gave it: it joins as member -1); with one
+    paraphrase the fused answer is that member's own (it does not join twice)."""
     prompts = tiny_lm.prompts(template)
     fused = LogitFusion("avg").generate(tiny_lm.decoder, prompts, groups)
     recs = RerankHead(fused="avg").generate(tiny_lm.decoder, prompts, groups)
     for rec, f in zip(recs, fused):
-        preds = [c["prediction"] for c in rec["candidates"]]
-        if f["prediction"]:
-            assert f["prediction"] in preds
-        if f["prediction"] not in rec["paraphrase_predictions"] and f["prediction"]:
-            assert rec["candidates"][-1]["member"] == -1
+        assert f["prediction"] and f["prediction"] not in rec["paraphrase_predictions"]
+        assert (rec["candidates"][-1]["prediction"], rec["candidates"][-1]["member"]) == (f["prediction"], -1)
+        assert [c["member"] for c in rec["candidates"][:-1]] == sorted({rec["paraphrase_predictions"].index(p)
+                                                                       for p in rec["paraphrase_predictions"] if p})
+    one = [dict(g, paraphrases=g["paraphrases"][:1]) for g in groups]
+    for rec, f in zip(RerankHead(fused="avg").generate(tiny_lm.decoder, prompts, one),
+                      LogitFusion("avg").generate(tiny_lm.decoder, prompts, one)):
+        assert f["prediction"] and rec["paraphrase_predictions"] == [f["prediction"]]
+        assert [(c["prediction"], c["member"]) for c in rec["candidates"]] == [(f["prediction"], 0)]
     assert RerankHead(fused="avg").method == "rerank_mixture_avg"
 
 

@@ -8,13 +8,14 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from test_ddp import read_jsonl, subprocess_env, write_config, write_groups
 
+from selfens_pl.errors import UserError
 from selfens_pl.lit.cli import build_cli
-from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, check_resumable, read_done, read_part
+from selfens_pl.lit.preflight import check_resumable
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, read_done, read_merged, read_part
 
 N_GROUPS = 40
 
@@ -36,7 +37,7 @@ def test_resume_after_kill(tmp_path, tiny_model_dir, monkeypatch, one_thread):
     part = out / "predictions.rank0.jsonl"
     try:
         deadline = time.monotonic() + 240
-        while not (part.is_file() and len(read_part(part)) >= 4):  # two whole batches of two groups
+        while not (part.is_file() and len(read_part(part, report=False)) >= 4):  # two whole batches of two groups
             assert proc.poll() is None, f"predict ended before it was killed:\n{proc.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "predict wrote no two batches in 240 s"
             time.sleep(0.05)
@@ -111,3 +112,27 @@ def test_resume_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"--model.max_new_tokens differ .* --resume false") as e:
         check_resumable(tmp_path, old.replace("max_new_tokens: 8", "max_new_tokens: 20"))
     assert "\n" not in str(e.value)
+
+
+def test_resume_counts_a_key_only_one_config_has(tmp_path):
+    """A setting that only one of the two configs names (here ``model.stop``) may change every answer: it is a
+    difference like any other, unless it is one of the resume-free keys (``data.val_path``)."""
+    old = "model:\n  model: tiny\n  max_new_tokens: 8\ndata:\n  path: a.jsonl\n  batch_size: 2\n"
+    (tmp_path / "config.yaml").write_text(old)
+    (tmp_path / PREDICTIONS).write_text(lines(rec("q0")))
+    check_resumable(tmp_path, old + "  val_path: b.jsonl\n")  # resume-free, even when only one side has it
+    with pytest.raises(ValueError, match=r"--model.stop \(only in this run's config\)"):
+        check_resumable(tmp_path, old.replace("max_new_tokens: 8", "max_new_tokens: 8\n  stop: x"))
+    (tmp_path / "config.yaml").write_text(old.replace("max_new_tokens: 8", "max_new_tokens: 8\n  stop: x"))
+    with pytest.raises(ValueError, match=r"--model.stop \(only in its config.yaml\)"):
+        check_resumable(tmp_path, old)
+
+
+def test_read_merged_refuses_a_bad_middle_line_and_skips_a_half_written_last_one(tmp_path, capsys):
+    path = tmp_path / PREDICTIONS
+    path.write_text(lines(rec("q0")) + '{"id": "q1", "pred\n' + lines(rec("q2")))
+    with pytest.raises(UserError, match=rf"^{path}: line 2: invalid JSON"):
+        read_merged(path)
+    path.write_text(lines(rec("q0"), rec("q1")) + json.dumps(rec("q2"))[:20])
+    assert [r["id"] for r in read_merged(path)] == ["q0", "q1"]
+    assert f"{path}: line 3: skipped a half-written last line" in capsys.readouterr().out

@@ -211,11 +211,30 @@ def test_shipped_sweep_config_instantiates(monkeypatch):
     parser = sweep.build_parser()
     cfg = parser.parse_args(["--config", "configs/sweep_myriadlama.yaml"])
     init = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(cfg)
-    kinds = {sweep.head_label(h): sweep.kind(h) for h in init.heads}
+    kinds = {h.label: sweep.kind(h) for h in init.heads}
     assert kinds["entropy_weighted"] == "rule" and kinds["rerank_mixture"] == "derived"
     assert any(label.startswith("cascade_") for label in kinds)
     assert sweep.int_list(cfg.ks, "--ks") == [1, 3, 6] and sweep.int_list(cfg.ms, "--ms") == [1, 3]
     assert len(cfg.data.path) == 2 and cfg.data.few_shot_pool == cfg.data.path
+
+
+def test_a_head_says_how_it_is_swept_whatever_its_class():
+    """kind() asks the head (engine_rule, derivable), never its exact type: a subclass of RerankHead is derived
+    like RerankHead, a VoteHead subclass that cannot be derived (say it decodes its own way) runs its own generate,
+    and so does a cascade escalating to it."""
+
+    class MyRerank(RerankHead):
+        pass
+
+    class OwnVote(VoteHead):
+        derivable = False
+
+    assert sweep.kind(MyRerank("max")) == "derived" and sweep.kind(CascadeHead(ensemble=MyRerank())) == "derived"
+    assert sweep.kind(OwnVote()) == "generic" and sweep.kind(CascadeHead(ensemble=OwnVote())) == "generic"
+    assert sweep.kind(CascadeHead(ensemble=VoteHead())) == "derived"
+    assert sweep.kind(LogitFusion("prob_avg")) == "rule" and sweep.kind(LogitFusion("weighted_avg")) == "generic"
+    assert sweep.kind(LogitFusion("avg", calibration="subject")) == "generic"
+    assert sweep.kind(RerankHead(fused="avg")) == "generic" and sweep.kind(FlexFusion()) == "generic"
 
 
 def test_report_on_the_runs_gives_the_gains_of_sweep_md(swept, tmp_path):

@@ -22,7 +22,8 @@ from test_ddp import read_jsonl, subprocess_env, write_config, write_groups
 
 from selfens_pl.engine.parallel import tensor_parallel_plan
 from selfens_pl.lit.cli import build_cli
-from selfens_pl.lit.writer import PREDICTIONS, SUMMARY, check_strategy
+from selfens_pl.lit.preflight import check_strategy
+from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
 
 N_GROUPS = 5
 HEADS = {

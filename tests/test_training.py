@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from selfens_pl.data.prompts import PromptTokenizer
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+from selfens_pl.errors import UserError
+from selfens_pl.heads import (CascadeHead, FlexFusion, FusionHead, LogitFusion, OriginHead, PerPromptHead, RerankHead,
+                              VoteHead)
 from selfens_pl.lit.training import answer_ids, answer_loss
 
 
@@ -76,3 +78,28 @@ def test_few_shot_blocks_are_refused_naming_the_flag(tiny_lm, prompts, groups):
     blocked = [dict(g, blocks=[[{"question": "q?", "answer": "a"}]]) for g in groups]
     with pytest.raises(ValueError, match="--data.demo_blocks > 1 is not supported"):
         answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg"), prompts, blocked, None)
+
+
+class FutureHead(FusionHead):
+    """A head added later that does not say what fine-tuning it would train."""
+
+    method = "future"
+
+
+@pytest.mark.parametrize("head", [VoteHead(), RerankHead(), CascadeHead(first=2), FutureHead()],
+                         ids=lambda h: h.method)
+def test_heads_without_a_training_loss_are_refused_naming_the_flag(tiny_lm, prompts, groups, head):
+    """vote, rerank and cascade pick among answers; no loss of theirs exists, so fit must not train another head's."""
+    with pytest.raises(UserError, match=r"--model\.head=.*PerPromptHead"):
+        answer_loss(tiny_lm.lm, tiny_lm.tokenizer, head, prompts, groups, "\n")
+
+
+def test_each_training_loss_is_the_heads_own(tiny_lm, prompts, groups):
+    """Dispatch is by ``training_loss``: per_prompt trains every paraphrase, origin only the first."""
+    with torch.no_grad():
+        origin = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, OriginHead(), prompts, groups, "\n")
+        members = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, PerPromptHead(), prompts, groups, "\n")
+        rest = [dict(g, paraphrases=g["paraphrases"][i:i + 1]) for g in groups for i in range(3)]
+        by_row = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, OriginHead(), prompts, rest, "\n")
+    torch.testing.assert_close(members, by_row, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(origin, members, atol=1e-3)

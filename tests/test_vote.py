@@ -47,14 +47,14 @@ def test_full_tie_goes_to_the_lowest_index_and_empty_answers_never_win():
 
 
 def test_vote_input_errors():
-    with pytest.raises(ValueError, match="log-probabilities"):
+    with pytest.raises(RuntimeError, match="log-probabilities"):
         vote(["a", "b"], [[-1.0]])
 
 
 def test_agreement_share():
     assert agreement_share("Paris", ["Paris", "London", "Paris, France", ""]) == 0.5
     assert agreement_share("", ["Paris"]) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError):
         agreement_share("Paris", [])
 
 

@@ -8,8 +8,8 @@ and the group is answered by ``origin``, ``per_prompt`` (each paraphrase on its 
 ``max``, and FlexFusion ``concat`` and ``shared_prefix`` (dense attention backend on CPU, ``auto`` otherwise), then
 a table method -> answer is printed. ``--paraphrases`` with no values asks the question alone (every method then
 answers as ``origin`` does). Without ``--paraphrases`` the model writes ``--num_paraphrases`` of them itself, with the
-paraphrase tool's method (:func:`selfens_pl.commands.paraphrase.paraphrase_groups`: seeded sampling, empty or duplicate
-paraphrases regenerated with new seeds).
+paraphrase tool's method (:func:`selfens_pl.scoring.paraphrasing.paraphrase_groups`: seeded sampling, empty or
+duplicate paraphrases regenerated with new seeds).
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ import argparse
 import sys
 import time
 
-from selfens_pl.data.prompts import WEBQA_INSTRUCTION
+import torch
+
+from selfens_pl.data.datamodule import demo_few_shot
+from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate
 from selfens_pl.engine.models import EMBEDDED_MODEL
 from selfens_pl.errors import UserError
+from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
+from selfens_pl.lit.module import SelfEnsembleLM
+from selfens_pl.scoring.paraphrasing import paraphrase_groups, paraphrase_sampler
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,8 +54,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build_heads(device_type: str) -> list:
     """Every method, in display order (FlexFusion uses the dense backend on CPU, ``auto`` otherwise)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-
     backend = "dense" if device_type == "cpu" else "auto"
     return [OriginHead(), PerPromptHead(), LogitFusion("avg"), LogitFusion("max"),
             FlexFusion(layout="concat", backend=backend), FlexFusion(layout="shared_prefix", backend=backend)]
@@ -59,19 +63,7 @@ def generate_paraphrases(decoder, question: str, k: int, seed: int = 42, tempera
                          top_p: float = 0.9, max_new_tokens: int = 30, max_retries: int = 3) -> tuple[list[str], list[str]]:
     """``k`` paraphrases of ``question`` sampled with ``decoder``'s model (the paraphrase tool's prompt and retry
     rule); returns ``(paraphrases, issues)``, the question itself not included."""
-    from selfens_pl.commands.paraphrase import PARAPHRASE_FEW_SHOT, PARAPHRASE_INSTRUCTION, paraphrase_groups
-    from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
-    from selfens_pl.engine.batches import prompt_batch
-    from selfens_pl.engine.sampling import Sampler
-
-    sampler = Sampler(decoder, temperature, top_p, max_new_tokens, stop="\n")
-    prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT))
-
-    def sample(items, seeds):
-        repeat = len(seeds[0])
-        gens = sampler.sample(prompt_batch(decoder, prompts, items), [s for row in seeds for s in row], repeat)
-        return [[g.text for g in gens[i * repeat:(i + 1) * repeat]] for i in range(len(items))]
-
+    sample = paraphrase_sampler(decoder, temperature, top_p, max_new_tokens)
     [record] = paraphrase_groups(sample, [{"id": "ask", "paraphrases": [question], "answers": []}], k, seed,
                                  max_retries)
     issues = [f"{k - len(record['paraphrases']) + 1} of {k} paraphrases still empty or duplicate after "
@@ -107,12 +99,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise UserError("ask: --paraphrases holds an empty paraphrase")
     if args.max_new_tokens < 1:
         raise UserError(f"ask: --max_new_tokens={args.max_new_tokens} must be >= 1")
-
-    import torch
-
-    from selfens_pl.data.datamodule import demo_few_shot
-    from selfens_pl.data.prompts import PromptTemplate
-    from selfens_pl.lit.module import SelfEnsembleLM
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     template = PromptTemplate(instruction=args.instruction, few_shot=[] if args.zero_shot else demo_few_shot())

@@ -28,9 +28,14 @@ import hashlib
 import time
 from pathlib import Path
 
-from selfens_pl.engine.models import EMBEDDED_MODEL, load_decoder
-from selfens_pl.errors import UserError
+from selfens_pl.commands import model_and_data_parser
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.batches import prompt_batch
+from selfens_pl.engine.models import load_decoder
+from selfens_pl.engine.sampling import Sampler
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import append_jsonl, pending_groups
+from selfens_pl.scoring.metrics import is_match
 
 
 def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
@@ -41,24 +46,14 @@ def sample_seed(seed: int, record_id: str, paraphrase: int, sample: int) -> int:
 
 def agreement(greedy: str, samples: list[str]) -> float:
     """Share of ``samples`` that match ``greedy`` under ``is_match(sample, [greedy])``."""
-    from selfens_pl.scoring.metrics import is_match
-
     if not samples:
-        raise UserError("agreement needs at least one sample")
+        raise InternalError("agreement needs at least one sample")
     return sum(is_match(s, [greedy]) for s in samples) / len(samples)
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from selfens_pl.data.datamodule import ParaphraseDataModule
-
-    parser = ArgumentParser(prog="python -m selfens_pl confidence",
-                            description="Per-paraphrase confidence: agreement of sampled answers with the greedy one.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
-    parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
-                        help="Alias, smollm2-135m-instruct (embedded), local directory or hub id")
-    parser.add_class_arguments(ParaphraseDataModule, "data", help="The groups to score, exactly as predict's --data")
+    parser = model_and_data_parser("confidence", "Per-paraphrase confidence: agreement of sampled answers with the "
+                                   "greedy one.", "The groups to score, exactly as predict's --data")
     parser.add_argument("--num_samples", type=int, default=100, help="Sampled answers per paraphrase (M)")
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature")
     parser.add_argument("--top_p", type=float, default=1.0, help="Nucleus sampling mass")
@@ -99,10 +94,6 @@ def main(argv: list[str] | None = None) -> Path:
     todo = pending_groups(output, groups, check, "confidence")
     if not todo:
         return output
-
-    from selfens_pl.data.prompts import PromptTokenizer
-    from selfens_pl.engine.batches import prompt_batch
-    from selfens_pl.engine.sampling import Sampler
 
     start = time.perf_counter()
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)

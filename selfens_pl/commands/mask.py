@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from selfens_pl.engine.attention import GENERATED, PAD, PREFIX
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 
 ALLOWED_COLOUR = "#2b6cb0"  # blue
 BLOCKED_COLOUR = "#f2f2f2"  # very light grey
@@ -76,10 +76,10 @@ def draw_mask(mask: torch.Tensor, segments: list[int], labels: dict[int, str] | 
     array = np.asarray(torch.as_tensor(mask).detach().cpu().bool())
     length = array.shape[0]
     if array.shape != (length, length) or len(segments) != length:
-        raise UserError(f"mask {tuple(array.shape)} and {len(segments)} segment ids do not describe one [L, L] mask")
+        raise InternalError(f"mask {tuple(array.shape)} and {len(segments)} segment ids do not make one [L, L] mask")
     runs = segment_runs(list(segments))
     if isinstance(labels, list) and len(labels) != len(runs):
-        raise UserError(f"{len(labels)} labels for {len(runs)} segment runs")
+        raise InternalError(f"{len(labels)} labels for {len(runs)} segment runs")
 
     side = float(np.clip(5.0 + length / 60.0, 6.0, 16.0))  # grows with L, capped so huge prompts stay viewable
     fig, ax = plt.subplots(figsize=(side + 2.0, side))

@@ -5,8 +5,8 @@ and write a groups file.
     python -m selfens_pl paraphrase --source stanfordnlp/web_questions --split test --limit 100 --batch_size 16
     python -m selfens_pl paraphrase --config configs/paraphrase_seed_webqa.yaml    # the seed's sampling settings
 
-Method: a paraphrasing instruction plus five worked examples in the package's ``Q:``/``A:`` few-shot format
-(:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); ``num_paraphrases`` sampling slots per question,
+Method (:mod:`selfens_pl.scoring.paraphrasing`): a paraphrasing instruction plus five worked examples in the
+package's ``Q:``/``A:`` few-shot format; ``num_paraphrases`` sampling slots per question,
 slot ``r`` of attempt ``a`` sampled with its own seed ``seed + a * num_paraphrases + r``, first line of the
 generation kept. All slots of a question share one prefill (its KV cache is copied once per slot). Each candidate
 goes through :mod:`selfens_pl.scoring.paraphrase_checks` (same form and kind of answer, sane length, keeps half the
@@ -32,8 +32,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from selfens_pl.data.sources import load_webqa, webqa_groups
 from selfens_pl.engine.models import EMBEDDED_MODEL, load_decoder
 from selfens_pl.errors import UserError
 from selfens_pl.jsonl import append_jsonl, pending_groups, resume_jsonl
@@ -43,95 +45,14 @@ from selfens_pl.scoring.paraphrase_checks import (
     CheckSettings,
     EquivalenceJudge,
     ParaphraseChecker,
-    copy_key,
     format_statistics,
     paraphrase_statistics,
 )
-
-PARAPHRASE_INSTRUCTION = (
-    "Paraphrase the question: ask for exactly the same information using different words and a different "
-    "sentence structure, so that it has the same answer. Write only the rewritten question, on one line."
-)
-
-#: Worked examples ``{question, answer}``: the answer is a paraphrase of the question.
-PARAPHRASE_FEW_SHOT: list[dict[str, str]] = [
-    {"question": "who wrote the novel pride and prejudice?",
-     "answer": "which author is responsible for writing pride and prejudice?"},
-    {"question": "what currency is used in japan?",
-     "answer": "what is the name of the money people pay with in japan?"},
-    {"question": "where was albert einstein born?",
-     "answer": "in which city did albert einstein come into the world?"},
-    {"question": "what language do they speak in brazil?",
-     "answer": "which language is spoken by the people of brazil?"},
-    {"question": "when did the titanic sink?",
-     "answer": "in what year did the titanic go down?"},
-]
+from selfens_pl.scoring.paraphrasing import paraphrase_groups, paraphrase_sampler
 
 #: Sampling defaults, chosen on WebQuestions train questions 200-299 with the embedded model (README).
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_TOP_P = 0.9
-
-#: ``sample(items, seeds) -> texts``: ``items`` are ``(group, question)`` prompts, ``seeds[i]`` the seeds of the
-#: samples of prompt ``i`` (every list the same length); ``texts[i][j]`` is sample ``j`` of prompt ``i``.
-SampleFn = Callable[[list[tuple[dict, str]], list[list[int]]], list[list[str]]]
-#: ``check(pairs) -> failures``: for each ``(original, candidate)`` the names of the checks it fails.
-CheckFn = Callable[[list[tuple[str, str]]], list[list[str]]]
-
-
-def first_line(text: str) -> str:
-    """The kept part of a generation: its first non-empty line, stripped."""
-    return text.strip().split("\n")[0].strip()
-
-
-def paraphrase_groups(sample: SampleFn, groups: list[dict], k: int, seed: int, max_retries: int,
-                      check: CheckFn | None = None) -> list[dict]:
-    """Up to ``k`` checked paraphrases per group (``{id, paraphrases[0] = question, answers}``).
-
-    ``check`` defaults to :class:`ParaphraseChecker` with no text check enabled (only ``empty``, ``copy`` and
-    ``duplicate`` reject); the ``paraphrase`` tool passes its configured checker.
-
-    Slot ``r`` of attempt ``a`` (``a = 0`` first) is sampled with seed ``seed + a * k + r``: every (slot, attempt)
-    pair has its own seed, the same for every question and independent of the batch. Each attempt's candidates
-    are checked together (``check``); then, slot by slot, a candidate that passed is kept unless it repeats one
-    already kept for its question (``duplicate``). Slots still empty after ``max_retries`` further attempts are
-    dropped: the group is written with fewer paraphrases and ``short: true``. Kept paraphrases are in slot order.
-    Returns records ``{id, question, answers, paraphrases: [original, kept...], short, rejected}``, where
-    ``rejected`` lists every failed candidate ``{text, seed, attempt, failed}`` in sampling order.
-    """
-    check = check or ParaphraseChecker(CheckSettings(checks=()))
-    questions = [g["paraphrases"][0] for g in groups]
-    kept: list[list[str | None]] = [[None] * k for _ in groups]
-    rejected: list[list[dict]] = [[] for _ in groups]
-    todo = [(q, r) for q in range(len(groups)) for r in range(k)]
-    for attempt in range(max_retries + 1):
-        if not todo:
-            break
-        if attempt == 0:  # one prompt per question, its k slots sampled from one prefill
-            out = sample([(g, q) for g, q in zip(groups, questions)], [[seed + r for r in range(k)] for _ in groups])
-            texts = {(q, r): first_line(out[q][r]) for q, r in todo}
-        else:  # one prompt per pending slot, all in one call
-            out = sample([(groups[q], questions[q]) for q, _ in todo], [[seed + attempt * k + r] for _, r in todo])
-            texts = {(q, r): first_line(row[0]) for (q, r), row in zip(todo, out)}
-        failures = check([(questions[q], texts[(q, r)]) for q, r in todo])
-        still = []
-        for (q, r), failed in zip(todo, failures):
-            text, failed = texts[(q, r)], list(failed)
-            if not failed and copy_key(text) in {copy_key(p) for p in kept[q] if p is not None}:
-                failed = ["duplicate"]
-            if failed:
-                rejected[q].append({"text": text, "seed": seed + attempt * k + r, "attempt": attempt,
-                                    "failed": failed})
-                still.append((q, r))
-            else:
-                kept[q][r] = text
-        todo = still
-
-    records = []
-    for q, group in enumerate(groups):
-        good = [p for p in kept[q] if p is not None]
-        records.append({"id": group["id"], "question": questions[q], "answers": list(group.get("answers") or []),
-                        "paraphrases": [questions[q]] + good, "short": len(good) < k, "rejected": rejected[q]})
-    return records
 
 
 def model_tag(name: str) -> str:
@@ -150,8 +71,6 @@ def source_tag(source: str, split: str) -> str:
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
     parser = ArgumentParser(prog="python -m selfens_pl paraphrase",
                             description="Generate paraphrases of WebQuestions questions with a language model and "
                                         "keep those that pass the quality checks.")
@@ -235,8 +154,6 @@ def main(argv: list[str] | None = None) -> Path:
         raise UserError(f"--start must be >= 0, got {cfg.start}")
     checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.max_new, cfg.min_length_ratio,
                            cfg.max_length_ratio)
-    from selfens_pl.data.sources import load_webqa, webqa_groups
-
     groups = webqa_groups(load_webqa(cfg.source, cfg.split), id_prefix=f"webqa-{cfg.split}")
     if cfg.start >= len(groups):
         raise UserError(f"--start={cfg.start}: {cfg.source} holds only {len(groups)} questions")
@@ -268,22 +185,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int) -> None:
     """Load the model, then paraphrase, check and append ``todo`` batch by batch."""
-    from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
-    from selfens_pl.engine.batches import prompt_batch
-    from selfens_pl.engine.sampling import Sampler
-
     start = time.perf_counter()
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)
-    sampler = Sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop="\n")
-    prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT))
-    judge = EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None
-    checker = ParaphraseChecker(settings, judge)
-
-    def sample(items: list[tuple[dict, str]], seeds: list[list[int]]) -> list[list[str]]:
-        repeat = len(seeds[0])
-        gens = sampler.sample(prompt_batch(decoder, prompts, items), [s for row in seeds for s in row], repeat)
-        return [[g.text for g in gens[i * repeat:(i + 1) * repeat]] for i in range(len(items))]
-
+    sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    checker = ParaphraseChecker(settings, EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None)
     with ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
         for first in range(0, len(todo), cfg.batch_size):
             records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries,

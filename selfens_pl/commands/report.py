@@ -9,7 +9,7 @@ paraphrase index and the oracle, the share of questions that at least one paraph
 bound for any rule that picks one paraphrase's answer).
 
 Gains: every run's gain over origin and over the mean single paraphrase, each with a paired bootstrap 95% interval
-over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.scoring.stats`).
+over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.scoring.gains`).
 
 Accuracy against coverage: answer only the most confident x% of a run's records and score those. Confidence is
 each record's ``mean_prob`` (``--confidence mean_prob``, the default: mean token probability of the answer; an
@@ -34,6 +34,8 @@ from selfens_pl.errors import UserError
 from selfens_pl.figures import save_figure
 from selfens_pl.jsonl import read_jsonl
 from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
+from selfens_pl.scoring.gains import Baselines, gain_over
+from selfens_pl.scoring.stats import per_fact
 from selfens_pl.scoring.summaries import accuracy_by_paraphrase, oracle_accuracy
 
 ORACLE_LABEL = "oracle (any paraphrase)"
@@ -282,36 +284,32 @@ def _sweep_k(run: Run) -> int | None:
 
 def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[str, str]:
     """Markdown table (and its note) of every run's gain over origin and over the mean single paraphrase, each with
-    a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.scoring.stats`). Baselines come from the
-    runs given: origin is a run of method ``origin``, else paraphrase 0 (standard block) of a ``per_prompt`` run;
-    the mean single paraphrase is a ``per_prompt`` run's per-fact mean over its paraphrases with the standard
-    block, over paraphrases ``< K`` for a run whose summary gives its ``k`` (a ``sweep`` run: the same baseline as
-    ``sweep.md``). A missing baseline is "–", never guessed; so is a baseline with no fact in common with the run
-    (runs on other data), said in the note. A gain over fewer facts than the run answered says ``(n=...)``."""
-    from selfens_pl.scoring.stats import aligned, paired_bootstrap, per_fact
-
+    a paired bootstrap 95% interval over the facts both answered (:mod:`selfens_pl.scoring.gains`, as ``sweep.md``).
+    Baselines come from the runs given: origin is a run of method ``origin``, else paraphrase 0 (standard block) of
+    a ``per_prompt`` run; the mean single paraphrase is a ``per_prompt`` run's per-fact mean over its paraphrases
+    with the standard block, over paraphrases ``< K`` for a run whose summary gives its ``k`` (a ``sweep`` run: the
+    same baseline as ``sweep.md``). A missing baseline is "–", never guessed; so is a baseline with no fact in
+    common with the run (runs on other data), said in the note. A gain over fewer facts than the run answered says
+    ``(n=...)``."""
     per_prompt = next((r for r in runs if r.method == "per_prompt"), None)
     origin_run = next((r for r in runs if r.method == "origin"), None)
-    origin = per_fact(origin_run.records) if origin_run else \
-        per_fact(per_prompt.records, paraphrase_index=0, block_index=0) if per_prompt else None
+    baselines = Baselines(origin_run.records if origin_run else None, per_prompt.records if per_prompt else None)
     origin_name = f"origin (`{origin_run.path.name}`)" if origin_run else \
         f"origin (paraphrase 0 of `{per_prompt.path.name}`)" if per_prompt else "origin"
-    answered = 1 + max((int(r["paraphrase_index"]) for r in per_prompt.records
-                        if r.get("paraphrase_index") is not None), default=-1) if per_prompt else 0
-    singles: dict[int | None, dict[str, float]] = {}  # K (None: every paraphrase) -> per-fact mean single
     problems: list[str] = []
+    by_k = False  # a mean single paraphrase at some run's K
 
     def single_for(run: Run) -> dict[str, float] | None:
+        nonlocal by_k
         k = _sweep_k(run)
         if per_prompt is None:
             return None
-        if k is not None and k > answered:
+        single = baselines.single(k)
+        if single is None:
             problems.append(f"`{run.path.name}` fused K={k} paraphrases, `{per_prompt.path.name}` answered "
-                            f"{answered}: no mean single paraphrase at its K")
-            return None
-        if k not in singles:
-            singles[k] = per_fact(per_prompt.records, block_index=0, max_index=k)
-        return singles[k]
+                            f"{baselines.answered}: no mean single paraphrase at its K")
+        by_k = by_k or (single is not None and k is not None)
+        return single
 
     header = ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -322,23 +320,22 @@ def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[
         if not own:
             continue
         cells = []
-        for base, name in ((origin, origin_name), (single_for(run), "the mean single paraphrase")):
+        for base, name in ((baselines.origin, origin_name), (single_for(run), "the mean single paraphrase")):
             if base is None:
                 cells.append("–")
                 continue
             try:
-                ids, a, b = aligned(own, base, (f"`{run.path.name}`", name))
-            except ValueError as exc:  # runs on other data: said, not fatal
+                gain, n = gain_over(own, base, resamples, seed, (f"`{run.path.name}`", name))
+            except UserError as exc:  # runs on other data: said, not fatal
                 problems.append(str(exc))
                 cells.append("–")
                 continue
-            cell = paired_bootstrap(a, b, resamples, seed).format()
-            cells.append(cell if len(ids) == len(own) else f"{cell} (n={len(ids)})")
+            cells.append(gain.format() if n == len(own) else f"{gain.format()} (n={n})")
         lines.append("| " + " | ".join([run.path.name, label, str(len(own)), _pct(sum(own.values()) / len(own))]
                                        + cells) + " |")
     single_name = (f"the mean over the paraphrases of `{per_prompt.path.name}` (standard few-shot block"
-                   + ("; over paraphrases < K for a run that gives its K" if any(k is not None for k in singles)
-                      else "") + ")") if per_prompt else "– (no per_prompt run given)"
+                   + ("; over paraphrases < K for a run that gives its K" if by_k else "") + ")") if per_prompt \
+        else "– (no per_prompt run given)"
     note = (f"Gains in points with paired bootstrap 95% intervals ({resamples:,} resamples of the facts both runs "
             f"answered, seed {seed}). Origin: " + (f"run `{origin_run.path.name}`" if origin_run else
                                                    f"paraphrase 0 of `{per_prompt.path.name}`" if per_prompt else

@@ -9,33 +9,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from selfens_pl.engine.models import EMBEDDED_MODEL
+from selfens_pl.commands import model_and_data_parser
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.models import load_decoder
 from selfens_pl.errors import UserError
-from selfens_pl.sweep.runner import (
-    BUILT_IN,
-    MEMBER,
-    ORACLE,
-    SINGLE,
-    Sweep,
-    head_label,
-    int_list,
-    kind,
-    single_is_origin,
-)
+from selfens_pl.heads import FusionHead, VoteHead
+from selfens_pl.scoring.gains import Baselines
+from selfens_pl.sweep.derive import Deriver
+from selfens_pl.sweep.engine import Grid, fused_configs
+from selfens_pl.sweep.report import write_outputs
+from selfens_pl.sweep.runner import BUILT_IN, Sweep, int_list, kind
 
 
 def build_parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from selfens_pl.data.datamodule import ParaphraseDataModule
-    from selfens_pl.heads import FusionHead
-
-    parser = ArgumentParser(prog="python -m selfens_pl sweep",
-                            description="Every method for K paraphrases x M few-shot blocks: tables, charts, runs.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
-    parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
-                        help="Alias, smollm2-135m-instruct (embedded), local directory or hub id")
-    parser.add_class_arguments(ParaphraseDataModule, "data", help="The groups, exactly as predict's --data")
+    parser = model_and_data_parser("sweep", "Every method for K paraphrases x M few-shot blocks: tables, charts, "
+                                   "runs.", "The groups, exactly as predict's --data")
     parser.add_argument("--heads", type=list[FusionHead], default=[],
                         help="Heads to sweep (class_path + init_args each, as predict's --model.head); origin, "
                              "per_prompt, vote, the mean single paraphrase and the oracle are always there")
@@ -51,14 +39,16 @@ def build_parser():
                         help="Member rows encoded per batch: max(1, batch_rows // (K_max x M_max)) facts a batch")
     parser.add_argument("--resamples", type=int, default=2000, help="Bootstrap resamples of the gains' intervals")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap")
+    parser.add_argument("--chooser_folds", type=int, default=5,
+                        help="Folds (by fact) of a RerankHead(rule=learned) without a chooser file: each fact is "
+                             "picked by the chooser fit on the other folds")
     parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--output_dir", type=str, default="outputs/sweep", help="Where runs, tables and charts go")
     return parser
 
 
-def main(argv: list[str] | None = None) -> Path:
-    start, cpu_start = time.perf_counter(), time.process_time()
-    parser = build_parser()
+def prepare(parser, argv: list[str] | None):
+    """Parse and check the flags, load the groups and the model: ``(cfg, heads, labels, sweep)``."""
     cfg = parser.parse_args(argv)
     for flag, value in (("--batch_rows", cfg.batch_rows), ("--resamples", cfg.resamples)):
         if value < 1:
@@ -71,7 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     init = instantiate(cfg)
     heads = list(init.heads)
-    labels = [head_label(h) for h in heads]
+    labels = [h.label for h in heads]
     for label in labels:
         if labels.count(label) > 1 or label in BUILT_IN:
             raise UserError(f"--heads: two heads (or a head and a built-in run) are both called {label!r}")
@@ -80,44 +70,45 @@ def main(argv: list[str] | None = None) -> Path:
     sizes = {len(g["paraphrases"]) for g in data.groups}
     ks = int_list(cfg.ks, "--ks") if cfg.ks is not None else list(range(1, min(sizes) + 1))
     for g in data.groups:
+        if not g["answers"]:
+            raise UserError(f"record {g['id']!r} has no answers: the sweep scores every method against them")
         if len(g["paraphrases"]) < max(ks):
             raise UserError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than the largest "
                              f"of --ks ({max(ks)})")
-    from selfens_pl.data.prompts import PromptTokenizer
-    from selfens_pl.engine.models import load_decoder
-    from selfens_pl.sweep.derive import Deriver
-    from selfens_pl.sweep.engine import Grid, fused_configs
-    from selfens_pl.sweep.report import write_outputs
-
     grid = Grid(tuple(ks), tuple(ms))
     groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop)
-    sweep = Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
+    return cfg, heads, labels, Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    cfg, heads, labels, sweep = prepare(build_parser(), argv)
+    grid, groups = sweep.grid, sweep.groups
     kinds = [kind(h) for h in heads]
-    rules = [h.fusion for h, k in zip(heads, kinds) if k == "rule"]
-    rescore = any(k == "derived" for k in kinds)
+    rules = [h.engine_rule for h, how in zip(heads, kinds) if how == "rule"]
+    rescore = any(how == "derived" for how in kinds)
     facts, engine_seconds = sweep.engine(rules, rescore)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
-    baselines = {"origin": runs[1].per_fact(), SINGLE: {}, MEMBER: {}, ORACLE: {}}
+    baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle
+    vote = VoteHead()
     for k, m in grid.configs():
-        baselines[SINGLE][(k, m)] = derive.mean_single(k)
-        baselines[MEMBER][(k, m)] = derive.mean_single(k, m)
-        baselines[ORACLE][(k, m)] = derive.oracle(k, m)
-        runs.append(derive.vote(k, m))
+        runs.append(derive.derived("vote", vote, k, m))
         for head, label, how in zip(heads, labels, kinds):
             if how == "rule" and (k, m) in fused_configs(grid):
-                runs.append(derive.fused(head.fusion, k, m))
+                runs.append(derive.fused(head, k, m))
+            elif how == "derived" and head.learns_from_facts:
+                runs.append(derive.cross_validated(label, head, k, m, cfg.chooser_folds))
             elif how == "derived":
-                runs.append(derive.cascade(label, head, k, m) if hasattr(head, "ensemble")
-                            else derive.rerank(head.rule, k, m))
+                runs.append(derive.derived(label, head, k, m))
     for run in runs:
         run.seconds = 0.0
         sweep.save(run, None, "the engine pass (facts.jsonl)")
     for head, label, how in zip(heads, labels, kinds):
         if how == "generic":
             for k, m in grid.configs():
-                if not (k * m == 1 and single_is_origin(head)):
+                if not (k * m == 1 and head.one_member_is_origin):
                     runs.append(sweep.generic(head, label, k, m))
     return write_outputs(sweep, runs, baselines, engine_seconds, time.perf_counter() - start,
                          time.process_time() - cpu_start)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 
 PLACEHOLDER = "N/A"
 MASK = "[MASK]"
@@ -90,7 +90,7 @@ def content_free_prompts(group: dict, mode: str) -> list[str]:
     if mode == "question":
         return [PLACEHOLDER]
     if mode != "subject":
-        raise UserError(f"content-free prompts: unknown calibration {mode!r}")
+        raise InternalError(f"content-free prompts: unknown calibration {mode!r}")
     subject = group.get("subject")
     if not subject:
         raise UserError(

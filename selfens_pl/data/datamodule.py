@@ -14,6 +14,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from selfens_pl.data.demos import DemoSelection, attach_blocks, check_demo_selection, load_pool
 from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
 from selfens_pl.data.records import check_record, check_str, check_str_list, read_records
 from selfens_pl.data.sources import (
@@ -134,6 +135,7 @@ class ParaphraseDataModule(LightningDataModule):
         few_shot_seed: int = 42,
         few_shot_pool: str | list[str] | None = None,
         demo_blocks: int = 1,
+        demo_selection: DemoSelection = "random",
         batch_size: int = 8,
         num_workers: int = 0,
         val_path: str | None = None,
@@ -168,8 +170,12 @@ class ParaphraseDataModule(LightningDataModule):
                 questions (file or hub id, split ``train``). The pool may hold the answered facts: a group's blocks
                 never show its own fact.
             demo_blocks: ``M``: ask every paraphrase with ``M`` five-shot blocks (block 0 the configured one,
-                blocks 1..M-1 drawn from ``few_shot_pool`` by group id and block index), so a group has ``K x M``
+                blocks 1..M-1 taken from ``few_shot_pool`` as ``demo_selection`` says), so a group has ``K x M``
                 members (:mod:`selfens_pl.data.demos`). ``1``: the configured block only.
+            demo_selection: How blocks 1..M-1 of ``demo_blocks`` are filled: ``random`` (drawn by group id and
+                block index) or ``similar`` (BM25 over the pool's questions: block j holds the 5(j-1)+1-th to
+                5j-th most similar demonstrations to the group's first paraphrase). Block 0 and ``M = 1`` runs are
+                the same either way.
             batch_size: Groups per batch (every paraphrase of a group rides in the same batch).
             num_workers: DataLoader workers.
             val_path: Fine-tuning only: validation groups (same ``source`` schema and options as ``path``).
@@ -242,6 +248,7 @@ class ParaphraseDataModule(LightningDataModule):
         hp = self.hparams
         if hp.limit is not None and hp.limit < 1:
             raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
+        check_demo_selection(hp.demo_selection)
         groups = self._load(hp.path, hp.split)
         if hp.val_path is not None:
             self.val_groups = self._load(hp.val_path, hp.val_split)[: hp.val_limit]
@@ -258,9 +265,8 @@ class ParaphraseDataModule(LightningDataModule):
         self.groups = groups
 
     def _attach_blocks(self, groups: list[dict]) -> None:
-        """``--data.demo_blocks M``: give every group its ``M - 1`` extra few-shot blocks (:mod:`selfens_pl.data.demos`)."""
-        from selfens_pl.data.demos import attach_blocks, load_pool
-
+        """``--data.demo_blocks M``: give every group its ``M - 1`` extra few-shot blocks
+        (:mod:`selfens_pl.data.demos`)."""
         hp = self.hparams
         if hp.demo_blocks < 1:
             raise UserError(f"--data.demo_blocks must be >= 1, got {hp.demo_blocks}")
@@ -268,7 +274,7 @@ class ParaphraseDataModule(LightningDataModule):
             raise UserError(f"--data.demo_blocks={hp.demo_blocks} needs --data.few_shot_pool (demonstrations to draw "
                              "the extra blocks from, e.g. ../shared/data/myriadlama/dev.jsonl)")
         shots = len(self.template.few_shot) or hp.num_few_shot
-        attach_blocks(groups, load_pool(hp.few_shot_pool, hp.task), hp.demo_blocks, shots)
+        attach_blocks(groups, load_pool(hp.few_shot_pool, hp.task), hp.demo_blocks, shots, hp.demo_selection)
 
     def _prepare(self, groups: list[dict]) -> list[dict]:
         """Cut every group to ``num_paraphrases``, then attach confidences by id and paraphrase index.

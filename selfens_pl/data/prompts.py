@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError
 
 WEBQA_INSTRUCTION = "Answer the question based on general world knowledge. Provide a short and direct answer."
 MYRIADLAMA_INSTRUCTION = "Based on the context, predict the [MASK] in the sentence in one word."
@@ -58,13 +58,12 @@ class PromptTemplate:
 class PromptTokenizer:
     """Tokenises ``prefix`` once (with the tokenizer's special tokens, e.g. BOS) and questions without them."""
 
-    def __init__(self, tokenizer, template: PromptTemplate, max_length: int | None = None):
+    def __init__(self, tokenizer, template: PromptTemplate):
         self.tokenizer = tokenizer
         self.template = template
         self.prefix_ids: list[int] = tokenizer(template.prefix, add_special_tokens=True)["input_ids"]
         if not template.prefix:  # still let the tokenizer add its BOS, if it has one
             self.prefix_ids = tokenizer("", add_special_tokens=True)["input_ids"]
-        self.max_length = max_length
         self._blocks: dict[tuple, PromptTokenizer] = {}
 
     def for_block(self, group: dict, block: int) -> "PromptTokenizer":
@@ -75,12 +74,12 @@ class PromptTokenizer:
             return self
         blocks = group.get("blocks") or []
         if not 1 <= block <= len(blocks):
-            raise UserError(f"record {group.get('id')!r} has no few-shot block {block} ({1 + len(blocks)} blocks)")
+            raise InternalError(f"record {group.get('id')!r} has no few-shot block {block} ({1 + len(blocks)} blocks)")
         examples = blocks[block - 1]
         key = tuple((e["question"], e["answer"]) for e in examples)
         if key not in self._blocks:
             template = PromptTemplate(instruction=self.template.instruction, few_shot=[dict(e) for e in examples])
-            self._blocks[key] = PromptTokenizer(self.tokenizer, template, self.max_length)
+            self._blocks[key] = PromptTokenizer(self.tokenizer, template)
         return self._blocks[key]
 
     def question_ids(self, paraphrase: str) -> list[int]:

@@ -1,19 +1,20 @@
 """Reading and validating records: the small reader every source and the groups loader share.
 
 :func:`read_records` reads a local ``.jsonl`` / ``.json`` / ``.parquet`` file, a ``datasets.save_to_disk``
-directory, or (for anything else) a Hugging Face hub id; the ``check_*`` helpers raise one ``ValueError`` naming
-the source, the line (or record) and the field. A ``.jsonl`` / ``.json`` file that is not UTF-8 is refused with its
-byte offset (:func:`decode_utf8`), never read with replacement characters.
+directory, or (for anything else) a Hugging Face hub id; the ``check_*`` helpers raise one ``UserError`` naming
+the source, the line (or record) and the field. A ``.jsonl`` file is read under the package's one JSONL policy
+(:func:`selfens_pl.jsonl.read_objects`: a half-written last line, as an interrupted ``paraphrase`` leaves it, is
+skipped and said; any other bad line is an error naming it). A ``.jsonl`` / ``.json`` file that is not UTF-8 is
+refused with its byte offset (:func:`decode_utf8`), never read with replacement characters.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from selfens_pl.errors import UserError
-from selfens_pl.jsonl import decode_utf8
+from selfens_pl.jsonl import decode_utf8, parse_json, read_objects
 
 _EXTS = (".jsonl", ".json", ".parquet")
 # owner/name or name, as the hub spells repository ids.
@@ -43,26 +44,10 @@ def read_records(source: str, split: str | None = None, *, allow_hub: bool = Tru
     if os.path.isfile(path):
         low = path.lower()
         if low.endswith(".jsonl"):
-            out = []
-            with open(path, "rb") as fh:
-                text = decode_utf8(fh.read(), source)
-            for lineno, line in enumerate(text.split("\n"), 1):
-                if not line.strip():
-                    continue
-                try:
-                    out.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{source}: line {lineno}: invalid JSON ({exc.msg})") from None
-            return "line", out
+            return "line", read_objects(path, name=source)
         if low.endswith(".json"):
             with open(path, "rb") as fh:
-                text = decode_utf8(fh.read(), source)
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{source}: invalid JSON ({exc})") from None
-            if not isinstance(data, list):
-                raise UserError(f"{source}: a .json source must hold a list of records, got {type(data).__name__}")
+                data = parse_json(decode_utf8(fh.read(), source), source, list)
             return "record", list(enumerate(data, 1))
         if low.endswith(".parquet"):
             import pyarrow.parquet as pq

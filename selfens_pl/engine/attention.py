@@ -93,17 +93,17 @@ def block_mask(segment_ids: torch.Tensor, compile_mask: bool = False, q_offset: 
 
 
 class FlexSettings:
-    """Process-wide switch for compiled vs eager ``flex_attention`` (eager is the exact reference, slow)."""
+    """The compiled ``flex_attention`` and mask builder, each compiled once per process. Whether a call runs compiled
+    or eager (the exact reference, slow) is the caller's (FlexFusion's ``compile``), never process state."""
 
-    compile: bool = True
     _compiled = None
     _mask_builder = None
 
     @classmethod
-    def function(cls):
+    def function(cls, compile: bool = True):
         from torch.nn.attention.flex_attention import flex_attention
 
-        if not cls.compile:
+        if not compile:
             return flex_attention
         if cls._compiled is None:
             # Compiled once per process; lengths are bucketed (FLEX_BLOCK) so few shapes exist, and from the second
@@ -122,10 +122,12 @@ class FlexSettings:
 
 
 def selfens_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention for ``query [b, hq, q, d]``, ``key/value [b, hkv, k, d]`` -> ``([b, q, hq, d], None)``."""
+    """Attention for ``query [b, hq, q, d]``, ``key/value [b, hkv, k, d]`` -> ``([b, q, hq, d], None)``.
+    ``flex_compile`` (from the model call's keyword arguments): a BlockMask runs compiled flex (default) or eager."""
     from torch.nn.attention.flex_attention import BlockMask
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    flex_compile = kwargs.pop("flex_compile", True)
     if not isinstance(attention_mask, BlockMask):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
@@ -135,7 +137,7 @@ def selfens_attention_forward(module, query, key, value, attention_mask, scaling
     if groups > 1:  # expand GQA heads explicitly: flex's enable_gqa wants power-of-two head counts on some kernels
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    out = FlexSettings.function()(query, key, value, block_mask=attention_mask, scale=scaling)
+    out = FlexSettings.function(flex_compile)(query, key, value, block_mask=attention_mask, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -38,6 +38,9 @@ class PrefillBatch:
             length and ``pad_mask``'s first ``p`` columns are its prefix's ``prefix_mask``.
         prefix_mask: ``[P, p]`` 1 for the real tokens of each of several prefixes (``None`` with one prefix).
         prefix_rows: ``[r]`` the prefix (row of ``prefix_ids``) each row starts with (``None`` with one prefix).
+        flex_compile: with a ``BlockMask``: run ``flex_attention`` compiled (True) or eager (False), the head's own
+            setting (FlexFusion's ``compile``), handed to every layer's attention in this prefill; ``None``: no say
+            (the attention's default, compiled).
     """
 
     input_ids: torch.Tensor
@@ -54,6 +57,7 @@ class PrefillBatch:
     prefix_ids: torch.Tensor | None = None
     prefix_mask: torch.Tensor | None = None
     prefix_rows: torch.Tensor | None = None
+    flex_compile: bool | None = None
     #: Prompts already encoded (:meth:`GreedyDecoder.encode`): the prefill copies row ``rows_from[i]`` of their
     #: cache and logits into row ``i`` instead of running the model (``input_ids`` is then ``[r, 0]``).
     source: EncodedPrompts | None = None

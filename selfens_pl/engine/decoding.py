@@ -11,7 +11,8 @@ step writes one column and reads the whole cache under a ``[rows, 1, 1, length]`
 in the batch. With ``compile`` on, the step (model forward + LM head) and the fusion + argmax are compiled with
 ``torch.compile`` (CUDA graphs on CUDA), only token ids and their log-probabilities reach the host, lengths are
 bucketed to :data:`LENGTH_BUCKET` and group counts to powers of two, and caches are pooled per shape so compiled
-kernels and graphs are reused across batches. When enough groups have finished the batch shrinks: to the exact
+kernels and graphs are reused across batches (the pool keeps ``cache_lengths`` lengths, least recently used
+evicted: :class:`~selfens_pl.engine.kv_cache.CachePool`). When enough groups have finished the batch shrinks: to the exact
 live count in eager mode, to the next power of two when compiled.
 """
 
@@ -24,9 +25,10 @@ import torch
 
 from selfens_pl.engine.attention import PAD, PREFIX, dense_mask
 from selfens_pl.engine.decode_batches import DecodeStats, EncodedPrompts, Generation, PrefillBatch
-from selfens_pl.engine.fusion import no_fusion, token_logprob  # noqa: F401  (no_fusion: re-exported for heads and tests)
-from selfens_pl.engine.kv_cache import CachePool, StaticKVCache
-from selfens_pl.errors import UserError
+# no_fusion: re-exported for heads and tests
+from selfens_pl.engine.fusion import no_fusion, token_logprob  # noqa: F401
+from selfens_pl.engine.kv_cache import CACHE_LENGTHS, CachePool, StaticKVCache
+from selfens_pl.errors import InternalError, UserError
 
 #: ``fuse(logits [g, n, V], weights [g, n] | None, valid [g, n] | None) -> [g, V]`` log-scores
 #: (:mod:`selfens_pl.engine.fusion`).
@@ -142,10 +144,12 @@ class GreedyDecoder:
             naming the flag; nothing falls back to eager silently.
         compile_backend: ``torch.compile`` backend: ``inductor`` (generated kernels; CUDA graphs on CUDA);
             the tests also use ``aot_eager`` (the same capture, eager kernels) to check the compiled path cheaply.
+        cache_lengths: ``--model.cache_lengths``: compiled decoding keeps the KV caches of this many length buckets
+            for later batches (:class:`~selfens_pl.engine.kv_cache.CachePool`; least recently used evicted).
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 20, stop: str | None = "\n", share_prefix: bool = True,
-                 compile: bool | str = "auto", compile_backend: str = "inductor"):
+                 compile: bool | str = "auto", compile_backend: str = "inductor", cache_lengths: int = CACHE_LENGTHS):
         if max_new_tokens < 1:
             raise UserError(f"--model.max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model = model
@@ -155,6 +159,7 @@ class GreedyDecoder:
         #: Encode the instruction + few-shot prefix once per batch and share its KV cache across rows.
         self.share_prefix = share_prefix
         resolve_compile(compile, torch.device("cpu"))  # validate the flag now
+        self.pool = CachePool(cache_lengths)  # (and this one)
         self.compile = compile
         self.compile_backend = compile_backend
         self.base = decoder_stack(model)
@@ -162,7 +167,6 @@ class GreedyDecoder:
         self.cache_kw = _cache_kwarg(self.base)
         self.eos_ids = self._eos_ids()
         self.stats = DecodeStats()
-        self.pool = CachePool()
         self._compiled: dict[str, Callable] = {}
 
     def _eos_ids(self) -> set[int]:
@@ -189,9 +193,11 @@ class GreedyDecoder:
         return getattr(self.model.config, "max_position_embeddings", None)
 
     # -- the model -----------------------------------------------------------------------------------------------
-    def _forward(self, input_ids, attention_mask, position_ids, cache):
+    def _forward(self, input_ids, attention_mask, position_ids, cache, **attention):
+        """``attention``: keyword arguments the model hands to every layer's attention function
+        (:func:`~selfens_pl.engine.attention.selfens_attention_forward`), e.g. ``flex_compile``."""
         out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        use_cache=True, **{self.cache_kw: cache})
+                        use_cache=True, **{self.cache_kw: cache}, **attention)
         return out.last_hidden_state
 
     def _count(self, input_ids: torch.Tensor) -> None:
@@ -221,8 +227,8 @@ class GreedyDecoder:
             prefix_segments = torch.full((1, p), PREFIX, device=self.device)
             cache.write_pos, cache.read_len = torch.arange(p, device=self.device), p
             self._count(batch.prefix_ids[None])
-            self._forward(batch.prefix_ids[None], dense_mask(prefix_segments), torch.arange(p, device=self.device)[None],
-                          cache)
+            self._forward(batch.prefix_ids[None], dense_mask(prefix_segments),
+                          torch.arange(p, device=self.device)[None], cache)
         else:
             self.stats.prompt_tokens += int(batch.pad_mask.sum())
         mask = batch.attention_mask
@@ -233,14 +239,15 @@ class GreedyDecoder:
             mask = dense_mask(segments)[:, :, p:]
         cache.write_pos, cache.read_len = torch.arange(p, p + s, device=self.device), p + s
         self._count(batch.input_ids)
-        hidden = self._forward(batch.input_ids, mask, batch.position_ids, cache)
+        attention = {} if batch.flex_compile is None else {"flex_compile": batch.flex_compile}
+        hidden = self._forward(batch.input_ids, mask, batch.position_ids, cache, **attention)
         return gathered_logits(self.model, hidden, batch.gather)
 
     @torch.inference_mode()
     def encode(self, batch: PrefillBatch) -> EncodedPrompts:
         """Prefill ``batch`` (one logit per row) into a cache of exactly its width, kept for later decodes/scores."""
         if batch.gather.shape[1] != 1:
-            raise UserError("encode takes one next-token position per row")
+            raise InternalError("encode takes one next-token position per row")
         cache = self.new_cache(batch.rows, batch.pad_mask.shape[1])
         logits = self.prefill(batch, cache)[:, 0]
         return EncodedPrompts(cache, logits, batch.pad_mask, batch.next_position)
@@ -262,7 +269,7 @@ class GreedyDecoder:
         scores nothing) and its first token is scored by the prompt's own logits. Returns ``[row][continuation]``
         lists of token log-probabilities."""
         if len(rows_from) != len(continuations) or any(not c for row in continuations for c in row):
-            raise UserError("score_continuations needs, per row, a list of non-empty continuations")
+            raise InternalError("score_continuations needs, per row, a list of non-empty continuations")
         fed = [sum(len(c) - 1 for c in row) for row in continuations]
         order = sorted(range(len(rows_from)), key=lambda i: fed[i])
         out: list[list[list[float]] | None] = [None] * len(rows_from)
@@ -431,7 +438,7 @@ class GreedyDecoder:
         n = batch.rows_per_group
         rows = batch.rows
         if rows % n:
-            raise UserError(f"{rows} rows do not split into groups of {n}")
+            raise InternalError(f"{rows} rows do not split into groups of {n}")
         gens = [Generation() for _ in range(rows // n)]
         live, logprobs = self._start(batch, fuse_first)
         width = batch.pad_mask.shape[1]
@@ -464,7 +471,7 @@ class GreedyDecoder:
 def left_pad(sequences: list[list[int]], pad_id: int, device, multiple_of: int = 1):
     """Left-pad token lists. Returns ``input_ids [r, s]`` and ``pad_mask [r, s]`` (s rounded up to a multiple)."""
     if not sequences or any(len(s) == 0 for s in sequences):
-        raise UserError("cannot pad an empty token sequence")
+        raise InternalError("cannot pad an empty token sequence")
     width = max(len(s) for s in sequences)
     width = -(-width // multiple_of) * multiple_of
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -476,7 +483,6 @@ def left_pad(sequences: list[list[int]], pad_id: int, device, multiple_of: int =
 
 
 def pad_token_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
+    """The id left padding uses: the pad token, else EOS, else 0 (padding is always masked out)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return 0 if pad is None else int(pad)

@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 
 FusionMethod = Literal["avg", "max", "weighted_avg", "weighted_max", "prob_avg", "entropy_weighted"]
 RULES: tuple[str, ...] = ("avg", "max", "weighted_avg", "weighted_max", "prob_avg", "entropy_weighted")
@@ -89,9 +89,9 @@ def _rule(logits: torch.Tensor, method: str, weights: torch.Tensor | None, real:
         a = certainty.softmax(dim=1)  # [g, n], 0 for padding rows
         return (a[..., None] * logp.masked_fill(real == 0, 0.0)).sum(dim=1)
     if weights is None:
-        raise UserError(f"method={method} needs per-paraphrase confidences (weights) and none were given")
+        raise InternalError(f"method={method} needs per-paraphrase confidences (weights) and none were given")
     if weights.shape != logits.shape[:2]:
-        raise UserError(f"weights {tuple(weights.shape)} do not match logits {tuple(logits.shape[:2])}")
+        raise InternalError(f"weights {tuple(weights.shape)} do not match logits {tuple(logits.shape[:2])}")
     w = weights.to(logits.dtype) * real[..., 0]  # padding rows weigh nothing
     if method == "weighted_avg":
         return ((w / w.sum(dim=1, keepdim=True))[..., None] * logits).sum(dim=1)
@@ -110,29 +110,23 @@ def fuse_logits(logits: torch.Tensor, method: str, weights: torch.Tensor | None 
     """
     check_method(method)
     if valid is not None and valid.shape != logits.shape[:2]:
-        raise UserError(f"valid {tuple(valid.shape)} does not match logits {tuple(logits.shape[:2])}")
+        raise InternalError(f"valid {tuple(valid.shape)} does not match logits {tuple(logits.shape[:2])}")
     real = _valid_float(logits, valid)  # [g, n, 1]
     if prior is None:
         return _rule(logits, method, weights, real)
     if prior.dim() != 3 or prior.shape[0] != logits.shape[0] or prior.shape[1] not in (1, logits.shape[1]) \
             or prior.shape[2] != logits.shape[2]:
-        raise UserError(f"prior {tuple(prior.shape)} does not match logits {tuple(logits.shape)}")
+        raise InternalError(f"prior {tuple(prior.shape)} does not match logits {tuple(logits.shape)}")
     if prior_floor > 0:
         prior = torch.maximum(prior, prior.amax(dim=-1, keepdim=True) + math.log(prior_floor))
     return _rule(logits - prior, method, weights, real)
-
-
-def check_weights(weights: torch.Tensor, method: str) -> None:
-    """Host-side check before decoding (not inside the compiled step): ``weighted_avg`` needs a positive sum."""
-    if method == "weighted_avg" and (weights.sum(dim=1) <= 0).any():
-        raise UserError("method=weighted_avg: a group's confidences sum to 0; weights cannot be normalised")
 
 
 def no_fusion(logits: torch.Tensor, weights: torch.Tensor | None = None,
               valid: torch.Tensor | None = None) -> torch.Tensor:
     """``[g, 1, V] -> [g, V]``: each group has exactly one row (origin, per_prompt, FlexFusion after the first token)."""
     if logits.shape[1] != 1:
-        raise UserError(f"no_fusion expects one row per group, got {logits.shape[1]}")
+        raise InternalError(f"no_fusion expects one row per group, got {logits.shape[1]}")
     return logits[:, 0]
 
 

@@ -14,7 +14,12 @@ decoder always passes a ready 4-D mask, so the model never asks the cache for ma
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Iterator
+
 import torch
+
+from selfens_pl.errors import UserError
 
 
 class StaticKVCache:
@@ -99,21 +104,52 @@ class StaticKVCache:
             self._allocate(k[:1], v[:1])
 
 
-class CachePool:
-    """One :class:`StaticKVCache` per ``(rows, length)``, reused across batches: fixed buffer addresses let compiled
-    decode steps (and their CUDA graphs) replay instead of re-recording. Memory: the largest batch's cache plus
-    the smaller row buckets it shrinks into (at most twice the largest)."""
+#: Length buckets whose caches :class:`CachePool` keeps by default (``--model.cache_lengths``).
+CACHE_LENGTHS = 4
 
-    def __init__(self):
-        self._caches: dict[tuple[int, int], StaticKVCache] = {}
+
+class CachePool:
+    """Caches (:class:`StaticKVCache`) per ``(rows, length)``, reused across batches: fixed buffer addresses let
+    compiled decode steps (and their CUDA graphs) replay instead of re-recording.
+
+    Bounded by length: caches of at most ``max_lengths`` distinct lengths are kept; when a batch needs a new length
+    the least recently used length goes, with all its row buckets (a batch shrinks through the row buckets of ONE
+    length, so they live and die together, and the length in use is always the most recent: never evicted under a
+    running batch). Memory: per kept length and group size, its largest cache plus the smaller row buckets batches
+    shrank into (at most twice the largest). A shape seen again while kept decodes on the very same buffers.
+
+    What is evicted is unreachable afterwards: the pool holds the only reference between batches (a batch's decode
+    state dies with the batch), and neither dynamo (cache tensors are marked static *unguarded*: no guard on their
+    identity) nor a CUDA graph (cudagraph trees record data pointers, not tensors) keeps it alive, so its memory is
+    freed. A graph recorded on an evicted cache replays only on inputs at the very addresses it recorded, i.e. on a
+    new cache of the same shape that happens to occupy the same memory; any other address makes cudagraph trees
+    record anew. Coming back to an evicted shape therefore allocates a fresh cache and re-records its CUDA graph
+    (cheap next to a compile; dynamo's compiled step is reused).
+    """
+
+    def __init__(self, max_lengths: int = CACHE_LENGTHS):
+        if max_lengths < 1:
+            raise UserError(f"--model.cache_lengths must be >= 1, got {max_lengths}")
+        self.max_lengths = max_lengths
+        #: ``length -> rows -> cache``, least recently used length first.
+        self._caches: OrderedDict[int, dict[int, StaticKVCache]] = OrderedDict()
 
     def get(self, rows: int, length: int) -> StaticKVCache:
-        key = (rows, length)
-        if key not in self._caches:
-            self._caches[key] = StaticKVCache(rows, length)
-        cache = self._caches[key]
+        by_rows = self._caches.get(length)
+        if by_rows is None:
+            while len(self._caches) >= self.max_lengths:
+                self._caches.popitem(last=False)
+            by_rows = self._caches[length] = {}
+        self._caches.move_to_end(length)
+        if rows not in by_rows:
+            by_rows[rows] = StaticKVCache(rows, length)
+        cache = by_rows[rows]
         cache.write_pos, cache.read_len = None, None
         return cache
 
-    def clear(self) -> None:
-        self._caches.clear()
+    def __iter__(self) -> Iterator[StaticKVCache]:
+        """The kept caches, least recently used length first."""
+        return (cache for by_rows in self._caches.values() for cache in by_rows.values())
+
+    def __len__(self) -> int:
+        return sum(len(by_rows) for by_rows in self._caches.values())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.engine.decoding import Generation, GreedyDecoder, PrefillBatch
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 
 
 def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0,
@@ -32,7 +32,7 @@ def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor, temperature
     ``greedy [r]`` (bool) marks rows that take the argmax instead.
     """
     if not 0 < top_p <= 1:
-        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        raise InternalError(f"top_p must be in (0, 1], got {top_p}")
     argmax = logits.argmax(-1)
     if temperature <= 0:
         return argmax
@@ -104,11 +104,11 @@ class Sampler:
         decoder = self.decoder
         prompts = batch.input_ids.shape[0]
         if batch.rows_per_group != 1 or batch.gather.shape[1] != 1:
-            raise UserError("Sampler.sample expects one independent row per prompt (rows_batch / prompt_batch)")
+            raise InternalError("Sampler.sample expects one independent row per prompt (rows_batch / prompt_batch)")
         if repeat < 1:
-            raise UserError(f"repeat must be >= 1, got {repeat}")
+            raise InternalError(f"repeat must be >= 1, got {repeat}")
         if len(seeds) != prompts * repeat:
-            raise UserError(f"{len(seeds)} seeds for {prompts} prompts x {repeat} samples")
+            raise InternalError(f"{len(seeds)} seeds for {prompts} prompts x {repeat} samples")
         width = batch.pad_mask.shape[1]
         cache = decoder.new_cache(prompts, width + self.max_new_tokens - 1)
         logits = decoder.prefill(batch, cache)[:, -1]  # [prompts, V]

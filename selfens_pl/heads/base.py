@@ -3,6 +3,11 @@
 A head turns a batch of paraphrase groups into answer records using a :class:`~selfens_pl.engine.decoding.GreedyDecoder`
 (the model) and a :class:`~selfens_pl.data.prompts.PromptTokenizer` (the prompt format). Heads are ``nn.Module``s so
 that a head with parameters (none yet) trains with the LM, and so LightningCLI picks one by ``class_path``.
+
+A head also says, by attributes rather than by its class, what others may do with it: whether it answers one
+record per group (a cascade's ensemble must), reuses answers already decoded (``known``), can be derived from
+decoded answers by :meth:`FusionHead.decide` (the same decision its ``generate`` takes: ``sweep`` derives it from
+its one engine pass), is a rule the sweep's engine decodes itself, and how many rows it decodes per group.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.engine.decoding import Generation, GreedyDecoder
 from selfens_pl.errors import UserError
+from selfens_pl.scoring.agreement import Lemmas, agreement_share
 
 
 class FusionHead(nn.Module):
@@ -32,8 +38,53 @@ class FusionHead(nn.Module):
 
     #: Name written to outputs and summaries.
     method: str = "base"
+    training_loss: str | None = None  #: fit's loss: origin, members, fused, flex (lit/training.py); None: refused
     #: Also answer every paraphrase on its own and fill each record's ``agreement`` (heads that offer the flag).
     agreement: bool = False
+    #: One record per group (per_prompt answers one per member): what a cascade's ensemble must answer.
+    one_record_per_group: bool = True
+    #: ``generate`` takes ``known`` (``[group]{member index: Generation}``: members already answered, e.g. by a
+    #: cascade's first stage) and decodes only the other members.
+    reuses_known: bool = False
+    #: :meth:`decide` answers a group from its members' decoded answers alone (plus, with :attr:`rescores`, their
+    #: candidates' scores): the sweep derives this head from its one engine pass instead of running ``generate``.
+    derivable: bool = False
+    #: :meth:`decide` reads the scores of the candidate answers under every member (``scores``).
+    rescores: bool = False
+    #: A cascade: :meth:`decide` keeps a cheap answer or escalates by a confidence threshold (the sweep also draws
+    #: its accuracy over every threshold).
+    cascades: bool = False
+    #: The LogitFusion rule the sweep's engine pass decodes for this head at every (K, M) itself, or None.
+    engine_rule: str | None = None
+    #: Needs facts with known answers to fit on before it can answer: only ``sweep`` runs it, cross-validated
+    #: (``RerankHead(rule="learned")`` without a chooser file).
+    learns_from_facts: bool = False
+    #: With one member this head answers exactly as origin (the sweep runs no K x M = 1 configuration of it).
+    one_member_is_origin: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name of this head's runs in a sweep: its method, plus any setting that tells two heads apart and
+        that the method leaves out."""
+        return self.method
+
+    def decoded_rows(self, members: int) -> int:
+        """Greedy rows (decode streams) this head decodes for a group of ``members`` members: one per member."""
+        return members
+
+    def decide(self, group: dict, gens: list[Generation], scores=None, lemmas=None) -> dict:
+        """The record of ``group`` from its members' already decoded answers, without decoding (heads with
+        :attr:`derivable`): what ``generate`` answers from the same answers.
+
+        Args:
+            group: The group, cut to the members asked (its paraphrases x few-shot blocks).
+            gens: ``[N]`` each member's own greedy answer, in member order (:func:`selfens_pl.data.demos.members`).
+            scores: ``scores(candidates) -> [N][C]``, the sequence log-probability of each candidate answer
+                (:class:`~selfens_pl.scoring.rescoring.Candidate`) under each member's prompt (heads that rescore).
+            lemmas: A shared :class:`~selfens_pl.scoring.agreement.Lemmas` (each answer lemmatised once).
+        """
+        raise NotImplementedError(f"{type(self).__name__} decodes its own answers: it has no decide() (derivable "
+                                  "is False)")
 
     def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
         raise NotImplementedError
@@ -63,8 +114,6 @@ class FusionHead(nn.Module):
         record's ``agreement`` and ``paraphrase_predictions``. Records are one per group, in group order."""
         if not self.agreement:
             return records
-        from selfens_pl.scoring.agreement import Lemmas, agreement_share
-
         lemmas = Lemmas()
         for rec, gens in zip(records, paraphrase_generations(decoder, prompts, groups)):
             answers = [g.prediction for g in gens]

@@ -10,22 +10,31 @@ than ``first``, the same paraphrase with other blocks) and takes their vote
 * ``mean_prob``: the voted answer's mean token probability (0 for an empty answer).
 
 A group whose confidence is ``>= threshold`` keeps the stage-1 answer; the others are answered by ``ensemble`` (any
-head; ``VoteHead`` and ``RerankHead`` reuse the cheap members' answers instead of decoding them again). So
-``threshold = 0`` is the stage-1 head alone (``first=1``: origin) and any ``threshold > 1`` is the ensemble alone,
-token for token (tested). Each record says which path answered (``path``: ``first`` or ``ensemble``), its
-``cascade_confidence`` and ``decoded_rows``: the rows decoded for its group (the cheap ones, plus what the ensemble
-decoded: its members not already answered, one row per FlexFusion group).
+head answering one record per group; one that ``reuses_known``, such as ``VoteHead`` and ``RerankHead``, reuses
+the cheap members' answers instead of decoding them again). So ``threshold = 0`` is the stage-1 head alone
+(``first=1``: origin) and any ``threshold > 1`` is the ensemble alone, token for token (tested). Each record says
+which path answered (``path``: ``first`` or ``ensemble``), its ``cascade_confidence`` and ``decoded_rows``: the rows
+decoded for its group (the cheap ones, plus what the ensemble decoded: its members not already answered, or its own
+:meth:`~selfens_pl.heads.base.FusionHead.decoded_rows`, e.g. one row per FlexFusion group).
+
+The decisions over answers already decoded are :meth:`CascadeHead.first_stage` (the cheap answers' vote and
+confidence), :meth:`CascadeHead.keeps` (keep or escalate at a threshold) and the ensemble's own ``decide``:
+``generate`` calls the first two on the cheap answers it decodes; ``sweep`` calls all three on the answers of its
+engine pass (:meth:`CascadeHead.outcomes`), and :meth:`CascadeHead.keeps` again at every threshold of its curve.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from selfens_pl.data.demos import members, num_blocks
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import Generation
-from selfens_pl.errors import UserError
+from selfens_pl.engine.fusion import no_fusion
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
+from selfens_pl.heads.rerank import RerankHead
 from selfens_pl.scoring.agreement import Lemmas, vote
 
 
@@ -39,16 +48,33 @@ def cheap_members(group: dict, first: int) -> list[int]:
     return [b * k + p for p, b in pairs[:first]]
 
 
+@dataclass(frozen=True)
+class FirstStage:
+    """The cheap members' vote of one group: the winner's ``index`` among the ``size`` cheap answers, its
+    ``support`` (answers agreeing with it) and the ``confidence`` the threshold is compared with."""
+
+    index: int
+    support: int
+    size: int
+    confidence: float
+
+    @property
+    def agreement(self) -> float:
+        return self.support / self.size
+
+
 class CascadeHead(FusionHead):
     """Answer with ``first`` cheap members; run ``ensemble`` only where their confidence is below ``threshold``."""
 
     method = "cascade"
+    cascades = True
 
     def __init__(self, ensemble: FusionHead | None = None, first: int = 3,
                  confidence: Literal["agreement", "mean_prob"] = "agreement", threshold: float = 1.0):
         """
         Args:
-            ensemble: The head answering the unsure groups (default: ``RerankHead()``).
+            ensemble: The head answering the unsure groups (default: ``RerankHead()``); it must answer one record
+                per group.
             first: Cheap members answered first (paraphrase j with block j mod M, j < first).
             confidence: ``agreement`` (share of the cheap answers agreeing with their vote; needs ``first >= 2``)
                 or ``mean_prob`` (the voted answer's mean token probability).
@@ -56,8 +82,6 @@ class CascadeHead(FusionHead):
                 anything above 1 always does.
         """
         super().__init__()
-        from selfens_pl.heads.rerank import RerankHead
-
         if first < 1:
             raise UserError(f"--model.head.init_args.first must be >= 1, got {first}")
         if confidence not in ("agreement", "mean_prob"):
@@ -68,61 +92,102 @@ class CascadeHead(FusionHead):
         if threshold < 0:
             raise UserError(f"--model.head.init_args.threshold must be >= 0, got {threshold}")
         self.ensemble = ensemble if ensemble is not None else RerankHead()
-        if isinstance(self.ensemble, CascadeHead):
+        if self.ensemble.cascades:
             raise UserError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
+        if not self.ensemble.one_record_per_group:
+            # its records would be handed to the escalated groups in turn: the wrong group's answers
+            raise UserError(f"--model.head.init_args.ensemble: {type(self.ensemble).__name__} answers one record "
+                             "per member; the ensemble must answer one record per group (e.g. RerankHead, VoteHead, "
+                             "LogitFusion)")
         self.first, self.confidence, self.threshold = first, confidence, float(threshold)
 
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"cascade_{self.ensemble.method}_first{self.first}_{self.confidence}_t{self.threshold:g}"
+
+    @property
+    def derivable(self) -> bool:  # type: ignore[override]
+        return self.ensemble.derivable
+
+    @property
+    def rescores(self) -> bool:  # type: ignore[override]
+        return self.ensemble.rescores
+
+    def decoded_rows(self, members: int) -> int:
+        """Rows of an escalated group (the most it decodes; each record gives its own)."""
+        return self.escalated_rows(members, min(self.first, members))
+
+    def escalated_rows(self, members: int, cheap: int) -> int:
+        """Rows decoded for an escalated group of ``members`` members with ``cheap`` of them answered first."""
+        return members if self.ensemble.reuses_known else cheap + self.ensemble.decoded_rows(members)
+
+    # -- the decisions over decoded answers --------------------------------------------------------------------
+    def first_stage(self, cheap: list[Generation], lemmas: Lemmas | None = None) -> FirstStage:
+        """The vote of the cheap members' answers ``cheap`` and its confidence."""
+        index, support = vote([x.prediction for x in cheap], [x.logprobs for x in cheap], lemmas)
+        conf = support / len(cheap) if self.confidence == "agreement" else (cheap[index].mean_prob or 0.0)
+        return FirstStage(index, support, len(cheap), conf)
+
+    def keeps(self, stage: FirstStage, threshold: float | None = None) -> bool:
+        """Keep the first stage's answer (True) or escalate to the ensemble, at the head's threshold or at
+        ``threshold`` (the sweep's curve)."""
+        return stage.confidence >= (self.threshold if threshold is None else threshold)
+
+    def first_record(self, group: dict, cheap: list[Generation], stage: FirstStage) -> dict:
+        rec = self.record(group, cheap[stage.index], None, list(group["paraphrases"]))
+        rec.update(path="first", cascade_confidence=stage.confidence, decoded_rows=stage.size,
+                   agreement=stage.agreement, paraphrase_predictions=[x.prediction for x in cheap])
+        return rec
+
+    def escalated(self, rec: dict, group: dict, stage: FirstStage) -> dict:
+        """The ensemble's record ``rec`` of an escalated ``group``, as the cascade's."""
+        rec.update(method=self.method, ensemble=rec["method"], path="ensemble", cascade_confidence=stage.confidence,
+                   decoded_rows=self.escalated_rows(len(members(group)), stage.size))
+        return rec
+
+    def outcomes(self, group: dict, gens: list[Generation], scores=None,
+                 lemmas: Lemmas | None = None) -> tuple[FirstStage, dict, dict]:
+        """Both answers ``group`` can get from all its members' answers ``gens`` ``[N]`` (member order): the first
+        stage over its cheap members, the record it keeps and the record of the ensemble's ``decide`` over all
+        members. The sweep reads both (its curve over thresholds); :meth:`decide` keeps one."""
+        cheap = [gens[i] for i in cheap_members(group, self.first)]
+        stage = self.first_stage(cheap, lemmas)
+        escalated = self.escalated(self.ensemble.decide(group, gens, scores, lemmas), group, stage)
+        return stage, self.first_record(group, cheap, stage), escalated
+
+    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+        stage, first, escalated = self.outcomes(group, gens, scores, lemmas)
+        return first if self.keeps(stage) else escalated
+
+    # -- decoding ------------------------------------------------------------------------------------------------
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         cheap = [cheap_members(g, self.first) for g in groups]
         gens = self._first_stage(decoder, prompts, groups, cheap)
-        lemmas, records, escalate = Lemmas(), [None] * len(groups), []
-        for gi, (group, own) in enumerate(zip(groups, gens)):
-            best, support = vote([x.prediction for x in own], [x.logprobs for x in own], lemmas)
-            conf = support / len(own) if self.confidence == "agreement" else (own[best].mean_prob or 0.0)
-            if conf >= self.threshold:
-                rec = self.record(group, own[best], None, list(group["paraphrases"]))
-                rec.update(path="first", cascade_confidence=conf, decoded_rows=len(own),
-                           agreement=support / len(own), paraphrase_predictions=[x.prediction for x in own])
-                records[gi] = rec
-            else:
-                escalate.append((gi, conf))
+        lemmas = Lemmas()
+        stages = [self.first_stage(own, lemmas) for own in gens]
+        records = [self.first_record(group, own, stage) if self.keeps(stage) else None
+                   for group, own, stage in zip(groups, gens, stages)]
+        escalate = [gi for gi, rec in enumerate(records) if rec is None]
         if escalate:
-            todo = [groups[gi] for gi, _ in escalate]
-            reuse = self._reuses()
-            known = [dict(zip(cheap[gi], gens[gi])) for gi, _ in escalate] if reuse else None
-            out = self.ensemble.generate(decoder, prompts, todo, known=known) if reuse else \
-                self.ensemble.generate(decoder, prompts, todo)
-            for (gi, conf), rec in zip(escalate, out):
-                extra = len(members(groups[gi])) - len(cheap[gi]) if reuse else self._rows(groups[gi])
-                rec.update(method=self.method, ensemble=rec["method"], path="ensemble", cascade_confidence=conf,
-                           decoded_rows=len(cheap[gi]) + extra)
-                records[gi] = rec
+            todo = [groups[gi] for gi in escalate]
+            if self.ensemble.reuses_known:
+                out = self.ensemble.generate(decoder, prompts, todo,
+                                             known=[dict(zip(cheap[gi], gens[gi])) for gi in escalate])
+            else:
+                out = self.ensemble.generate(decoder, prompts, todo)
+            if len(out) != len(todo):  # one_record_per_group is checked in __init__: a head that lies about it
+                raise InternalError(f"{type(self.ensemble).__name__} answered {len(out)} records for {len(todo)} "
+                                    "groups (one_record_per_group)")
+            for gi, rec in zip(escalate, out):
+                records[gi] = self.escalated(rec, groups[gi], stages[gi])
         return records
 
     def _first_stage(self, decoder, prompts, groups, cheap) -> list[list[Generation]]:
         """The cheap members' answers, one batched per_prompt decode (each with its own few-shot block)."""
-        from selfens_pl.engine.fusion import no_fusion
-
         items = [(gi, member_items(g)[i]) for gi, g in enumerate(groups) for i in cheap[gi]]
         decoded = decoder.decode_n_tokens(prompt_batch(decoder, prompts, [it for _, it in items]), no_fusion, no_fusion)
         out: list[list[Generation]] = [[] for _ in groups]
         for (gi, _), gen in zip(items, decoded):
             out[gi].append(gen)
         return out
-
-    def _reuses(self) -> bool:
-        from selfens_pl.heads import RerankHead, VoteHead
-
-        return isinstance(self.ensemble, (VoteHead, RerankHead))
-
-    def _rows(self, group: dict) -> int:
-        """Rows the ensemble decodes for ``group`` when it reuses nothing."""
-        from selfens_pl.heads import FlexFusion, OriginHead
-
-        if isinstance(self.ensemble, OriginHead):
-            return 1
-        if isinstance(self.ensemble, FlexFusion):
-            return 1
-        return len(members(group)) + (self.ensemble.content_free_rows(len(members(group)))
-                                      if hasattr(self.ensemble, "content_free_rows") else 0)

@@ -40,7 +40,7 @@ import torch
 
 from selfens_pl.data.content_free import CALIBRATIONS, Calibration, content_free_prompts
 from selfens_pl.data.demos import num_blocks
-from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, FlexSettings, block_mask, dense_mask
+from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, block_mask, dense_mask
 from selfens_pl.engine.batches import check_context, prompt_batch
 from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
 from selfens_pl.engine.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
@@ -102,6 +102,8 @@ def build_layout(prompts, paraphrases: list[str], layout: str, positions: str,
 class FlexFusion(FusionHead):
     """Attention-level fusion with a FlexAttention block mask (``flex``) or the same mask dense through SDPA."""
 
+    training_loss = "flex"
+
     def __init__(
         self,
         layout: Literal["concat", "shared_prefix"] = "concat",
@@ -122,7 +124,8 @@ class FlexFusion(FusionHead):
             fusion: LogitFusion rule for the fused first token (``weighted_*`` read the groups' confidences).
             backend: ``flex`` (BlockMask + flex_attention), ``dense`` (bool mask + SDPA), ``auto`` (flex on CUDA,
                 dense elsewhere). A backend that cannot run raises; there is no silent fallback.
-            compile: compile ``flex_attention`` (needed for speed; eager flex is the slow exact reference).
+            compile: compile ``flex_attention`` (needed for speed; eager flex is the slow exact reference). This
+                head's own setting: it travels with each batch it builds (``PrefillBatch.flex_compile``).
             calibration: calibrate the fused first token: ``none``, ``subject`` (MyriadLAMA: the fact's subject
                 replaced by ``N/A`` in each paraphrase) or ``question`` (the question replaced by ``N/A``); needs
                 ``first_token=fused``. Costs one prefill of the content-free rows per batch.
@@ -191,7 +194,6 @@ class FlexFusion(FusionHead):
         if self.layout == "shared_prefix" and any(num_blocks(group) > 1 for group in groups):
             key_blocks = torch.cat([torch.zeros((g, p), dtype=torch.long), blocks], dim=1).to(device)
         if backend == "flex":
-            FlexSettings.compile = self.compile
             mask = block_mask(keys, compile_mask=device.type == "cuda", q_offset=p, block_ids=key_blocks)
         else:
             mask = dense_mask(keys, key_blocks)[:, :, p:]
@@ -204,6 +206,7 @@ class FlexFusion(FusionHead):
             attention_mask=mask,
             rows_per_group=1,
             prefix_ids=torch.tensor(prompts.prefix_ids, dtype=torch.long, device=device) if p else None,
+            flex_compile=self.compile if backend == "flex" else None,
         )
         if any(len(lay.ends) < k for lay in layouts):
             batch.valid = group_valid([len(lay.ends) for lay in layouts], k, device)
@@ -232,6 +235,19 @@ class FlexFusion(FusionHead):
     def method(self) -> str:  # type: ignore[override]
         name = f"flex_{self.layout}"
         return name if self.calibration == "none" else f"{name}_calibrated"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        """The method, plus the first-token rule when it is not avg (the sweep's run name)."""
+        return self.method if self.fusion == "avg" else \
+            self.method.replace(f"flex_{self.layout}", f"flex_{self.layout}_{self.fusion}")
+
+    @property
+    def one_member_is_origin(self) -> bool:  # type: ignore[override]
+        return self.calibration == "none"  # one member fuses to itself (tests/test_ragged.py)
+
+    def decoded_rows(self, members: int) -> int:
+        return 1  # every member in one fused sequence
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)

@@ -29,6 +29,8 @@ from selfens_pl.heads.base import FusionHead, confidence_weights
 class LogitFusion(FusionHead):
     """All paraphrases of each group decode as cached rows; each step's logits are fused per group."""
 
+    training_loss = "fused"
+
     def __init__(self, method: FusionMethod = "avg", calibration: Calibration = "none", prior_floor: float = 0.1,
                  agreement: bool = False):
         """
@@ -58,6 +60,18 @@ class LogitFusion(FusionHead):
     def content_free_rows(self, n: int) -> int:
         """``m``: content-free rows per group for groups padded to ``n`` paraphrases."""
         return {"none": 0, "subject": n, "question": 1}[self.calibration]
+
+    def decoded_rows(self, members: int) -> int:
+        return members + self.content_free_rows(members)
+
+    @property
+    def engine_rule(self) -> str | None:  # type: ignore[override]
+        """The sweep's engine decodes an unweighted, uncalibrated rule itself (it needs nothing per group)."""
+        return self.fusion if self.fusion not in WEIGHTED and self.calibration == "none" else None
+
+    @property
+    def one_member_is_origin(self) -> bool:  # type: ignore[override]
+        return self.calibration == "none"  # one member fuses to itself (tests/test_ragged.py)
 
     def fuse(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
              valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ class OriginHead(FusionHead):
     """Paraphrase 0 of every group, one row each, batched across groups."""
 
     method = "origin"
+    training_loss = "origin"
 
     def __init__(self, agreement: bool = False):
         """
@@ -21,9 +22,20 @@ class OriginHead(FusionHead):
         super().__init__()
         self.agreement = agreement
 
+    @property
+    def derivable(self) -> bool:  # type: ignore[override]
+        return not self.agreement  # agreement needs every member's answer: generate's extra per_prompt pass
+
+    def decoded_rows(self, members: int) -> int:
+        return 1
+
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         batch = prompt_batch(decoder, prompts, [(g, g["paraphrases"][0]) for g in groups])
         gens = decoder.decode_n_tokens(batch, no_fusion, no_fusion)
-        records = [self.record(g, gen, 0, g["paraphrases"][:1]) for g, gen in zip(groups, gens)]
+        records = [self.decide(g, [gen]) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
+
+    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+        """Member 0's answer (paraphrase 0 with the standard few-shot block): ``gens[0]``."""
+        return self.record(group, gens[0], 0, group["paraphrases"][:1])

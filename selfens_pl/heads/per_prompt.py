@@ -3,6 +3,7 @@ own; one record per member."""
 
 from __future__ import annotations
 
+from selfens_pl.data.demos import members, num_blocks
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.scoring.agreement import Lemmas, agreement_share
@@ -13,19 +14,21 @@ class PerPromptHead(FusionHead):
     its group's paraphrases whose answer agrees with its own (every paraphrase's answer is at hand: no extra cost)."""
 
     method = "per_prompt"
+    one_record_per_group = False
+    training_loss = "members"
 
     def generate(self, decoder, prompts, groups):
         self.check_groups(groups)
         return per_prompt_records(self, groups, paraphrase_generations(decoder, prompts, groups))
 
 
-def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
-    """One record per member (paraphrase x few-shot block) from each group's per-member ``Generation``s, with its
-    ``agreement`` (also used by ``sweep``, which keeps the generations' log-probabilities for its votes). With extra
-    few-shot blocks each record also names its ``block_index``."""
-    from selfens_pl.data.demos import members, num_blocks
-
-    records, lemmas = [], Lemmas()
+def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[list],
+                       lemmas: Lemmas | None = None) -> list[dict]:
+    """One record per member (paraphrase x few-shot block) from each group's per-member ``Generation``s
+    (``generations[g]`` ``[N]``, member order), with its ``agreement``: what ``generate`` answers, and the sweep's
+    per_prompt run from the answers of its engine pass (:mod:`selfens_pl.sweep.derive`). With extra few-shot blocks
+    each record also names its ``block_index``."""
+    records, lemmas = [], lemmas or Lemmas()
     for g, gens in zip(groups, generations):
         answers = [gen.prediction for gen in gens]
         blocks = num_blocks(g) > 1

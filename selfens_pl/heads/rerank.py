@@ -9,38 +9,62 @@ encoding them again. Cost per group of ``N`` members and ``C`` candidates: ``N``
 and ``N x C`` scored rows of a few tokens each, against one prompt encoding.
 
 With one member the only candidate is that member's answer: the head answers exactly as origin (tested).
+
+The choice over answers already decoded and scored is :meth:`RerankHead.pick` (the candidates and their ``[N][C]``
+score table -> the record); :meth:`RerankHead.decide` builds the candidates (:func:`~selfens_pl.scoring.rescoring.
+candidates`) of given member answers and picks among them: ``generate`` picks over its own pass, ``sweep`` decides
+over the answers and score table of its one engine pass (:mod:`selfens_pl.sweep.derive`), which encodes, decodes,
+scores and fuses with this module's :func:`encode_members`, :func:`decode_members`, :func:`score_tables` and
+:func:`fused_answers`.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from itertools import accumulate
+from typing import Literal
 
 import torch
 
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
 from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.logit import group_valid
 from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.chooser import Chooser, candidate_features
 from selfens_pl.scoring.rescoring import Candidate, RerankRule, best, candidates, check_rule, combine
 
 
 class RerankHead(FusionHead):
     """The members' greedy answers as candidates, each scored under every member's prompt; the best by ``rule``."""
 
-    def __init__(self, rule: RerankRule = "mixture", fused: FusionMethod | None = None):
+    reuses_known = True
+    rescores = True
+
+    def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
+                 chooser: str | None = None):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
                 probability), ``product`` (their sum), ``max``, ``mean_token`` (length-normalised product) or
-                ``vote`` (most agreeing answers first, then mixture). See :mod:`selfens_pl.scoring.rescoring`.
+                ``vote`` (most agreeing answers first, then mixture), see :mod:`selfens_pl.scoring.rescoring`; or
+                ``learned``: the chooser file ``chooser`` scores each candidate (:mod:`selfens_pl.scoring.chooser`).
             fused: Also decode the group's LogitFusion answer under this rule (``avg``, ``prob_avg``, ...) and add
                 it as a candidate (one more decoded row per group). ``None``: the members' answers only.
+            chooser: With ``rule: learned``: the file ``python -m selfens_pl chooser`` wrote. ``sweep`` also takes
+                ``rule: learned`` without a file: it then fits the chooser on its own facts, cross-validated (folds
+                by fact: no fact is scored by a chooser fit on it), as ``rerank_learned_cv``.
         """
         super().__init__()
-        self.rule = check_rule(rule)
+        self.rule = rule if rule == "learned" else check_rule(rule)
+        if chooser is not None and rule != "learned":
+            raise UserError(f"--model.head.init_args.chooser={chooser!r} goes with rule: learned (rule is {rule!r})")
+        self.chooser = chooser
+        self.model = Chooser.load(chooser) if chooser is not None else None
+        self._lemmas = Lemmas()  # the chooser's support features: each answer lemmatised once
         if fused is not None:
             check_method(fused, "--model.head.init_args.fused")
             if fused in WEIGHTED:
@@ -52,12 +76,55 @@ class RerankHead(FusionHead):
     def method(self) -> str:  # type: ignore[override]
         return f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
 
+    @property
+    def learns_from_facts(self) -> bool:
+        """``rule: learned`` without a chooser file: only a sweep can answer (cross-validated over its facts)."""
+        return self.rule == "learned" and self.model is None
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return self.method + ("_cv" if self.learns_from_facts else "")
+
+    def with_chooser(self, model: Chooser) -> RerankHead:
+        """This head choosing with ``model`` (a chooser fit elsewhere, e.g. on the other folds of a sweep)."""
+        head = copy.copy(self)
+        head.model = model
+        return head
+
+    def candidate_features(self, group: dict, gens: list[Generation], cands: list[Candidate],
+                           table: list[list[float]], lemmas: Lemmas | None = None) -> list[list[float]]:
+        """``[C][F]`` the chooser's features of each candidate (:func:`~selfens_pl.scoring.chooser.
+        candidate_features`); the demonstrations are the answers of the group's extra few-shot blocks."""
+        demo = [d["answer"] for block in group.get("blocks") or () for d in block]
+        return candidate_features([x.prediction for x in gens], [c.prediction for c in cands], table,
+                                  [len(c.tokens) for c in cands], len(group["paraphrases"]), demo,
+                                  lemmas or self._lemmas)
+
+    @property
+    def derivable(self) -> bool:  # type: ignore[override]
+        return self.fused is None  # a fused candidate is decoded by its own rule over the group's members
+
+    def decoded_rows(self, members: int) -> int:
+        return members + (1 if self.fused else 0)  # the fused candidate's own row
+
     def generate(self, decoder, prompts, groups, known: list[dict[int, Generation]] | None = None):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
+        if self.learns_from_facts:
+            raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
+                            "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
         scored = rerank_pass(decoder, prompts, groups, self.fused, known)
         return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g])
                 for g, group in enumerate(groups)]
+
+    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+        """The record of ``group`` from its members' answers ``gens`` ``[N]``: their distinct answers as
+        candidates, ``scores(candidates) -> [N][C]`` their sequence log-probabilities, then :meth:`pick`."""
+        if self.fused is not None or scores is None:
+            raise InternalError(f"{self.method}: decide() needs the candidates' scores and no fused candidate "
+                                f"(fused={self.fused!r}, scores given: {scores is not None})")
+        cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], lemmas)
+        return self.pick(group, gens, None, cands, scores(cands))
 
     def pick(self, group: dict, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
              table: list[list[float]]) -> dict:
@@ -67,7 +134,8 @@ class RerankHead(FusionHead):
             rec = self.record(group, gens[0], None, list(group["paraphrases"]))
             chosen, scores = None, []
         else:
-            scores = combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
+            scores = self.model.scores(self.candidate_features(group, gens, cands, table)) if self.rule == \
+                "learned" else combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
             chosen = cands[best(scores)]
             rec = self.record(group, gens[chosen.member] if chosen.member >= 0 else fused, None,
                               list(group["paraphrases"]))
@@ -81,10 +149,10 @@ class RerankHead(FusionHead):
 
 @dataclass
 class RerankPass:
-    """What one rescoring pass computed for a batch of groups (the sweep derives every rule and every subset of
-    members from it). Per group ``g``: ``gens[g][m]`` member m's own answer, ``fused[g]`` the fused answer (or
-    None), ``candidates[g]``, ``tables[g] [N][C]`` sequence log-probability of candidate c under member m;
-    ``encoded`` the members' prompts (row ``starts[g] + m``), reusable for more decodes."""
+    """What one rescoring pass computed for a batch of groups. Per group ``g``: ``gens[g][m]`` member m's own
+    answer, ``fused[g]`` the fused answer (or None), ``candidates[g]``, ``tables[g] [N][C]`` sequence
+    log-probability of candidate c under member m; ``encoded`` the members' prompts (row ``starts[g] + m``),
+    reusable for more decodes."""
 
     gens: list[list[Generation]]
     fused: list[Generation | None]
@@ -98,37 +166,30 @@ def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
                 known: list[dict[int, Generation]] | None = None) -> RerankPass:
     """Encode every member's prompt once, decode the members' answers (except ``known`` ones) and the optional fused
     answer from it, and score every candidate under every member from the same encoding."""
-    items = [member_items(g) for g in groups]
-    encoded = decoder.encode(prompt_batch(decoder, prompts, [it for own in items for it in own]))
-    starts = [sum(len(own) for own in items[:g]) for g in range(len(groups))]
+    items, encoded, starts = encode_members(decoder, prompts, groups)
     gens = decode_members(decoder, encoded, items, starts, known)
-    extra = fused_answers(decoder, encoded, [len(own) for own in items], starts, fused) if fused else \
-        [None] * len(groups)
+    rows = member_rows(items, starts)
+    extra = [own[0] for own in fused_answers(decoder, encoded, rows, [fused])] if fused else [None] * len(groups)
     lemmas = Lemmas()
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
                         [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)])
              for own, fx in zip(gens, extra)]
-    rows = [(g, m) for g, own in enumerate(items) for m in range(len(own)) if cands[g]]
-    scored = iter(decoder.score_continuations(encoded, [starts[g] + m for g, m in rows],
-                                              [[c.tokens for c in cands[g]] for g, _ in rows]) if rows else [])
-    tables = [[[sum(lp) for lp in next(scored)] if cands[g] else [] for _ in items[g]] for g in range(len(groups))]
+    tables = score_tables(decoder, encoded, rows, [[c.tokens for c in own] for own in cands])
     return RerankPass(gens, extra, cands, tables, encoded, starts)
 
 
-def fused_answers(decoder, encoded: EncodedPrompts, sizes: list[int], starts: list[int],
-                  rule: str) -> list[Generation]:
-    """One LogitFusion answer per group (``rule``) decoded from ``encoded`` (group g: rows ``starts[g]`` ..
-    ``starts[g] + sizes[g] - 1``); ragged groups are padded and masked."""
-    n = max(sizes)
-    rows = [starts[g] + min(m, size - 1) for g, size in enumerate(sizes) for m in range(n)]
-    batch = encoded.batch(torch.tensor(rows, device=decoder.device), n)
-    if any(size < n for size in sizes):
-        batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
+def encode_members(decoder, prompts, groups: list[dict]) -> tuple[list[list], EncodedPrompts, list[int]]:
+    """Every member's prompt of every group encoded once. Returns ``items[g][m]`` (the members,
+    :func:`~selfens_pl.engine.batches.member_items`), ``encoded`` and ``starts[g]``: member m of group g is row
+    ``starts[g] + m``."""
+    items = [member_items(g) for g in groups]
+    encoded = decoder.encode(prompt_batch(decoder, prompts, [it for own in items for it in own]))
+    return items, encoded, list(accumulate((len(own) for own in items), initial=0))[:-1]
 
-    def fuse(logits, weights=None, valid=None):
-        return fuse_logits(logits, rule, None, valid)
 
-    return decoder.decode_n_tokens(batch, fuse, fuse)
+def member_rows(items: list[list], starts: list[int]) -> list[list[int]]:
+    """``rows[g]``: the encoded rows of group g's members (:func:`encode_members`)."""
+    return [[start + m for m in range(len(own))] for own, start in zip(items, starts)]
 
 
 def decode_members(decoder, encoded, items: list[list], starts: list[int],
@@ -147,3 +208,40 @@ def decode_members(decoder, encoded, items: list[list], starts: list[int],
         for (g, m), gen in zip(todo, decoder.decode_n_tokens(encoded.batch(rows), no_fusion, no_fusion)):
             out[g][m] = gen
     return out  # type: ignore[return-value]
+
+
+def score_tables(decoder, encoded: EncodedPrompts, rows: list[list[int]],
+                 continuations: list[list[list[int]]]) -> list[list[list[float]]]:
+    """``tables[g] [N][C]``: the sequence log-probability of each of group g's candidate continuations
+    ``continuations[g][c]`` (token ids) under each of its members' prompts (rows ``rows[g][m]`` of ``encoded``), in
+    one teacher-forced pass that copies the prompts' KV caches instead of encoding them again. A group without
+    candidates gets an empty row per member."""
+    todo = [(g, row) for g, own in enumerate(rows) if continuations[g] for row in own]
+    scored = iter(decoder.score_continuations(encoded, [row for _, row in todo],
+                                              [continuations[g] for g, _ in todo]) if todo else [])
+    return [[[sum(lp) for lp in next(scored)] if continuations[g] else [] for _ in own]
+            for g, own in enumerate(rows)]
+
+
+def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str]) -> list[list[Generation]]:
+    """``[g][h]``: group g's answer under LogitFusion rule ``rules[h]``, fused over its members' rows ``rows[g]`` of
+    ``encoded``. Every (group, rule) pair is one fused group of one batched decode; a group with fewer rows than the
+    largest is padded with its last row and masked (``valid``); each pair's rule rides as its weight, which the
+    decoder keeps aligned with the groups still decoding."""
+    n = max(len(own) for own in rows)
+    sizes = [len(own) for own in rows for _ in rules]
+    flat = [own[min(m, len(own) - 1)] for own in rows for _ in rules for m in range(n)]
+    batch = encoded.batch(torch.tensor(flat, device=decoder.device), n)
+    if any(size < n for size in sizes):
+        batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
+    batch.weights = batch.step_weights = torch.arange(len(rules), device=decoder.device,
+                                                      dtype=torch.float32).repeat(len(rows))[:, None]
+
+    def fuse(logits, weights=None, valid=None):
+        """``logits [g, n, V]`` -> ``[g, V]``: each group fused by the rule its weight names."""
+        scores = torch.stack([fuse_logits(logits, rule, None, valid) for rule in rules], dim=1)  # [g, H, V]
+        index = weights[:, :1].long()[..., None].expand(-1, 1, scores.shape[-1])
+        return scores.gather(1, index)[:, 0]
+
+    gens = decoder.decode_n_tokens(batch, fuse, fuse)
+    return [gens[g * len(rules):(g + 1) * len(rules)] for g in range(len(rows))]

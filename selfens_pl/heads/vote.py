@@ -7,8 +7,12 @@ go to the highest mean token log-probability (``Generation.logprobs``, under its
 lowest member index. With ``--data.demo_blocks`` the voters are the group's members (every paraphrase x few-shot
 block, :mod:`selfens_pl.data.demos`). One record per group: the winner's generation, ``voted_index`` (which member gave
 it: paraphrase ``voted_index % K`` with block ``voted_index // K``), ``paraphrase_predictions`` (every member's
-answer), ``mean_prob`` (the winner's own mean token
-probability) and ``agreement`` = support / paraphrases. Cost: exactly per_prompt's.
+answer), ``mean_prob`` (the winner's own mean token probability) and ``agreement`` = support / members. Cost:
+exactly per_prompt's.
+
+The decision over already decoded answers is :meth:`VoteHead.decide`: ``generate`` calls it on the answers it
+decodes (for a cascade's escalated groups, with the cheap members' answers reused), and ``sweep`` on the answers of
+its one engine pass (:mod:`selfens_pl.sweep.derive`), for the vote and for a cascade escalating to a vote.
 """
 
 from __future__ import annotations
@@ -22,23 +26,23 @@ class VoteHead(FusionHead):
     """Majority vote over the paraphrases' own answers (lemma-rule agreement, ties to the surest answer)."""
 
     method = "vote"
+    reuses_known = True
+    derivable = True
 
     def generate(self, decoder, prompts, groups, known=None):
         """``known[g]``: members of group ``g`` already answered (a cascade's first stage): not decoded again."""
         self.check_groups(groups)
-        return vote_records(self, groups, paraphrase_generations(decoder, prompts, groups, known))
+        lemmas = Lemmas()
+        return [self.decide(group, gens, lemmas=lemmas)
+                for group, gens in zip(groups, paraphrase_generations(decoder, prompts, groups, known))]
 
-
-def vote_records(head: FusionHead, groups: list[dict], generations: list[list]) -> list[dict]:
-    """One vote record per group from each group's per-paraphrase ``Generation``s (also used by ``sweep``, which
-    votes over the first K answers of a per_prompt run)."""
-    records, lemmas = [], Lemmas()
-    for group, gens in zip(groups, generations):
+    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+        """The vote record of ``group`` from its members' answers ``gens`` ``[N]`` (member order):
+        :func:`~selfens_pl.scoring.agreement.vote` picks the winner and its support."""
         answers = [g.prediction for g in gens]
         best, support = vote(answers, [g.logprobs for g in gens], lemmas)
-        rec = head.record(group, gens[best], None, list(group["paraphrases"]))
+        rec = self.record(group, gens[best], None, list(group["paraphrases"]))
         rec["voted_index"] = best
         rec["agreement"] = support / len(gens)  # share of the members
         rec["paraphrase_predictions"] = answers
-        records.append(rec)
-    return records
+        return rec

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
+from transformers.utils import logging as hf_logging
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.parallel import register_strategy
 from selfens_pl.errors import UserError
 from selfens_pl.lit.module import SelfEnsembleLM
-from selfens_pl.lit.writer import PredictionWriter, check_resumable, check_strategy
+from selfens_pl.lit.preflight import check_resumable, check_strategy
+from selfens_pl.lit.writer import PredictionWriter
 
 #: Third-party warnings that say nothing to a user of this package, filtered by message (any other warning shows).
 KNOWN_WARNINGS = (
@@ -87,8 +89,6 @@ def quiet_start() -> None:
         for handler in logging.getLogger(name).handlers:  # Lightning's own (added when the root logger has none)
             if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _CurrentStdout):
                 handler.setStream(_CurrentStdout())
-    from transformers.utils import logging as hf_logging
-
     if hasattr(hf_logging, "set_tqdm_hook"):
         hf_logging.set_tqdm_hook(_hide_bars)
 

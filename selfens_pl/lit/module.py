@@ -10,10 +10,12 @@ from lightning import LightningModule
 from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
 from selfens_pl.distributed import TP_DIM
 from selfens_pl.engine.decoding import GreedyDecoder
+from selfens_pl.engine.kv_cache import CACHE_LENGTHS
 from selfens_pl.engine.models import EMBEDDED_MODEL, load_model_and_tokenizer
-from selfens_pl.engine.parallel import is_dispatched, weight_bytes
+from selfens_pl.engine.parallel import execution_device, execution_devices, is_dispatched, weight_bytes
 from selfens_pl.errors import UserError
-from selfens_pl.heads import FusionHead, OriginHead
+from selfens_pl.heads import FlexFusion, FusionHead, OriginHead
+from selfens_pl.lit.training import answer_loss, check_trainable
 from selfens_pl.scoring.metrics import LemmaMatchAccuracy, SquadScores
 
 
@@ -34,6 +36,7 @@ class SelfEnsembleLM(LightningModule):
         bidirectional: bool = False,
         share_prefix: bool = True,
         compile: bool | Literal["auto"] = "auto",
+        cache_lengths: int = CACHE_LENGTHS,
         trust_remote_code: bool = False,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
@@ -47,7 +50,9 @@ class SelfEnsembleLM(LightningModule):
         """
         Args:
             model: Alias (``llama3.2_3b_it``, ...), ``smollm2-135m-instruct`` (embedded), local directory or hub id.
-            head: Fusion head (``class_path``): OriginHead (default), PerPromptHead, LogitFusion, FlexFusion.
+            head: Fusion head (``class_path``): OriginHead (default), PerPromptHead, LogitFusion, FlexFusion (each
+                also fine-tunes with its own layout), VoteHead, RerankHead, CascadeHead (predict only: fit refuses
+                them; fine-tune with PerPromptHead, then predict with them from its checkpoint).
             max_new_tokens: Most tokens generated per answer.
             stop: Stop string ending an answer once it has started (default newline: answers are one line).
             score: Score predictions against the groups' answers (a group without answers is then an error).
@@ -58,6 +63,12 @@ class SelfEnsembleLM(LightningModule):
                 CUDA): ``auto`` compiles on CUDA only, ``true`` / ``false`` force it. The first batch of each shape
                 pays the compilation (tens of seconds for a 3B model); a compile failure raises, never silently
                 decodes eagerly.
+            cache_lengths: Compiled decoding keeps the static KV caches of this many cache lengths (prompt width +
+                ``max_new_tokens``, in buckets of 128 tokens) for later batches of the same shape, which then replay
+                the compiled step (and its CUDA graphs) on the same buffers; a new length evicts the least recently
+                used one. Memory: at most about twice the largest batch's KV cache per kept length. Lower it when
+                GPU memory is short; raise it when prompt widths spread over more buckets (an evicted shape comes
+                back with a fresh cache and a re-recorded CUDA graph). Eager decoding keeps no cache.
             trust_remote_code: Passed to ``from_pretrained`` for models with custom code.
             learning_rate: AdamW learning rate for ``fit`` (fine-tuning on answer tokens with the head's layout).
             weight_decay: AdamW weight decay for ``fit``.
@@ -89,8 +100,9 @@ class SelfEnsembleLM(LightningModule):
         """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16).
 
         Under ``ModelParallelStrategy`` (``--trainer.strategy model_parallel``) each process builds only its slices
-        of the model (tensor parallelism over the mesh's ``tensor_parallel`` dimension, :mod:`selfens_pl.engine.parallel`);
-        with ``--model.device_map`` one process spreads the model over several devices.
+        of the model (tensor parallelism over the mesh's ``tensor_parallel`` dimension,
+        :mod:`selfens_pl.engine.parallel`); with ``--model.device_map`` one process spreads the model over several
+        devices.
         """
         if self.lm is not None:
             return
@@ -113,7 +125,7 @@ class SelfEnsembleLM(LightningModule):
         if hp.lora_rank:
             self.lm = add_lora(self.lm, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
         self.decoder = GreedyDecoder(self.lm, self.tokenizer, hp.max_new_tokens, hp.stop, hp.share_prefix,
-                                     hp.compile)
+                                     hp.compile, cache_lengths=hp.cache_lengths)
 
     def _check_large_model_flags(self, sharded: bool) -> None:
         """One clear error for what a split model (tensor parallel or device_map) does not do: fine-tuning, LoRA."""
@@ -127,9 +139,6 @@ class SelfEnsembleLM(LightningModule):
     def _check_dispatched_head(self) -> None:
         """FlexAttention's BlockMask reads its segment ids on the device it was built on: a model dispatched over
         several GPUs runs FlexFusion with the dense mask only."""
-        from selfens_pl.engine.parallel import execution_device, execution_devices
-        from selfens_pl.heads import FlexFusion
-
         devices = execution_devices(self.lm)
         backend = getattr(self.head, "resolve_backend", None)
         if isinstance(self.head, FlexFusion) and len(devices) > 1 and \
@@ -192,10 +201,14 @@ class SelfEnsembleLM(LightningModule):
                 "f1": float(squad["f1"])}
 
     # -- fine-tuning ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Before ``fit`` loads the model (:meth:`configure_model` runs after this hook): a head without a training
+        loss (vote, rerank, cascade) is refused here, naming ``--model.head``, so no step trains anything else."""
+        if stage == "fit":
+            check_trainable(self.head)
+
     def training_step(self, batch: dict, batch_idx: int = 0) -> torch.Tensor:
         """Cross-entropy of the head's fused prediction of the gold answer (see :mod:`selfens_pl.lit.training`)."""
-        from selfens_pl.lit.training import answer_loss
-
         loss = answer_loss(self.lm, self.tokenizer, self.head, self.prompts(batch["template"]), batch["groups"],
                            self.hparams.stop)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["groups"]))

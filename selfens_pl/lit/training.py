@@ -3,10 +3,15 @@
 The gold answer (``" " + answers[0] + stop``) is appended to exactly what the head feeds the model when it answers,
 and the loss is the cross-entropy of the *fused* prediction of each answer token:
 
-* ``origin`` / ``per_prompt``: one row per prompt, ordinary causal LM loss on the answer;
-* ``LogitFusion``: the ``n`` rows of a group are fused with the head's rule at every answer position;
-* ``FlexFusion``: one fused sequence per group (its mask and positions); the first answer token comes from the
-  fused final-token logits of the paraphrases, later ones from the generated-token positions that see everything.
+* ``origin`` (``OriginHead``): the first paraphrase of each group, ordinary causal LM loss on the answer;
+* ``members`` (``PerPromptHead``): every paraphrase a row of its own, the same loss over all of them;
+* ``fused`` (``LogitFusion``): the ``n`` rows of a group are fused with the head's rule at every answer position;
+* ``flex`` (``FlexFusion``): one fused sequence per group (its mask and positions); the first answer token comes from
+  the fused final-token logits of the paraphrases, later ones from the generated-token positions that see everything.
+
+The loss is chosen by the head's :attr:`~selfens_pl.heads.base.FusionHead.training_loss`, never by its class: a head
+with none (vote, rerank, cascade: they choose among answers, which no loss trains; or a head added later) is refused
+before any step (:func:`check_trainable`), so ``fit`` never optimises another head's loss in its place.
 
 Everything runs through the dense boolean mask (SDPA), which is differentiable on every device.
 """
@@ -16,13 +21,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfens_pl.data.demos import num_blocks
 from selfens_pl.engine.attention import GENERATED, PAD, dense_mask
 from selfens_pl.engine.decoding import decoder_stack, gathered_logits
 from selfens_pl.engine.fusion import WEIGHTED, fuse_logits
-from selfens_pl.errors import UserError
-from selfens_pl.heads import FlexFusion, LogitFusion, PerPromptHead
-from selfens_pl.heads.base import confidence_weights
+from selfens_pl.errors import InternalError, UserError
+from selfens_pl.heads import FlexFusion
+from selfens_pl.heads.base import FusionHead, confidence_weights
 from selfens_pl.heads.flex import build_layout
+
+
+#: The values of ``FusionHead.training_loss`` that :func:`answer_loss` implements (``fused`` reads the head's
+#: ``fusion`` rule; ``flex`` its ``layout``, ``positions``, ``fusion`` and ``fuse_first``).
+TRAINING_LOSSES = ("origin", "members", "fused", "flex")
+
+
+def check_trainable(head: FusionHead) -> str:
+    """``head.training_loss``, or one error naming ``--model.head`` when the head has none (``fit`` calls this before
+    loading the model, so nothing trains)."""
+    kind, name = head.training_loss, type(head).__name__
+    if kind is None:
+        raise UserError(f"fit with --model.head={name} is not supported: the head has no training loss (vote, rerank "
+                        "and cascade choose among answers, which no loss trains). Fine-tune with "
+                        "--model.head=PerPromptHead (it trains every paraphrase's answer), then predict from that "
+                        f"checkpoint with --model.head={name}")
+    if kind not in TRAINING_LOSSES:  # a head class declared a loss nobody implemented: a bug, not a user error
+        raise InternalError(f"{name}.training_loss={kind!r} is none of {TRAINING_LOSSES}")
+    return kind
 
 
 def answer_ids(tokenizer, group: dict, stop: str | None) -> list[int]:
@@ -44,7 +69,8 @@ def _pack(sequences, device):
 
 
 def _hidden(model, ids, seg, pos):
-    return decoder_stack(model)(input_ids=ids, attention_mask=dense_mask(seg), position_ids=pos, use_cache=False).last_hidden_state
+    out = decoder_stack(model)(input_ids=ids, attention_mask=dense_mask(seg), position_ids=pos, use_cache=False)
+    return out.last_hidden_state
 
 
 def _labels(answers: list[list[int]], device) -> torch.Tensor:
@@ -56,36 +82,35 @@ def _labels(answers: list[list[int]], device) -> torch.Tensor:
 
 
 def _loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of fused log-scores ``[g, a, V]`` (:mod:`selfens_pl.engine.fusion`: the distribution is their softmax;
-    ``max`` can hold ``log 0``, clamped so an unreachable label costs a large finite loss)."""
+    """Cross-entropy of fused log-scores ``[g, a, V]`` (:mod:`selfens_pl.engine.fusion`: the distribution is their
+    softmax; ``max`` can hold ``log 0``, clamped so an unreachable label costs a large finite loss)."""
     logp = scores.log_softmax(-1).clamp(min=-1e4)
     return F.nll_loss(logp.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
 def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str | None) -> torch.Tensor:
-    """Mean cross-entropy of the head's fused prediction of each gold answer token."""
+    """Mean cross-entropy of the head's fused prediction of each gold answer token (the loss its ``training_loss``
+    names)."""
+    kind = check_trainable(head)
     head.check_groups(groups)
-    from selfens_pl.data.demos import num_blocks
-
     if any(num_blocks(g) > 1 for g in groups):
         raise UserError("fit with --data.demo_blocks > 1 is not supported (the loss asks every paraphrase with the "
                          "configured few-shot block only): fine-tune with demo_blocks 1")
     if getattr(head, "calibration", "none") != "none":
         raise UserError(f"fit with --model.head.init_args.calibration={head.calibration!r} is not supported (the "
                          "loss has no content-free rows): fine-tune with calibration=none, predict calibrated")
-    if isinstance(head, (LogitFusion, FlexFusion)) and len({len(g["paraphrases"]) for g in groups}) > 1:
+    if kind in ("fused", "flex") and len({len(g["paraphrases"]) for g in groups}) > 1:
         raise UserError(f"fit with --model.head={type(head).__name__} needs groups of equal size (record "
                          f"{groups[0]['id']!r} has {len(groups[0]['paraphrases'])} paraphrases, others differ): set "
                          "--data.num_paraphrases")
     device = model.get_output_embeddings().weight.device
     answers = [answer_ids(tokenizer, g, stop) for g in groups]
-    if isinstance(head, FlexFusion):
+    if kind == "flex":
         return _flex_loss(model, head, prompts, groups, answers, device)
-    per_row = isinstance(head, PerPromptHead)
-    fused = isinstance(head, LogitFusion)
+    fused = kind == "fused"
     rows, row_answers = [], []
     for group, ans in zip(groups, answers):
-        paraphrases = group["paraphrases"] if (per_row or fused) else group["paraphrases"][:1]
+        paraphrases = group["paraphrases"][:1] if kind == "origin" else group["paraphrases"]
         for paraphrase in paraphrases:
             prompt = prompts.prompt_ids(paraphrase)
             tokens = prompt + ans[:-1]

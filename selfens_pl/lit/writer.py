@@ -19,8 +19,9 @@ Resume (``resume=True``, the default): before predicting, every process reads th
 directory (``predictions.jsonl`` and part files written by any number of processes), rank 0 consolidates them into
 ``predictions.jsonl``, and the data module skips their ids (``datamodule.skip_ids``). ``resume=False`` deletes
 earlier predictions first. The CLI refuses to resume when the model, head or data settings differ from the output
-directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit`` and the process count may change);
-records of ids outside the current data set are left out of the merged file.
+directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit`` and the process count may change;
+:func:`selfens_pl.lit.preflight.check_resumable`); records of ids outside the current data set are left out of the
+merged file. Every file is read under the package's one JSONL policy (:mod:`selfens_pl.jsonl`).
 
 Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
 groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty). Under
@@ -35,11 +36,14 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from torchmetrics import Metric
 
 from selfens_pl.distributed import tensor_parallel_rank
 from selfens_pl.errors import UserError
-from selfens_pl.jsonl import _atomic_write, write_records
+from selfens_pl.jsonl import atomic_write, read_objects, write_records
+from selfens_pl.scoring.paraphrase_checks import file_statistics, format_statistics
 from selfens_pl.scoring.summaries import format_table, paraphrase_scores, record_scores
 
 SUMMARY = "summary.json"
@@ -70,7 +74,7 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._n_groups = self._n_records = 0  # stays 0 where this process's share is empty (no predict hooks)
         self._seconds = 0.0
-        done = read_done(self.output_dir) if self.resume else {}
+        done = read_done(self.output_dir, report=trainer.is_global_zero) if self.resume else {}
         dataset_ids = _dataset_ids(trainer)
         if dataset_ids is not None:
             done = {key: recs for key, recs in done.items() if key in dataset_ids}
@@ -170,11 +174,9 @@ class PredictionWriter(BasePredictionWriter):
         paraphrased = _paraphrase_file(trainer, done.keys())
         if paraphrased is not None:
             summary["paraphrase_file"] = paraphrased
-        _atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.output_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         print(format_table([summary]))
         if paraphrased is not None:
-            from selfens_pl.scoring.paraphrase_checks import format_statistics
-
             print(f"paraphrases ({paraphrased['path']}, by {', '.join(paraphrased['paraphrasers']) or '?'}): "
                   f"{format_statistics(paraphrased)}")
         if self._n_resumed:
@@ -184,9 +186,9 @@ class PredictionWriter(BasePredictionWriter):
 
 def _paraphrase_file(trainer, ids) -> dict | None:
     """The statistics of the groups file the run answered, over ``ids``, when ``paraphrase`` wrote it (kept,
-    rejected by which check, mean per question; :func:`selfens_pl.scoring.paraphrase_checks.file_statistics`)."""
-    from selfens_pl.scoring.paraphrase_checks import file_statistics
-
+    rejected by which check, mean per question; :func:`selfens_pl.scoring.paraphrase_checks.file_statistics`).
+    ``None`` only when decided: the data is not a groups ``.jsonl`` file, or its records show that ``paraphrase``
+    did not write it. A file that cannot be read raises: the summary never drops its statistics silently."""
     hparams = getattr(trainer.datamodule, "hparams", None) or {}
     path = hparams.get("path")
     if hparams.get("source", "groups") != "groups" or not isinstance(path, str) or not path.endswith(".jsonl"):
@@ -201,66 +203,59 @@ def _dataset_ids(trainer) -> set[str] | None:
 
 
 def _tensor(value, strategy):
-    import torch
-
     return torch.tensor(float(value), device=strategy.root_device)
 
 
 def _metrics_to(pl_module, device) -> None:
-    from torchmetrics import Metric
-
     for module in pl_module.modules():
         if isinstance(module, Metric):
             module.to(device)
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
-def read_part(path: Path) -> list[dict]:
+# Read under the package's one JSONL policy (selfens_pl.jsonl): a half-written last line is skipped and said (its
+# batch is answered again); any other bad line is one error naming file and line.
+def read_part(path: Path, report: bool = True) -> list[dict]:
     """The committed records of one part file: records followed by their batch's commit line. Records after the last
-    commit line (a batch cut short) and a half-written last line are dropped."""
+    commit line (a batch cut short) are left out, and said; a commit line that counts other records than those
+    before it is an error naming the line. ``report=False``: say nothing (a process other than rank 0)."""
     committed, pending = [], []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                break  # parts are append-only: only the last line can be half-written
-            if not isinstance(obj, dict):
-                break
-            if COMMIT in obj:
-                if obj.get("_records") == len(pending):
-                    committed += pending
-                pending = []
-            else:
-                pending.append(obj)
+    for number, obj in read_objects(path, tool="predict", report=report):
+        if COMMIT not in obj:
+            pending.append(_with_id(path, number, obj))
+            continue
+        if obj.get("_records") != len(pending):
+            raise UserError(f"{path}: line {number}: commit line of batch {obj[COMMIT]!r} counts "
+                            f"{obj.get('_records')!r} records, {len(pending)} precede it; delete the file")
+        committed += pending
+        pending = []
+    if pending and report:
+        print(f"[predict] {path}: {len(pending)} records after the last commit line (a batch cut short) are "
+              "answered again", flush=True)
     return committed
 
 
-def read_merged(path: Path) -> list[dict]:
-    """Records of a merged ``predictions.jsonl`` (no commit lines; a half-written last line is dropped)."""
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
+def read_merged(path: Path, report: bool = True) -> list[dict]:
+    """Records of a merged ``predictions.jsonl`` (no commit lines)."""
+    return [_with_id(path, number, obj) for number, obj in read_objects(path, tool="predict", report=report)]
 
 
-def read_done(output_dir: Path) -> dict[str, list[dict]]:
+def _with_id(path: Path, number: int, rec: dict) -> dict:
+    if rec.get("id") in (None, ""):
+        raise UserError(f"{path}: line {number}: a prediction record without an 'id'")
+    return rec
+
+
+def read_done(output_dir: Path, report: bool = True) -> dict[str, list[dict]]:
     """``{id: records}`` finished in ``output_dir``: ``predictions.jsonl`` first, then every part file (any number of
-    processes). An id is taken from the first file that has it, so a copy in two files counts once."""
+    processes). An id is taken from the first file that has it, so a copy in two files counts once (a run stopped
+    between writing the merged file and removing the parts)."""
     output_dir = Path(output_dir)
     sources = []
     if (output_dir / PREDICTIONS).is_file():
-        sources.append(read_merged(output_dir / PREDICTIONS))
+        sources.append(read_merged(output_dir / PREDICTIONS, report))
     parts = sorted(output_dir.glob(PART_GLOB), key=lambda p: (len(p.name), p.name))
-    sources += [read_part(p) for p in parts]
+    sources += [read_part(p, report) for p in parts]
     done: dict[str, list[dict]] = {}
     for records in sources:
         by_id: dict[str, list[dict]] = {}
@@ -279,59 +274,3 @@ def resume_note(summary: dict, output_dir: Path) -> str:
                 "measured no speed (--resume false answers them afresh); accuracy, EM and F1 cover all of them")
     return (f"resumed: {summary['resumed']} of {n} ids were already answered in {output_dir}; q/s covers the "
             f"{answered} this run answered, accuracy, EM and F1 all {n}")
-
-
-# -- checks the CLI runs before predicting -------------------------------------------------------------------------
-#: Config keys that may change between an interrupted run and its resumption (they do not change any answer).
-RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "limit", "val_path", "val_split", "val_limit", "val_size"},
-                    "model": {"learning_rate", "weight_decay"}}
-
-
-def check_resumable(output_dir: Path, config_yaml: str) -> None:
-    """One clear error when ``output_dir`` holds predictions made with another model, head or data set than
-    ``config_yaml`` (the config about to run), since resuming would mix them."""
-    import yaml
-
-    output_dir = Path(output_dir)
-    old_path = output_dir / "config.yaml"
-    has_predictions = (output_dir / PREDICTIONS).is_file() or any(output_dir.glob(PART_GLOB))
-    if not has_predictions or not old_path.is_file():
-        return
-    old, new = yaml.safe_load(old_path.read_text()) or {}, yaml.safe_load(config_yaml) or {}
-    changed = []
-    for section in ("model", "data"):
-        before, after = old.get(section) or {}, new.get(section) or {}
-        # a key only one side has comes from another package version, whose default kept the old behaviour
-        for key in sorted(set(before) & set(after)):
-            if key not in RESUME_FREE_KEYS.get(section, ()) and before.get(key) != after.get(key):
-                changed.append(f"{section}.{key}")
-    if (old.get("trainer") or {}).get("precision") != (new.get("trainer") or {}).get("precision"):
-        changed.append("trainer.precision")
-    if old.get("ckpt_path") != new.get("ckpt_path"):  # fine-tuned weights answer differently
-        changed.append("ckpt_path")
-    if changed:
-        raise UserError(f"--output_dir {output_dir} holds predictions made with other settings "
-                         f"({', '.join('--' + c for c in changed)} differ from its config.yaml): pass "
-                         "--resume false to replace them, or another --output_dir")
-
-
-def check_strategy(strategy, pl_module=None) -> None:
-    """One clear error for a strategy predict cannot run with. Predict runs with one device; ``ddp`` (a whole model
-    in every process); ``model_parallel`` (Lightning's ``ModelParallelStrategy``: tensor parallelism, each process
-    holding a slice of every layer, :mod:`selfens_pl.engine.parallel`); or ``--model.device_map`` in ONE process.
-    ``fsdp`` / ``deepspeed`` shard the weights for training: the decoder calls the Hugging Face model directly with
-    its own KV cache, outside the wrapper that would gather the shards."""
-    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
-
-    name = getattr(strategy, "strategy_name", None) or type(strategy).__name__
-    if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
-        raise UserError(f"--trainer.strategy={name} is not supported by predict: use --trainer.strategy ddp "
-                         "--trainer.devices N for a model that fits one device (a copy per device), "
-                         "--trainer.strategy model_parallel --trainer.devices N to split a larger model over N "
-                         "devices (tensor parallel), or --model.device_map auto in one process")
-    device_map = None if pl_module is None else pl_module.hparams.get("device_map")
-    processes = getattr(strategy, "num_processes", 1) * getattr(strategy, "num_nodes", 1)
-    if device_map is not None and (processes > 1 or isinstance(strategy, ModelParallelStrategy)):
-        raise UserError(f"--model.device_map spreads ONE process's model over the devices; it cannot run under "
-                         f"--trainer.strategy={name} with {processes} processes: use --trainer.devices 1, or drop "
-                         "--model.device_map and split the model with --trainer.strategy model_parallel")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError
 from selfens_pl.scoring.metrics import _contains, normalize_lemmas
 
 
@@ -44,7 +44,7 @@ def support(answers: list[str], lemmas: Lemmas | None = None) -> list[int]:
 def agreement_share(answer: str, answers: list[str], lemmas: Lemmas | None = None) -> float:
     """Share of ``answers`` (each paraphrase's own answer) that agree with ``answer`` (0.0 for an empty answer)."""
     if not answers:
-        raise UserError("agreement_share needs at least one paraphrase answer")
+        raise InternalError("agreement_share needs at least one paraphrase answer")
     lemmas = lemmas or Lemmas()
     return sum(lemmas.agree(answer, b) for b in answers) / len(answers)
 
@@ -58,7 +58,7 @@ def vote(answers: list[str], logprobs: list[list[float]], lemmas: Lemmas | None 
     """``(index, support)`` of the answer most of ``answers`` agree with; ties go to the highest mean token
     log-probability (``logprobs[i]``: answer i's token log-probabilities), then to the lowest index."""
     if not answers or len(answers) != len(logprobs):
-        raise UserError(f"vote needs one list of log-probabilities per answer ({len(answers)} answers, "
+        raise InternalError(f"vote needs one list of log-probabilities per answer ({len(answers)} answers, "
                          f"{len(logprobs)} lists)")
     counts = support(answers, lemmas)
     best = max(range(len(answers)), key=lambda i: (counts[i], mean_logprob(logprobs[i]), -i))

@@ -29,7 +29,7 @@ from torchmetrics.functional.text.squad import (
     _metric_max_over_ground_truths,
 )
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError
 
 __all__ = ["normalize_lemmas", "is_match", "LemmaMatchAccuracy", "SquadScores"]
 
@@ -93,10 +93,10 @@ def is_match(prediction: str, answers: list[str], bidirectional: bool = False) -
     would otherwise be "contained" in everything.
 
     Raises:
-        ValueError: if ``answers`` is empty (the caller should add the record id).
+        InternalError: if ``answers`` is empty (callers check each record's answers first).
     """
     if len(answers) == 0:
-        raise UserError("is_match: no gold answers given")
+        raise InternalError("is_match: no gold answers given")
     pred = normalize_lemmas(prediction)
     if not pred:
         return False
@@ -142,7 +142,7 @@ class LemmaMatchAccuracy(Metric):
     def update(self, predictions: list[str], answers: list[list[str]]) -> None:
         """Accumulate a batch; ``answers[i]`` holds the gold aliases of record ``i``."""
         if len(predictions) != len(answers):
-            raise UserError(
+            raise InternalError(
                 f"predictions and answers differ in length: {len(predictions)} vs {len(answers)}"
             )
         n_correct = sum(self.match(p, a) for p, a in zip(predictions, answers))
@@ -184,16 +184,16 @@ class SquadScores(Metric):
         """Accumulate a batch; ``answers[i]`` holds the gold aliases of record ``i``.
 
         Raises:
-            ValueError: on length mismatch or a record with no gold aliases
+            InternalError: on length mismatch or a record with no gold aliases
                 (max over an empty alias list is undefined).
         """
         if len(predictions) != len(answers):
-            raise UserError(
+            raise InternalError(
                 f"predictions and answers differ in length: {len(predictions)} vs {len(answers)}"
             )
         for i, (pred, golds) in enumerate(zip(predictions, answers)):
             if len(golds) == 0:
-                raise UserError(f"SquadScores: record {i} of the batch has no gold answers")
+                raise InternalError(f"SquadScores: record {i} of the batch has no gold answers")
             em = _metric_max_over_ground_truths(_compute_exact_match_score, pred, list(golds))
             f1 = _metric_max_over_ground_truths(_compute_f1_score, pred, list(golds))
             self.exact_match += em.float()

@@ -37,7 +37,11 @@ from dataclasses import dataclass
 
 import torch
 
+from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
+from selfens_pl.engine.batches import prompt_batch
 from selfens_pl.errors import UserError
+from selfens_pl.jsonl import read_objects
+from selfens_pl.scoring.metrics import _get_nlp
 
 #: Text checks that can be switched on or off (``--checks``), in the order they are reported.
 TEXT_CHECKS = ("question", "type", "length", "content", "numbers", "new")
@@ -159,8 +163,6 @@ def content_lemmas(text: str) -> list[str]:
 def _content_lemmas(text: str) -> tuple[str, ...]:
     """:func:`content_lemmas`, kept: ``content`` and ``new`` read both texts' lemmas, and one original is checked
     against every candidate sampled for it, so each text goes through spaCy once."""
-    from selfens_pl.scoring.metrics import _get_nlp
-
     seen: list[str] = []
     for tok in _get_nlp()(text.lower().replace(MASK, " ")):
         if tok.is_stop or tok.is_punct or tok.is_space or tok.like_num or tok.lower_ in SLOT_NOUNS:
@@ -318,8 +320,6 @@ class EquivalenceJudge:
     """
 
     def __init__(self, decoder, margin: float = 0.0, batch_size: int = 32):
-        from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
-
         self.decoder = decoder
         self.margin = float(margin)
         self.batch_size = int(batch_size)
@@ -342,8 +342,6 @@ class EquivalenceJudge:
     @torch.inference_mode()
     def scores(self, pairs: list[tuple[str, str]]) -> list[float]:
         """``log p(yes) - log p(no)`` per ``(original, candidate)`` pair, in batches of ``batch_size``."""
-        from selfens_pl.engine.batches import prompt_batch
-
         out: list[float] = []
         for first in range(0, len(pairs), self.batch_size):
             chunk = pairs[first:first + self.batch_size]
@@ -405,18 +403,21 @@ def paraphrase_statistics(records: list[dict]) -> dict:
 
 def file_statistics(path, ids=None) -> dict | None:
     """:func:`paraphrase_statistics` of the ``paraphrase`` records of the JSONL file ``path`` whose id is in ``ids``
-    (all when ``None``); ``None`` when ``path`` is not such a file (no ``rejected`` field: not written by
-    ``paraphrase``) or cannot be read."""
-    import json
-    from pathlib import Path
+    (all when ``None``).
 
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError):
+    ``None`` is decided from the records, never from a failure: a file whose records carry no ``rejected`` field
+    (or that holds none) was not written by ``paraphrase`` and has no such statistics. A file that cannot be read
+    raises (``OSError``; a bad line is the :mod:`selfens_pl.jsonl` policy's error naming file and line), and so
+    does a file that mixes the two kinds of record: the caller's summary never loses the statistics silently."""
+    lines = read_objects(path)
+    written = [number for number, rec in lines if "rejected" in rec]
+    if not written:
         return None
-    if not records or not isinstance(records[0], dict) or "rejected" not in records[0]:
-        return None
+    if len(written) < len(lines):
+        number = next(number for number, rec in lines if "rejected" not in rec)
+        raise UserError(f"{path}: line {number}: a record without 'rejected' in a file that paraphrase wrote "
+                        f"(line {written[0]} has it); the file mixes two kinds of record")
+    records = [rec for _, rec in lines]
     return paraphrase_statistics([r for r in records if ids is None or str(r.get("id")) in ids])
 
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.scoring.agreement import Lemmas
 
 RerankRule = Literal["mixture", "product", "max", "mean_token", "vote"]
@@ -74,7 +74,7 @@ def combine(scores: list[list[float]], lengths: list[int], rule: str, support: l
     check_rule(rule)
     n = len(scores)
     if n == 0 or any(len(row) != len(lengths) for row in scores):
-        raise UserError("combine needs one score per member and candidate")
+        raise InternalError("combine needs one score per member and candidate")
     out = []
     for c, length in enumerate(lengths):
         column = [scores[m][c] for m in range(n)]
@@ -89,7 +89,7 @@ def combine(scores: list[list[float]], lengths: list[int], rule: str, support: l
             mixture = top + math.log(sum(math.exp(s - top) for s in column) / n)
             if rule == "vote":
                 if support is None:
-                    raise UserError("rule 'vote' needs each candidate's support")
+                    raise InternalError("rule 'vote' needs each candidate's support")
                 mixture += 1e6 * support[c]  # log-probabilities are far above -1e6 per support step
             out.append(mixture)
     return out

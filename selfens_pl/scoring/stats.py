@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 
 #: Fact indices drawn at once: ``[rows, n]`` with ``rows * n`` at most this (32 MB of int64).
 CHUNK = 4_000_000
@@ -47,22 +47,22 @@ def _points(value: float) -> str:
 
 
 def _scores(values: Sequence[float], name: str) -> np.ndarray:
-    """``values`` as a float array ``[n]``; one ValueError naming ``name`` unless 1-D, finite and in [0, 1]."""
+    """``values`` as a float array ``[n]``; an InternalError naming ``name`` unless 1-D, finite and in [0, 1]."""
     try:
         x = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise UserError(f"paired_bootstrap: {name} must be per-fact scores (numbers in [0, 1])") from None
+        raise InternalError(f"paired_bootstrap: {name} must be per-fact scores (numbers in [0, 1])") from None
     if x.ndim != 1:
-        raise UserError(f"paired_bootstrap: {name} must be one score per fact (1-D), got shape {x.shape}")
+        raise InternalError(f"paired_bootstrap: {name} must be one score per fact (1-D), got shape {x.shape}")
     bad = np.flatnonzero(~((x >= 0) & (x <= 1)))  # NaN fails both comparisons
     if len(bad):
-        raise UserError(f"paired_bootstrap: {name}[{bad[0]}] = {x[bad[0]]}: per-fact scores lie in [0, 1]")
+        raise InternalError(f"paired_bootstrap: {name}[{bad[0]}] = {x[bad[0]]}: per-fact scores lie in [0, 1]")
     return x
 
 
 def _whole(value, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise UserError(f"paired_bootstrap: {name} must be >= {least} (a whole number), got {value!r}")
+        raise InternalError(f"paired_bootstrap: {name} must be >= {least} (a whole number), got {value!r}")
     return int(value)
 
 
@@ -89,15 +89,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
                      level: float = 0.95) -> Gain:
     """The gain of ``a`` over ``b`` (per-fact scores ``[n]`` in [0, 1] of two methods, same facts, same order) with
     its paired bootstrap interval: ``resamples`` resamples of the facts, seeded (the same seed gives the same
-    interval, and the same resamples for every pair of methods on ``n`` facts). One ValueError for bad input."""
+    interval, and the same resamples for every pair of methods on ``n`` facts). Bad input is an InternalError."""
     x, y = _scores(a, "a"), _scores(b, "b")
     if x.shape != y.shape:
-        raise UserError(f"paired_bootstrap needs two per-fact score lists of one length, got {len(x)} and {len(y)}")
+        raise InternalError(f"paired_bootstrap needs two per-fact score lists of one length, got {len(x)} and {len(y)}")
     if len(x) == 0:
-        raise UserError("paired_bootstrap needs at least one fact")
+        raise InternalError("paired_bootstrap needs at least one fact")
     resamples, seed = _whole(resamples, "resamples", 1), _whole(seed, "seed", 0)
     if not 0 < level < 1:
-        raise UserError(f"level must lie in (0, 1), got {level}")
+        raise InternalError(f"level must lie in (0, 1), got {level}")
     d, n = x - y, len(x)
     chunks = _kept_indices(n, resamples, seed) if n * resamples <= CHUNK else _draw_indices(n, resamples, seed)
     means = np.concatenate([d[idx].mean(axis=1) for idx in chunks])  # [resamples] resampled gains
@@ -106,11 +106,12 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
 
 
 def per_fact(records: list[dict], paraphrase_index: int | None = None, block_index: int | None = None,
-             max_index: int | None = None) -> dict[str, float]:
+             max_index: int | None = None, max_block: int | None = None) -> dict[str, float]:
     """``{id: score}`` of a run from its prediction records (``correct`` filled): the mean correctness of each id's
     records, optionally only those with ``paraphrase_index`` (e.g. 0: origin from a per_prompt run), with
-    ``block_index`` (0: the standard few-shot block; a record without one counts as block 0) or with
-    ``paraphrase_index < max_index`` (the first K paraphrases)."""
+    ``block_index`` (0: the standard few-shot block; a record without one counts as block 0), with
+    ``paraphrase_index < max_index`` (the first K paraphrases) or with ``block_index < max_block`` (the first M
+    few-shot blocks). Ids in the order of their first record."""
     hits: dict[str, list[float]] = {}
     for rec in records:
         if rec.get("correct") is None:
@@ -121,6 +122,8 @@ def per_fact(records: list[dict], paraphrase_index: int | None = None, block_ind
         if max_index is not None and (index is None or index >= max_index):
             continue
         if block_index is not None and (rec.get("block_index") or 0) != block_index:
+            continue
+        if max_block is not None and (rec.get("block_index") or 0) >= max_block:
             continue
         hits.setdefault(str(rec["id"]), []).append(float(bool(rec["correct"])))
     return {i: sum(v) / len(v) for i, v in hits.items()}

@@ -7,6 +7,8 @@ paraphrase answers correctly, bounds any rule that picks one paraphrase's answer
 
 from __future__ import annotations
 
+from selfens_pl.scoring.metrics import SquadScores
+
 
 def accuracy_by_paraphrase(records: list[dict]) -> tuple[dict[int, float], dict[int, int]]:
     """``{paraphrase_index: accuracy}`` and ``{paraphrase_index: n}`` over scored records that have an index."""
@@ -38,8 +40,6 @@ def record_scores(records: list[dict]) -> dict[str, float]:
     records are not scored. Computed here, on one process, so resumed and new records count alike."""
     if not records or any(r.get("correct") is None or not r.get("answers") for r in records):
         return {}
-    from selfens_pl.scoring.metrics import SquadScores
-
     squad = SquadScores(sync_on_compute=False)  # rank 0 alone: no collective
     squad.update([r["prediction"] for r in records], [r["answers"] for r in records])
     scores = squad.compute()
@@ -50,8 +50,6 @@ def record_scores(records: list[dict]) -> dict[str, float]:
 def paraphrase_scores(method: str, records: list[dict]) -> dict:
     """A ``per_prompt`` run's accuracy per paraphrase index (``{"0": acc, ...}``, with the records per index) and
     its oracle (share of questions at least one paraphrase answers correctly), as ``report`` shows them."""
-    from selfens_pl.scoring.summaries import accuracy_by_paraphrase, oracle_accuracy
-
     if method != "per_prompt":
         return {}
     by_index, n_by_index = accuracy_by_paraphrase(records)

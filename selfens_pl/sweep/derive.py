@@ -1,37 +1,48 @@
-"""Every swept method at every ``(K, M)``, derived from the engine's fact rows (:mod:`.sweep_engine`) without decoding.
+"""Every swept method at every ``(K, M)``, derived from the engine's fact rows (:mod:`selfens_pl.sweep.engine`)
+through the heads' own decisions, without decoding.
 
-For configuration ``(K, M)`` the members are ``S = Grid.subset(K, M)`` of each fact. From the members' own answers:
+For configuration ``(K, M)`` the members are ``S = Grid.subset(K, M)`` of each fact. Their rows become the heads'
+own :class:`~selfens_pl.engine.decoding.Generation` objects (:func:`~selfens_pl.sweep.engine.generation_of`), the
+group is cut to its first ``K`` paraphrases and ``M`` few-shot blocks, and each method is what its head decides
+from those answers, the very function its ``generate`` calls on the answers it decodes:
 
-* ``origin``: member 0 (paraphrase 0, the standard few-shot block); the **mean single paraphrase** (standard
-  prompt): the mean accuracy of paraphrases ``< K`` asked with block 0 (the baseline of every gain, per fact the mean
-  of their correctness); the **mean single member**: the same over all of ``S`` (every block); the **oracle**: any
-  member of ``S`` right;
-* ``vote``: :func:`selfens_pl.scoring.agreement.vote` over ``S`` (VoteHead's rule);
-* ``rerank_<rule>``: RerankHead's choice over ``S`` (:mod:`selfens_pl.scoring.rescoring`): the candidates are ``S``'s distinct
-  answers, each the token sequence of the first member of ``S`` giving it, scored from the engine's table;
-* ``cascade``: CascadeHead's first stage (``first`` members of ``S``, paraphrase j with block j) and its ensemble (vote
-  or a rerank rule over ``S``); for every threshold, accuracy and decoded rows per question (the curve), and the
-  records at the head's own threshold;
-* LogitFusion rules: the engine decoded them.
+* ``per_prompt``: :func:`selfens_pl.heads.per_prompt.per_prompt_records` (the full grid);
+* ``origin``: :meth:`selfens_pl.heads.origin.OriginHead.decide` (member 0);
+* ``vote``: :meth:`selfens_pl.heads.vote.VoteHead.decide`;
+* ``rerank_<rule>``: :meth:`selfens_pl.heads.rerank.RerankHead.decide` (the candidates of ``S``'s answers, then
+  ``RerankHead.pick`` over their ``[N][C]`` scores, read from the engine's table: :class:`TableScores`);
+* a cascade: :meth:`selfens_pl.heads.cascade.CascadeHead.outcomes` (its first stage over its cheap members of
+  ``S`` and its ensemble's ``decide`` over ``S``), the record :meth:`~selfens_pl.heads.cascade.CascadeHead.keeps`
+  says at the head's threshold, and the curve: ``keeps`` again at every threshold (accuracy and decoded rows per
+  question);
+* ``rerank_learned_cv`` (a ``RerankHead(rule="learned")`` without a chooser file): the chooser is fit on the sweep's
+  own facts, cross-validated: each fact is picked (:meth:`~selfens_pl.heads.rerank.RerankHead.pick`) by the chooser
+  fit on the other folds (:func:`~selfens_pl.scoring.chooser.fold_choosers`, folds by a hash of the fact id);
+* LogitFusion rules: the engine decoded them; the record is the head's own.
 
-Each run also states its cost per question: decoded rows (greedy decoding streams), prompt tokens encoded (the
+Each run also states its cost per question: decoded rows (the head's
+:meth:`~selfens_pl.heads.base.FusionHead.decoded_rows`, or each record's for a cascade), prompt tokens encoded (the
 questions of its members plus the prefixes of the extra few-shot blocks; the standard instruction + few-shot block
 is encoded once per batch for every question and not counted) and, for rescoring, continuation tokens scored.
-Records look like the heads' own (``id, method, paraphrase_index, paraphrases, generation, prediction, answers,
-mean_prob, agreement, correct``), so ``report`` reads every run.
+Records are the heads' own plus ``k``, ``m`` and ``correct`` (``method``: the run's label), so ``report`` reads
+every run.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from selfens_pl.data.demos import cut_blocks
-from selfens_pl.errors import UserError
+from selfens_pl.engine.decoding import Generation
+from selfens_pl.errors import InternalError
+from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.cascade import cheap_members
-from selfens_pl.scoring.agreement import Lemmas, vote
-from selfens_pl.scoring.rescoring import best, combine
-from selfens_pl.sweep.engine import Grid, config_name
+from selfens_pl.heads.origin import OriginHead
+from selfens_pl.heads.per_prompt import PerPromptHead, per_prompt_records
+from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.chooser import fold_choosers, fold_of
+from selfens_pl.scoring.rescoring import Candidate, candidates
+from selfens_pl.sweep.engine import Grid, config_name, generation_of
 
 
 @dataclass
@@ -60,8 +71,22 @@ class Run:
         return {str(r["id"]): float(bool(r["correct"])) for r in self.records}
 
 
-def mean_prob(logprobs: list[float]) -> float | None:
-    return sum(math.exp(lp) for lp in logprobs) / len(logprobs) if logprobs else None
+class TableScores:
+    """``scores(candidates) -> [N][C]`` for :meth:`~selfens_pl.heads.base.FusionHead.decide`: each candidate's
+    sequence log-probability under each member of ``subset``, read from the fact's engine table (every distinct
+    answer of the fact scored under every member); ``fed`` counts the continuation tokens a rescoring pass over
+    ``subset`` feeds for them (a candidate's first token comes from the prompt's last logits)."""
+
+    def __init__(self, fact: dict, subset: list[int], columns: dict[tuple, int]):
+        self.fact, self.subset, self.columns, self.fed = fact, subset, columns, 0
+
+    def __call__(self, cands: list[Candidate]) -> list[list[float]]:
+        if "table" not in self.fact:
+            raise InternalError(f"fact {self.fact['id']!r}: its engine row has no rescoring table (the engine pass "
+                                "ran without rescore)")
+        self.fed += len(self.subset) * sum(len(c.tokens) - 1 for c in cands)
+        cols = [self.columns[tuple(c.tokens)] for c in cands]
+        return [[self.fact["table"][j][col] for col in cols] for j in self.subset]
 
 
 class Deriver:
@@ -70,165 +95,127 @@ class Deriver:
     def __init__(self, facts: dict[str, dict], groups: list[dict], grid: Grid, is_match):
         self.facts, self.groups, self.grid, self.is_match = facts, groups, grid, is_match
         self.lemmas = Lemmas()
-        for fact in facts.values():
-            for member in fact["members"]:
-                member.setdefault("correct", is_match(member["prediction"], fact["answers"]))
+        # the engine scored each fact's distinct token sequences: a candidate's column, by its tokens
+        self._columns = {i: {tuple(c["tokens"]): col for col, c in enumerate(fact.get("candidates", []))}
+                         for i, fact in facts.items()}
+        self._members: dict[tuple[int, int], list[tuple[dict, list[Generation]]]] = {}
 
-    def record(self, group: dict, method: str, member: dict, k: int, m: int, index: int | None = None,
-               agreement: float | None = None) -> dict:
-        texts = list(group["paraphrases"][:k]) if index is None else [member.get("text", "")]
-        return {"id": group["id"], "method": method, "paraphrase_index": index, "paraphrases": texts,
-                "generation": member["generation"], "prediction": member["prediction"], "answers": group["answers"],
-                "mean_prob": mean_prob(member["logprobs"]), "agreement": agreement, "k": k, "m": m,
-                "correct": self.is_match(member["prediction"], group["answers"])}
+    def members(self, k: int, m: int) -> list[tuple[dict, list[Generation]]]:
+        """Per group: the group cut to ``k`` paraphrases and ``m`` blocks, and its members' answers ``[k * m]``
+        (member order), as the heads take them."""
+        if (k, m) not in self._members:
+            subset = self.grid.subset(k, m)
+            self._members[(k, m)] = [
+                (cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m),
+                 [generation_of(self.facts[g["id"]]["members"][j]) for j in subset]) for g in self.groups]
+        return self._members[(k, m)]
+
+    def scores(self, group: dict, k: int, m: int) -> TableScores:
+        return TableScores(self.facts[group["id"]], self.grid.subset(k, m), self._columns[group["id"]])
+
+    def finish(self, rec: dict, method: str, k: int, m: int) -> dict:
+        """A head's record as the sweep's: the run's label, its ``(k, m)`` and whether it is right."""
+        rec.update(method=method, k=k, m=m, correct=self.is_match(rec["prediction"], rec["answers"]))
+        return rec
 
     def cost(self, fact: dict, subset: list[int], m: int) -> float:
         return sum(fact["q_tokens"][j] for j in subset) + sum(fact["block_tokens"][:m - 1])
 
-    # -- baselines ------------------------------------------------------------------------------------------------
+    # -- the baselines' runs ---------------------------------------------------------------------------------------
     def per_prompt(self) -> Run:
         """Every member at the full grid, one record each (``block_index`` when there are several blocks)."""
-        k, m = self.grid.k_max, self.grid.m_max
-        records = []
-        for g in self.groups:
-            fact = self.facts[g["id"]]
-            answers = [x["prediction"] for x in fact["members"]]
-            for j, member in enumerate(fact["members"]):
-                p, b = j % k, j // k
-                rec = self.record(g, "per_prompt", dict(member, text=g["paraphrases"][p]), k, m, p,
-                                  sum(self.lemmas.agree(member["prediction"], a) for a in answers) / len(answers))
-                if m > 1:
-                    rec["block_index"] = b
-                records.append(rec)
-        n = len(self.groups)
-        return Run("per_prompt", k, m, records, rows=k * m,
-                   prompt_tokens=sum(self.cost(self.facts[g["id"]], self.grid.subset(k, m), m) for g in self.groups) / n)
+        k, m, head = self.grid.k_max, self.grid.m_max, PerPromptHead()
+        cut = self.members(k, m)
+        records = per_prompt_records(head, [g for g, _ in cut], [gens for _, gens in cut], self.lemmas)
+        return self._run("per_prompt", k, m, [self.finish(r, "per_prompt", k, m) for r in records],
+                         head.decoded_rows(k * m))
 
     def origin(self) -> Run:
-        records = [self.record(g, "origin", dict(self.facts[g["id"]]["members"][0], text=g["paraphrases"][0]), 1, 1, 0)
-                   for g in self.groups]
-        tokens = sum(self.facts[g["id"]]["q_tokens"][0] for g in self.groups) / len(self.groups)
-        return Run("origin", 1, 1, records, rows=1, prompt_tokens=tokens)
+        head = OriginHead()
+        records = [self.finish(head.decide(g, gens), "origin", 1, 1) for g, gens in self.members(1, 1)]
+        return self._run("origin", 1, 1, records, head.decoded_rows(1))
 
-    def mean_single(self, k: int, blocks: int = 1) -> dict[str, float]:
-        """Per fact: the mean correctness of paraphrases ``< k`` asked with blocks ``< blocks`` (1: the standard
-        prompt: the mean single paraphrase)."""
-        subset = self.grid.subset(k, blocks)
-        return {g["id"]: sum(self.facts[g["id"]]["members"][j]["correct"] for j in subset) / len(subset)
-                for g in self.groups}
-
-    def oracle(self, k: int, m: int) -> dict[str, float]:
-        subset = self.grid.subset(k, m)
-        return {g["id"]: float(any(self.facts[g["id"]]["members"][j]["correct"] for j in subset)) for g in self.groups}
-
-    # -- ensembles over S ------------------------------------------------------------------------------------------
-    def vote(self, k: int, m: int) -> Run:
-        subset, records = self.grid.subset(k, m), []
-        for g in self.groups:
-            members = [self.facts[g["id"]]["members"][j] for j in subset]
-            index, support = vote([x["prediction"] for x in members], [x["logprobs"] for x in members], self.lemmas)
-            rec = self.record(g, "vote", members[index], k, m, agreement=support / len(members))
-            rec["voted_index"] = index
-            records.append(rec)
-        return self._run("vote", k, m, records, subset)
-
-    def rerank_choice(self, fact: dict, subset: list[int], rule: str) -> tuple[dict, float, int]:
-        """RerankHead's choice over ``subset``: the winning member row, its agreement, and scored tokens."""
-        members = [fact["members"][j] for j in subset]
-        preds = [x["prediction"] for x in members]
-        columns = {tuple(c["tokens"]): i for i, c in enumerate(fact.get("candidates", []))}
-        cands, seen = [], set()
-        for i, x in enumerate(members):
-            if x["prediction"] and x["tokens"] and x["prediction"] not in seen:
-                seen.add(x["prediction"])
-                cands.append((i, columns[tuple(x["tokens"])], len(x["tokens"])))
-        if not cands:
-            return members[0], 0.0, 0
-        support = [sum(self.lemmas.agree(preds[i], p) for p in preds) for i, _, _ in cands]
-        table = [[fact["table"][j][col] for _, col, _ in cands] for j in subset]
-        scores = combine(table, [length for _, _, length in cands], rule, support)
-        c = best(scores)
-        return members[cands[c][0]], support[c] / len(members), len(subset) * sum(n - 1 for _, _, n in cands)
-
-    def rerank(self, rule: str, k: int, m: int) -> Run:
-        subset, records, scored = self.grid.subset(k, m), [], 0
-        for g in self.groups:
-            member, agreement, tokens = self.rerank_choice(self.facts[g["id"]], subset, rule)
-            records.append(self.record(g, f"rerank_{rule}", member, k, m, agreement=agreement))
-            scored += tokens
-        run = self._run(f"rerank_{rule}", k, m, records, subset)
-        run.scored_tokens = scored / len(self.groups)
+    # -- every head ------------------------------------------------------------------------------------------------
+    def derived(self, label: str, head: FusionHead, k: int, m: int) -> Run:
+        """``head`` (``derivable``) at ``(k, m)``: a cascade with its curve, any other head by its ``decide``."""
+        if head.cascades:
+            return self.cascade(label, head, k, m)
+        records, fed = [], 0
+        for (group, gens), g in zip(self.members(k, m), self.groups):
+            scores = self.scores(g, k, m)
+            records.append(self.finish(head.decide(group, gens, scores, self.lemmas), label, k, m))
+            fed += scores.fed
+        run = self._run(label, k, m, records, head.decoded_rows(k * m))
+        if head.rescores:
+            run.scored_tokens = fed / len(self.groups)
         return run
 
-    def fused(self, rule: str, k: int, m: int) -> Run:
-        subset = self.grid.subset(k, m)
-        records = [self.record(g, rule, self.facts[g["id"]]["fused"][rule][config_name(k, m)], k, m)
-                   for g in self.groups]
-        return self._run(rule, k, m, records, subset)
+    def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5) -> Run:
+        """A ``RerankHead(rule="learned")`` with no chooser of its own at ``(k, m)``: each fact picked by the chooser
+        fit on the facts of the other ``folds`` folds (its candidates, their scores and features as the head builds
+        them; labels: the lemma match against the fact's answers)."""
+        ids, items, feats, labels, fed = self.chooser_data(head, k, m)
+        choosers = {f: head.with_chooser(model) for f, model in fold_choosers(ids, feats, labels, folds).items()}
+        records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table), label, k, m)
+                   for i, (group, gens, cands, table) in zip(ids, items)]
+        run = self._run(label, k, m, records, head.decoded_rows(k * m))
+        run.scored_tokens = fed / len(self.groups)
+        return run
 
-    def cascade(self, label: str, head, k: int, m: int) -> Run:
+    def chooser_data(self, head, k: int, m: int):
+        """What a chooser fits on at ``(k, m)``: ``(ids, [(group, gens, candidates, table)], features [g][C][F],
+        labels [g][C], scored tokens)``; the candidates, scores and features as ``head`` builds them."""
+        ids, items, feats, labels, fed = [], [], [], [], 0
+        for (group, gens), g in zip(self.members(k, m), self.groups):
+            scores = self.scores(g, k, m)
+            cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], self.lemmas)
+            table = scores(cands) if cands else []
+            fed += scores.fed
+            ids.append(g["id"])
+            items.append((group, gens, cands, table))
+            feats.append(head.candidate_features(group, gens, cands, table, self.lemmas) if cands else [])
+            labels.append([self.is_match(c.prediction, group["answers"]) for c in cands])
+        return ids, items, feats, labels, fed
+
+    def fused(self, head: FusionHead, k: int, m: int) -> Run:
+        """The LogitFusion rule the engine decoded for ``head`` (``engine_rule``) at ``(k, m)``."""
+        records = [self.finish(head.record(group, generation_of(
+            self.facts[g["id"]]["fused"][head.engine_rule][config_name(k, m)]), None, list(group["paraphrases"])),
+            head.label, k, m) for (group, _), g in zip(self.members(k, m), self.groups)]
+        return self._run(head.label, k, m, records, head.decoded_rows(k * m))
+
+    def cascade(self, label: str, head: FusionHead, k: int, m: int) -> Run:
         """CascadeHead ``head`` at its threshold, with the curve over every threshold in ``run.extra["curve"]``:
         ``[(threshold, accuracy, decoded rows per question)]``."""
-        subset = self.grid.subset(k, m)
-        ensemble = self._ensemble_of(head)
-        stage, final, cheap_tokens = [], [], []
-        for g in self.groups:
+        subset, outcomes, cheap_tokens = self.grid.subset(k, m), [], []
+        for (group, gens), g in zip(self.members(k, m), self.groups):
             fact = self.facts[g["id"]]
-            cut = cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m)
-            picked = [subset[i] for i in cheap_members(cut, head.first)]
-            cheap = [fact["members"][j] for j in picked]
-            index, support = vote([x["prediction"] for x in cheap], [x["logprobs"] for x in cheap], self.lemmas)
-            conf = support / len(cheap) if head.confidence == "agreement" else (mean_prob(cheap[index]["logprobs"]) or 0.0)
-            stage.append((cheap[index], conf, len(cheap), support / len(cheap)))
-            final.append(ensemble(fact, subset))
+            stage, first, escalated = head.outcomes(group, gens, self.scores(g, k, m), self.lemmas)
+            outcomes.append((stage, self.finish(first, label, k, m), self.finish(escalated, label, k, m)))
+            picked = [subset[i] for i in cheap_members(group, head.first)]
             blocks = {j // self.grid.k_max for j in picked} - {0}
+            # an escalated group encodes all of S again (RerankHead scores under every member)
             cheap_tokens.append(sum(fact["q_tokens"][j] for j in picked)
                                 + sum(fact["block_tokens"][b - 1] for b in blocks))
-        n, size = len(self.groups), len(subset)
-        thresholds = sorted({conf for _, conf, _, _ in stage})
+        n = len(self.groups)
+        thresholds = sorted({stage.confidence for stage, _, _ in outcomes})
         if len(thresholds) > 21:  # a continuous signal (mean_prob): its 21 quantiles draw the same curve
             thresholds = [thresholds[round(i * (len(thresholds) - 1) / 20)] for i in range(21)]
-        thresholds = sorted({0.0, 1.01} | set(thresholds))
-        # each answer matched once: a curve over hundreds of thresholds (mean_prob) re-matches nothing
-        first_right = [self.is_match(s[0]["prediction"], g["answers"]) for g, s in zip(self.groups, stage)]
-        final_right = [self.is_match(f[0]["prediction"], g["answers"]) for g, f in zip(self.groups, final)]
         curve = []
-        for t in thresholds:
-            right = sum(a if s[1] >= t else b for s, a, b in zip(stage, first_right, final_right))
-            rows = sum(s[2] + (0 if s[1] >= t else size - s[2]) for s in stage)
-            curve.append((t, right / n, rows / n))
-        records, rows, tokens = [], 0, 0.0
-        for g, (member, conf, c, agree), (fmember, fagree), own in zip(self.groups, stage, final, cheap_tokens):
-            first = conf >= head.threshold
-            # an escalated group encodes all of S again (RerankHead scores under every member)
-            tokens += own + (0 if first else self.cost(self.facts[g["id"]], subset, m))
-            rec = self.record(g, label, member if first else fmember, k, m, agreement=agree if first else fagree)
-            rec.update(path="first" if first else "ensemble", cascade_confidence=conf,
-                       decoded_rows=c if first else size)
-            rows += rec["decoded_rows"]
-            records.append(rec)
-        run = self._run(label, k, m, records, subset)
-        run.rows, run.prompt_tokens = rows / n, tokens / n
+        for t in sorted({0.0, 1.01} | set(thresholds)):
+            taken = [first if head.keeps(stage, t) else escalated for stage, first, escalated in outcomes]
+            curve.append((t, sum(r["correct"] for r in taken) / n, sum(r["decoded_rows"] for r in taken) / n))
+        records, tokens = [], 0.0
+        for (stage, first, escalated), g, own in zip(outcomes, self.groups, cheap_tokens):
+            keep = head.keeps(stage)
+            records.append(first if keep else escalated)
+            tokens += own + (0 if keep else self.cost(self.facts[g["id"]], subset, m))
+        run = self._run(label, k, m, records, sum(r["decoded_rows"] for r in records) / n)
+        run.prompt_tokens = tokens / n
         run.extra["curve"] = curve
         return run
 
-    def _ensemble_of(self, head):
-        from selfens_pl.heads import RerankHead, VoteHead
-
-        if isinstance(head.ensemble, RerankHead) and head.ensemble.fused is None:
-            rule = head.ensemble.rule
-            return lambda fact, subset: self.rerank_choice(fact, subset, rule)[:2]
-        if isinstance(head.ensemble, VoteHead):
-            def by_vote(fact, subset):
-                members = [fact["members"][j] for j in subset]
-                index, support = vote([x["prediction"] for x in members], [x["logprobs"] for x in members],
-                                      self.lemmas)
-                return members[index], support / len(members)
-            return by_vote
-        raise UserError("--heads: the sweep derives a CascadeHead whose ensemble is VoteHead or RerankHead "
-                         f"(without fused); got {type(head.ensemble).__name__}")
-
-    def _run(self, method: str, k: int, m: int, records: list[dict], subset: list[int]) -> Run:
-        n = len(self.groups)
+    def _run(self, method: str, k: int, m: int, records: list[dict], rows: float) -> Run:
+        subset, n = self.grid.subset(k, m), len(self.groups)
         tokens = sum(self.cost(self.facts[g["id"]], subset, m) for g in self.groups) / n
-        return Run(method, k, m, records, rows=len(subset), prompt_tokens=tokens)
+        return Run(method, k, m, records, rows=rows, prompt_tokens=tokens)

@@ -20,16 +20,11 @@ by fact; ``facts.settings.json`` guards that the file belongs to the same settin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-
-from selfens_pl.engine.batches import member_items, prompt_batch
-from selfens_pl.engine.decoding import Generation, no_fusion
-from selfens_pl.engine.fusion import fuse_logits
-from selfens_pl.errors import UserError
+from selfens_pl.engine.decoding import Generation
+from selfens_pl.errors import InternalError
+from selfens_pl.heads.rerank import decode_members, encode_members, fused_answers, member_rows, score_tables
 
 
 @dataclass(frozen=True)
@@ -66,39 +61,59 @@ def fused_configs(grid: Grid) -> list[tuple[int, int]]:
 
 
 def generation_row(gen: Generation) -> dict:
+    """A member's answer as its engine row keeps it (:func:`generation_of` reads it back)."""
     return {"generation": gen.text, "prediction": gen.prediction, "logprobs": gen.logprobs,
             "tokens": gen.continuation}
 
 
+def generation_of(row: dict) -> Generation:
+    """The :class:`Generation` of an engine row (a member's or a fused rule's answer), as the heads take it. The
+    row's ``tokens`` are the answer's continuation: its tokens, plus the EOS token that ended it (one token more
+    than it has log-probabilities). A fused rule's row keeps no tokens."""
+    tokens, logprobs = row.get("tokens") or [], row["logprobs"]
+    ended = len(tokens) == len(logprobs) + 1
+    gen = Generation(token_ids=list(tokens[:len(logprobs)]), text=row["generation"], logprobs=list(logprobs),
+                     end="eos" if ended else None, eos_token=tokens[-1] if ended else None)
+    if gen.prediction != row["prediction"]:
+        raise InternalError(f"an engine row's prediction {row['prediction']!r} is not its generation's "
+                            f"{gen.prediction!r}")
+    return gen
+
+
 def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[str], rescore: bool) -> list[dict]:
     """One batch of facts (each cut to ``K_max`` paraphrases and ``M_max`` blocks) -> one row per fact (module
-    docstring)."""
-    items = [member_items(g) for g in groups]
+    docstring). Encoding, the members' answers, the rescoring and the fused rules are RerankHead's
+    (:mod:`selfens_pl.heads.rerank`), over every member of a fact and over each ``(K, M)``'s members."""
+    items, encoded, starts = encode_members(decoder, prompts, groups)
     n = len(items[0])
     if any(len(own) != n for own in items):
-        raise UserError("the sweep needs every fact cut to the same K_max x M_max members")
-    encoded = decoder.encode(prompt_batch(decoder, prompts, [it for own in items for it in own]))
-    rows = torch.arange(len(groups) * n, device=decoder.device)
-    gens = decoder.decode_n_tokens(encoded.batch(rows), no_fusion, no_fusion)
+        raise InternalError("the sweep needs every fact cut to the same K_max x M_max members")
+    gens = decode_members(decoder, encoded, items, starts)
     out = []
     for f, group in enumerate(groups):
-        own = gens[f * n:(f + 1) * n]
-        out.append({"id": group["id"], "answers": group["answers"], "members": [generation_row(x) for x in own],
+        out.append({"id": group["id"], "answers": group["answers"], "members": [generation_row(x) for x in gens[f]],
                     "q_tokens": [len(prompts.for_block(group, b).question_ids(text)) for _, text, b in items[f]],
                     "block_tokens": [len(prompts.for_block(group, b).prefix_ids)
                                      for b in range(1, grid.m_max)],
                     "fused": {}})
     if rescore:
-        score_candidates(decoder, encoded, out, n)
+        score_candidates(decoder, encoded, out, member_rows(items, starts))
     for k, m in fused_configs(grid):
         if rules:
-            decode_rules(decoder, encoded, out, n, grid.subset(k, m), rules, config_name(k, m))
+            fused = fused_answers(decoder, encoded, [[start + j for j in grid.subset(k, m)] for start in starts],
+                                  rules)
+            for fact, own in zip(out, fused):
+                for rule, gen in zip(rules, own):
+                    fact["fused"].setdefault(rule, {})[config_name(k, m)] = {
+                        "generation": gen.text, "prediction": gen.prediction, "logprobs": gen.logprobs}
     return out
 
 
-def score_candidates(decoder, encoded, facts: list[dict], n: int) -> None:
+def score_candidates(decoder, encoded, facts: list[dict], rows: list[list[int]]) -> None:
     """Every fact's distinct answers (token sequences with a non-empty prediction, member order) scored under every
-    member: ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence log-probabilities)."""
+    member (its encoded rows ``rows[f]``): ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence
+    log-probabilities). Distinct by tokens, not by prediction: a subset of the members may take another member's
+    tokens for the same answer as its candidate."""
     for fact in facts:
         seen, cands = set(), []
         for member in fact["members"]:
@@ -107,35 +122,6 @@ def score_candidates(decoder, encoded, facts: list[dict], n: int) -> None:
                 seen.add(key)
                 cands.append({"prediction": member["prediction"], "tokens": member["tokens"]})
         fact["candidates"] = cands
-    todo = [(f, j) for f, fact in enumerate(facts) if fact["candidates"] for j in range(n)]
-    scored = decoder.score_continuations(encoded, [f * n + j for f, j in todo],
-                                         [[c["tokens"] for c in facts[f]["candidates"]] for f, _ in todo])
-    for fact in facts:
-        fact["table"] = [[] for _ in range(n)]
-    for (f, j), row in zip(todo, scored):
-        facts[f]["table"][j] = [sum(lp) for lp in row]
-
-
-def decode_rules(decoder, encoded, facts: list[dict], n: int, subset: list[int], rules: list[str],
-                 name: str) -> None:
-    """Each LogitFusion rule over the members ``subset`` of every fact, all rules in one batch of groups (fact f,
-    rule h), each group fused by its own rule (carried as its weight, which the decoder keeps aligned with the
-    groups still decoding)."""
-    rows = torch.tensor([f * n + j for f in range(len(facts)) for _ in rules for j in subset], device=decoder.device)
-    batch = encoded.batch(rows, len(subset))
-    batch.weights = batch.step_weights = torch.arange(len(rules), device=decoder.device,
-                                                      dtype=torch.float32).repeat(len(facts))[:, None]
-
-    def fuse(logits, weights=None, valid=None):
-        scores = torch.stack([fuse_logits(logits, rule) for rule in rules], dim=1)  # [g, H, V]
-        index = weights[:, :1].long()[..., None].expand(-1, 1, scores.shape[-1])
-        return scores.gather(1, index)[:, 0]
-
-    gens = decoder.decode_n_tokens(batch, fuse, fuse)
-    for f, fact in enumerate(facts):
-        for h, rule in enumerate(rules):
-            gen = gens[f * len(rules) + h]
-            fact["fused"].setdefault(rule, {})[name] = {"generation": gen.text, "prediction": gen.prediction,
-                                                        "logprobs": gen.logprobs}
-
-
+    tables = score_tables(decoder, encoded, rows, [[c["tokens"] for c in fact["candidates"]] for fact in facts])
+    for fact, table in zip(facts, tables):
+        fact["table"] = table

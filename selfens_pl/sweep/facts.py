@@ -5,41 +5,43 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfens_pl.errors import UserError
+from selfens_pl.jsonl import append_jsonl, atomic_write, json_lines, read_objects, records_by_id
+
 
 class FactsFile:
-    """``facts.jsonl`` (one engine row per fact) with ``facts.settings.json``: rows written with other settings are
-    never reused (the file is started afresh), a half-written last line is dropped."""
+    """``facts.jsonl`` (one engine row per fact) with ``facts.settings.json``, under the package's JSONL policy
+    (:mod:`selfens_pl.jsonl`): a half-written last line is skipped, and said (that fact is answered again); any
+    other bad line, or a fact written twice, is one error naming file and line. Rows written with other settings
+    (or with no settings file beside them) are never reused: the file is started afresh, and that is said."""
 
     def __init__(self, folder: Path, settings: dict):
         self.path, self.settings_path = folder / "facts.jsonl", folder / "facts.settings.json"
         self.settings = json.loads(json.dumps(settings))
 
     def load(self) -> dict[str, dict]:
-        try:
-            same = json.loads(self.settings_path.read_text()) == self.settings
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same or not self.path.exists():
+        """``{fact id: row}`` of the rows this sweep's settings can reuse."""
+        if not self.path.is_file():
             return {}
-        rows = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # an interrupted write: that fact is answered again
-                continue
-            rows[row["id"]] = row
-        return rows
+        if not self.settings_path.is_file():
+            print(f"[sweep] {self.path}: no {self.settings_path.name} beside it; its rows are not reused", flush=True)
+            return {}
+        try:
+            old = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.settings_path}: invalid JSON ({exc.msg}); delete it together with "
+                            f"{self.path.name}") from None
+        if old != self.settings:
+            print(f"[sweep] {self.path}: written with other settings; its rows are not reused", flush=True)
+            return {}
+        return records_by_id(self.path, read_objects(self.path, tool="sweep"))
 
     def start(self, kept: dict[str, dict]) -> None:
-        """Rewrite the file with ``kept`` rows only (drops partial lines and rows of other settings)."""
+        """Rewrite the file with ``kept`` rows only (drops a half-written line and rows of other settings); both
+        files are replaced atomically, the settings first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.settings_path.write_text(json.dumps(self.settings, indent=2) + "\n")
-        with self.path.open("w", encoding="utf-8") as fh:
-            for row in kept.values():
-                fh.write(json.dumps(row) + "\n")
+        atomic_write(self.settings_path, json.dumps(self.settings, indent=2) + "\n")
+        atomic_write(self.path, json_lines(list(kept.values())))
 
     def append(self, rows: list[dict]) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-            fh.flush()
+        append_jsonl(self.path, rows)

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from selfens_pl.figures import save_figure
+from selfens_pl.scoring.gains import Baselines, gain_over
 from selfens_pl.sweep.engine import config_name
 from selfens_pl.sweep.runner import MEMBER, ORACLE, SINGLE
 
@@ -15,14 +17,19 @@ def config_label(k: int, m: int) -> str:
     return f"K={k} M={m}"
 
 
-def accuracy_grid(runs, baselines: dict, configs: list[tuple[int, int]]) -> dict[str, dict[tuple, float]]:
-    """``{method: {(k, m): accuracy}}``: the baselines (mean single paraphrase, mean single member, oracle,
-    origin) first, then every method in the order its runs came."""
+def accuracy_grid(runs, baselines: Baselines, configs: list[tuple[int, int]]) -> dict[str, dict[tuple, float]]:
+    """``{method: {(k, m): accuracy}}``: the baselines (mean single paraphrase, mean single member, oracle, from
+    the per_prompt run's records: :mod:`selfens_pl.scoring.gains`; origin) first, then every method in the order
+    its runs came."""
+    per_config = {SINGLE: lambda k, m: baselines.single(k), MEMBER: baselines.member, ORACLE: baselines.oracle}
     grid: dict[str, dict[tuple, float]] = {}
-    for name in (SINGLE, MEMBER, ORACLE):
+    for name, scores in per_config.items():
         if name == MEMBER and all(m == 1 for _, m in configs):
             continue
-        grid[name] = {c: sum(baselines[name][c].values()) / len(baselines[name][c]) for c in configs}
+        grid[name] = {}
+        for k, m in configs:
+            facts = scores(k, m)
+            grid[name][(k, m)] = sum(facts.values()) / len(facts)
     origin = next(r for r in runs if r.method == "origin")
     grid["origin"] = {c: origin.accuracy for c in configs}
     for run in runs:
@@ -32,24 +39,19 @@ def accuracy_grid(runs, baselines: dict, configs: list[tuple[int, int]]) -> dict
     return grid
 
 
-def gains(runs, baselines: dict, resamples: int, seed: int) -> list[dict]:
+def gains(runs, baselines: Baselines, resamples: int, seed: int) -> list[dict]:
     """Every run with ``K x M >= 2`` (and origin): accuracy, gain over origin and over the mean single paraphrase
-    at its K (standard prompt), each with a paired bootstrap interval over facts, and its cost per question."""
-    from selfens_pl.scoring.stats import paired_bootstrap
-
-    origin = baselines["origin"]
+    at its K (standard prompt), each with a paired bootstrap interval over facts (``report``'s gains:
+    :mod:`selfens_pl.scoring.gains`), and its cost per question."""
     out = []
     for run in runs:
         if run.method == "per_prompt" or (run.k * run.m < 2 and run.method != "origin"):
             continue
-        own = run.per_fact()
-        ids = sorted(own)
-        single = baselines[SINGLE][(run.k, run.m)] if run.method != "origin" else baselines[SINGLE][(1, 1)] \
-            if (1, 1) in baselines[SINGLE] else None
+        own, single = run.per_fact(), baselines.single(run.k)
         row = {"method": run.method, "k": run.k, "m": run.m, "accuracy": run.accuracy,
-               "vs_origin": paired_bootstrap([own[i] for i in ids], [origin[i] for i in ids], resamples, seed),
+               "vs_origin": gain_over(own, baselines.origin, resamples, seed, (run.name, "origin"))[0],
                "vs_single": None if single is None else
-               paired_bootstrap([own[i] for i in ids], [single[i] for i in ids], resamples, seed),
+               gain_over(own, single, resamples, seed, (run.name, SINGLE))[0],
                "rows": run.rows, "prompt_tokens": run.prompt_tokens, "scored_tokens": run.scored_tokens}
         out.append(row)
     return sorted(out, key=lambda r: (r["m"], r["k"], -r["accuracy"], r["method"]))
@@ -100,8 +102,6 @@ def draw_accuracy(grid, configs, ms: list[int], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from selfens_pl.figures import save_figure
-
     fig, axes = plt.subplots(1, len(ms), figsize=(6.0 * len(ms) + 2.5, 5.0), squeeze=False, sharey=True)
     markers = "osD^vP*Xh<>"
     for ax, m in zip(axes[0], ms):
@@ -129,8 +129,6 @@ def draw_cost(runs, cascades, origin: float, single: float, out: Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from selfens_pl.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(9.0, 5.5))
     methods: dict[str, list] = {}

@@ -9,15 +9,17 @@ every ``K`` in ``--ks`` and ``M`` in ``--ms`` a group is asked with its first ``
 few-shot blocks (block 0 the configured prompt, the others drawn from ``--data.few_shot_pool``; the sweep sets
 ``--data.demo_blocks`` to the largest ``M``).
 
-Work is reused, never repeated (:mod:`.sweep_engine`): per batch of facts, the prompts of all members at the
-largest ``(K, M)`` are encoded once; every member's own answer, every candidate answer's score under every member
-and every LogitFusion rule at every ``(K, M)`` come from that one encoding. Origin, the mean single paraphrase, the
-oracle, vote, every rescoring rule (RerankHead) and every cascade (CascadeHead, with its curve over thresholds)
-follow for every ``(K, M)`` without decoding (:mod:`.sweep_derive`). Any other head (FlexFusion, calibrated or
-weighted LogitFusion, RerankHead with a fused candidate) runs on its own per ``(K, M)`` through ``head.generate``.
+Work is reused, never repeated (:mod:`selfens_pl.sweep.engine`): per batch of facts, the prompts of all members at
+the largest ``(K, M)`` are encoded once; every member's own answer, every candidate answer's score under every
+member and every LogitFusion rule at every ``(K, M)`` come from that one encoding. How a head is swept, the head
+says (:func:`kind`): a head with an ``engine_rule`` is decoded by that pass; a ``derivable`` head (VoteHead,
+RerankHead without a fused candidate, a cascade escalating to one) is derived for every ``(K, M)`` without decoding,
+by the head's own ``decide`` on the pass's answers (:mod:`selfens_pl.sweep.derive`; a cascade with its curve over
+thresholds), as are origin, per_prompt and vote. Any other head (FlexFusion, calibrated or weighted LogitFusion,
+RerankHead with a fused candidate) runs on its own per ``(K, M)`` through ``head.generate``.
 
 Every gain is given against origin (paraphrase 0, standard prompt) and against the mean single paraphrase
-(paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.scoring.stats`),
+(paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.scoring.gains`),
 and every run states its cost per question. Outputs under ``--output_dir``: ``facts.jsonl`` (the engine's rows,
 resumable fact by fact), ``runs/<method>_k<K>_m<M>/`` (``predictions.jsonl`` + ``summary.json``, readable by
 ``python -m selfens_pl report``), ``sweep.md``, ``sweep.png`` (accuracy against K, a panel per M),
@@ -31,7 +33,15 @@ import json
 import time
 from pathlib import Path
 
+from selfens_pl.data.demos import cut_blocks
 from selfens_pl.errors import UserError
+from selfens_pl.jsonl import read_jsonl, write_records
+from selfens_pl.progress import ProgressBar
+from selfens_pl.scoring.metrics import is_match
+from selfens_pl.scoring.summaries import record_scores
+from selfens_pl.sweep.derive import Run
+from selfens_pl.sweep.engine import engine_pass
+from selfens_pl.sweep.facts import FactsFile
 
 SINGLE = "mean single paraphrase"
 MEMBER = "mean single member"
@@ -51,18 +61,6 @@ def int_list(value, flag: str) -> list[int]:
     return out
 
 
-def head_label(head) -> str:
-    """The method name of a run: the head's, plus a FlexFusion's first-token rule when it is not avg, and a
-    cascade's first stage, confidence, threshold and ensemble."""
-    from selfens_pl.heads import CascadeHead, FlexFusion
-
-    if isinstance(head, FlexFusion) and head.fusion != "avg":
-        return head.method.replace(f"flex_{head.layout}", f"flex_{head.layout}_{head.fusion}")
-    if isinstance(head, CascadeHead):
-        return f"cascade_{head.ensemble.method}_first{head.first}_{head.confidence}_t{head.threshold:g}"
-    return head.method
-
-
 def head_spec(head) -> dict:
     """What defines a head's answers (for reuse checks): its class and public settings."""
     spec = {"class": type(head).__name__}
@@ -76,37 +74,20 @@ def head_spec(head) -> dict:
 
 
 def kind(head) -> str:
-    """How the sweep computes a head: ``rule`` (decoded by the engine), ``derived`` (from the engine's answers and
-    scores) or ``generic`` (the head's own generate per configuration)."""
-    from selfens_pl.engine.fusion import WEIGHTED
-    from selfens_pl.heads import CascadeHead, LogitFusion, RerankHead, VoteHead
-
-    if type(head) is LogitFusion and head.fusion not in WEIGHTED and head.calibration == "none":
+    """How the sweep computes a head, as the head says: ``rule`` (its ``engine_rule`` is decoded by the engine),
+    ``derived`` (``derivable``: its ``decide`` on the engine's answers and scores) or ``generic`` (the head's own
+    generate per configuration)."""
+    if head.engine_rule is not None:
         return "rule"
-    if type(head) is RerankHead and head.fused is None:
-        return "derived"
-    if type(head) is CascadeHead and (isinstance(head.ensemble, VoteHead) or (
-            type(head.ensemble) is RerankHead and head.ensemble.fused is None)):
-        return "derived"
-    return "generic"
-
-
-def single_is_origin(head) -> bool:
-    """An uncalibrated fused head with one member answers exactly as origin (tests/test_ragged.py)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion
-
-    return isinstance(head, (LogitFusion, FlexFusion)) and getattr(head, "calibration", "none") == "none"
+    return "derived" if head.derivable else "generic"
 
 
 class Sweep:
     """State of one sweep: settings, decoder, groups (cut to the largest K and M), output folder, runs."""
 
     def __init__(self, cfg, grid, groups: list[dict], decoder, prompts):
-        from selfens_pl.scoring.agreement import Lemmas
-
         self.cfg, self.grid, self.groups, self.decoder, self.prompts = cfg, grid, groups, decoder, prompts
         self.out = Path(cfg.output_dir)
-        self.lemmas = Lemmas()
         self._matches: dict[tuple, bool] = {}
         data = {k: v for k, v in vars(cfg.data).items() if k not in ("batch_size", "num_workers")}
         self.base = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "stop": cfg.stop, "data": data,
@@ -114,8 +95,6 @@ class Sweep:
 
     def is_match(self, prediction: str, answers: list[str]) -> bool:
         """The lemma rule, memoised: the derived methods match the same few answers of a fact many times."""
-        from selfens_pl.scoring.metrics import is_match
-
         key = (prediction, tuple(answers))
         if key not in self._matches:
             self._matches[key] = is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
@@ -132,10 +111,6 @@ class Sweep:
     # -- the engine pass ------------------------------------------------------------------------------------------
     def engine(self, rules: list[str], rescore: bool) -> tuple[dict[str, dict], float]:
         """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now."""
-        from selfens_pl.progress import ProgressBar
-        from selfens_pl.sweep.engine import engine_pass
-        from selfens_pl.sweep.facts import FactsFile
-
         settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
                     "rescore": rescore}
         store = FactsFile(self.out, settings)
@@ -166,8 +141,6 @@ class Sweep:
 
     def reuse(self, name: str, settings: dict):
         """``(records, seconds, prompt tokens)`` of ``runs/<name>`` if it finished with exactly ``settings``."""
-        from selfens_pl.jsonl import read_jsonl
-
         folder = self.out / "runs" / name
         try:
             summary = json.loads((folder / "summary.json").read_text())
@@ -182,9 +155,6 @@ class Sweep:
         return records, float(summary.get("seconds") or 0.0), summary.get("cost", {})
 
     def save(self, run, settings: dict | None, derived: str | None) -> None:
-        from selfens_pl.jsonl import write_records
-        from selfens_pl.scoring.summaries import record_scores
-
         folder = self.out / "runs" / run.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)  # never a summary beside half-written predictions
@@ -200,10 +170,6 @@ class Sweep:
 
     def generic(self, head, label: str, k: int, m: int):
         """``head`` on every group cut to ``k`` paraphrases and ``m`` blocks (its own decoding)."""
-        from selfens_pl.data.demos import cut_blocks
-        from selfens_pl.progress import ProgressBar
-        from selfens_pl.sweep.derive import Run
-
         settings = self.settings(head_spec(head), k, m)
         name = f"{label}_k{k}_m{m}"
         reused = self.reuse(name, settings)
@@ -220,23 +186,9 @@ class Sweep:
                     rec.update(k=k, m=m)
                     records.append(rec)
                 bar.advance(len(chunk))
-        rows = sum(r.get("decoded_rows", generic_rows(head, k * m)) for r in records) / len(records)
+        rows = sum(r.get("decoded_rows", head.decoded_rows(k * m)) for r in records) / len(records)
         run = Run(label, k, m, records, rows, (self.decoder.stats.prompt_tokens - before) / len(groups),
                   seconds=time.perf_counter() - start)
         self.save(run, settings, None)
         return run
-
-
-def generic_rows(head, members: int) -> int:
-    """Rows a head decodes per group of ``members`` members (FlexFusion: one fused sequence)."""
-    from selfens_pl.heads import FlexFusion, LogitFusion, RerankHead
-
-    if isinstance(head, FlexFusion):
-        return 1
-    if isinstance(head, LogitFusion):
-        return members + head.content_free_rows(members)
-    if isinstance(head, RerankHead) and head.fused is not None:
-        return members + 1  # the fused candidate's own row
-    return members
-
 

@@ -1,0 +1,174 @@
+"""A learned chooser: which of a group's candidate answers is right, from what the engine already computed.
+
+Rescoring rules (:mod:`selfens_pl.scoring.rescoring`) pick a candidate with one fixed formula over the members'
+sequence log-probabilities. The chooser learns how to weigh the signals instead (as LPAQA learns prompt-ensemble
+weights on training facts, Jiang et al. 2020): a logistic regression (scikit-learn) over per-candidate features, fit
+on grouped facts with known answers, scores each candidate; the highest wins (ties: the lowest candidate index,
+i.e. the candidate first produced by the lowest member, as the rules do).
+
+Per candidate ``c`` of a group of ``N = K x M`` members (``K`` paraphrases x ``M`` few-shot blocks, block-major) with
+sequence log-probabilities ``s[m][c]`` and ``L_c`` tokens, the features (:data:`FEATURES`) are
+
+* support: the share of members whose answer agrees with ``c`` (the lemma rule), the share of paraphrases with some
+  agreeing member (any block), the share of blocks with some agreeing member (any paraphrase), whether member 0
+  (origin: paraphrase 0, the standard block) answered it;
+* scores: mixture (``log mean_m P_m(c)``), max, mean, mean per token, origin's ``s[0][c]``, and the mixture's margin
+  over the best other candidate;
+* ranks: the mean rank of ``c`` under the members' rows (0 best, divided by ``C - 1``) and the share of members that
+  rank it first;
+* form: ``L_c`` and whether ``c`` repeats the answer of a demonstration the group was asked with (a copied example
+  answer is a known failure of few-shot prompts).
+
+Fit and use never mix facts: :func:`fold_choosers` assigns facts to folds by a hash of their id, and a
+fact's choice comes from the chooser fit on the other folds. The fitted chooser is saved as a small JSON file
+(feature names, standardisation, weights) that :class:`Chooser` loads without scikit-learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfens_pl.errors import InternalError, UserError
+from selfens_pl.jsonl import atomic_write
+from selfens_pl.scoring.agreement import Lemmas
+
+FEATURES: tuple[str, ...] = (
+    "support_members", "support_paraphrases", "support_blocks", "from_origin",
+    "mixture", "max", "mean", "mean_token", "origin_score", "mixture_margin",
+    "mean_rank", "first_rank_share", "tokens", "demo_answer",
+)
+FORMAT = "selfens_pl.chooser/1"
+
+
+def _mixture(column: list[float]) -> float:
+    top = max(column)
+    return top + math.log(sum(math.exp(v - top) for v in column) / len(column))
+
+
+def candidate_features(predictions: list[str], candidates: list[str], table: list[list[float]], lengths: list[int],
+                       k: int, demo_answers: list[str] = (), lemmas: Lemmas | None = None) -> list[list[float]]:
+    """``[C][len(FEATURES)]`` features of each candidate (module docstring).
+
+    Args:
+        predictions: ``[N]`` every member's own answer, block-major (member ``m`` = paraphrase ``m % k``, block
+            ``m // k``).
+        candidates: ``[C]`` the distinct candidate answers.
+        table: ``[N][C]`` sequence log-probability of candidate ``c`` under member ``m``.
+        lengths: ``[C]`` tokens scored per candidate.
+        k: paraphrases per block.
+        demo_answers: answers of the demonstrations the group was asked with (any block).
+    """
+    n, c = len(predictions), len(candidates)
+    if n == 0 or n % k or len(table) != n or any(len(row) != c for row in table) or len(lengths) != c:
+        raise InternalError(f"candidate_features: {n} members, k={k}, a {len(table)}-row table and {len(lengths)} "
+                            f"lengths for {c} candidates do not fit together")
+    lemmas = lemmas or Lemmas()
+    m = n // k
+    columns = [[table[j][i] for j in range(n)] for i in range(c)]
+    mixtures = [_mixture(col) for col in columns]
+    ranks = [[0.0] * c for _ in range(n)]
+    for j, row in enumerate(table):
+        for position, i in enumerate(sorted(range(c), key=lambda i: (-row[i], i))):
+            ranks[j][i] = position / (c - 1) if c > 1 else 0.0
+    out = []
+    for i, cand in enumerate(candidates):
+        agree = [lemmas.agree(cand, p) for p in predictions]
+        col = columns[i]
+        others = [mx for o, mx in enumerate(mixtures) if o != i]
+        out.append([
+            sum(agree) / n,
+            sum(any(agree[b * k + p] for b in range(m)) for p in range(k)) / k,
+            sum(any(agree[b * k + p] for p in range(k)) for b in range(m)) / m,
+            float(predictions[0] == cand),
+            mixtures[i], max(col), sum(col) / n, sum(col) / n / lengths[i], col[0],
+            mixtures[i] - max(others) if others else 0.0,
+            sum(ranks[j][i] for j in range(n)) / n,
+            sum(ranks[j][i] == 0.0 for j in range(n)) / n,
+            float(lengths[i]),
+            float(any(lemmas.agree(cand, a) for a in demo_answers)),
+        ])
+    return out
+
+
+@dataclass
+class Chooser:
+    """A fitted linear chooser: ``score = w . (x - mean) / scale + bias`` per candidate."""
+
+    weights: list[float]
+    bias: float
+    mean: list[float]
+    scale: list[float]
+    features: tuple[str, ...] = FEATURES
+    trained_on: int = 0
+
+    def scores(self, features: list[list[float]]) -> list[float]:
+        return [self.bias + sum(w * (x - mu) / s for w, x, mu, s in zip(self.weights, row, self.mean, self.scale))
+                for row in features]
+
+    def choose(self, features: list[list[float]]) -> int:
+        """The candidate with the highest score (ties: the lowest index); ``features`` must be non-empty."""
+        scores = self.scores(features)
+        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"format": FORMAT, "features": list(self.features), "weights": self.weights,
+                                       "bias": self.bias, "mean": self.mean, "scale": self.scale,
+                                       "trained_on": self.trained_on}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, flag: str = "--model.head.init_args.chooser") -> Chooser:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{flag}={str(path)!r}: not a chooser file (invalid JSON: {exc.msg})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise UserError(f"{flag}={str(path)!r}: not a chooser file (expected format {FORMAT!r}; make one with "
+                            "`python -m selfens_pl chooser fit`)")
+        if tuple(data.get("features", ())) != FEATURES:
+            raise UserError(f"{flag}={str(path)!r}: its features {data.get('features')} are not this version's "
+                            f"{list(FEATURES)}: fit it again")
+        return cls([float(w) for w in data["weights"]], float(data["bias"]), [float(v) for v in data["mean"]],
+                   [float(v) for v in data["scale"]], FEATURES, int(data.get("trained_on", 0)))
+
+
+def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0) -> Chooser:
+    """Logistic regression (scikit-learn, L2 with inverse strength ``c``, balanced classes) of "candidate is right"
+    over every candidate of every group. ``groups[g]``: ``[C_g][F]`` features; ``labels[g]``: ``[C_g]``."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([row for feats in groups for row in feats], dtype=np.float64)
+    y = np.array([bool(v) for lab in labels for v in lab])
+    if len(x) == 0 or y.all() or not y.any():
+        raise UserError(f"chooser fit: {len(x)} candidates of which {int(y.sum())} right: it needs both right and "
+                        "wrong candidates (more facts, or facts with answers)")
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model.fit((x - mean) / scale, y)
+    return Chooser([float(w) for w in model.coef_[0]], float(model.intercept_[0]), [float(v) for v in mean],
+                   [float(v) for v in scale], FEATURES, len(groups))
+
+
+def fold_of(fact_id: str, folds: int) -> int:
+    """A fact's fold: a hash of its id (stable across runs, processes and file order)."""
+    return int(hashlib.sha256(str(fact_id).encode()).hexdigest()[:8], 16) % folds
+
+
+def fold_choosers(ids: list[str], groups: list[list[list[float]]], labels: list[list[bool]], folds: int = 5,
+                  c: float = 1.0) -> dict[int, Chooser]:
+    """``{fold: chooser fit on every OTHER fold}`` (:func:`fold_of`): score fact ``i`` with
+    ``choosers[fold_of(ids[i], folds)]`` and no fact is ever scored by a chooser that saw it."""
+    if folds < 2:
+        raise UserError(f"--chooser_folds must be >= 2, got {folds}")
+    fold = [fold_of(i, folds) for i in ids]
+    return {f: fit_chooser([groups[g] for g in range(len(ids)) if fold[g] != f and groups[g]],
+                           [labels[g] for g in range(len(ids)) if fold[g] != f and groups[g]], c)
+            for f in range(folds)}
