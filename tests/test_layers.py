@@ -148,3 +148,16 @@ def test_a_module_outside_the_layers_is_refused(tmp_path):
     root = _tree(tmp_path, {"__init__.py": "", "misc.py": ""})
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of("selfens_pl.misc", root.name)
+
+
+def test_the_gpu_check_imports_need_none_of_the_packages_the_gpu_machine_lacks():
+    """The lent GPU machine has torch, transformers and lightning but no jsonargparse, datasets, spacy, gguf, bm25s or
+    scikit-learn: the heads, the engine and the data module (what scripts/gpu_check.py imports) import them lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import selfens_pl.heads, selfens_pl.lit.module, selfens_pl.data.datamodule, "
+            "selfens_pl.engine.models; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'jsonargparse', 'datasets', 'spacy', 'gguf', 'bm25s', 'sklearn'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

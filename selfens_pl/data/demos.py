@@ -44,7 +44,6 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import bm25s
 import numpy as np
 
 from selfens_pl.data.content_free import MASK
@@ -196,6 +195,10 @@ class SimilarDemos:
         self.keys = pool_keys(pool)
         #: Pool indices in id order: the index's documents, so a tie in score keeps id order (a stable sort).
         self.order = np.array(sorted(range(len(pool)), key=lambda i: (str(pool[i]["id"]), i)), dtype=np.int64)
+        # imported here: only `similar` needs it, and the engine (which imports this module for members()) runs on
+        # machines without it (the GPU check installs only torch, transformers and lightning)
+        import bm25s
+
         self.index = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
         self.index.index([words(pool[i]["question"]) for i in self.order], show_progress=False)
 
