@@ -146,3 +146,14 @@ def test_a_mixture_chooser_answers_as_the_mixture_rule_batched_and_alone(tiny_lm
     assert [r["method"] for r in got] == ["rerank_learned"] * 3
     alone = [learned.generate(tiny_lm.decoder, prompts, [g])[0] for g in data]
     assert [r["candidates"] for r in got] == [r["candidates"] for r in alone]
+
+
+def test_a_learned_head_without_a_chooser_refuses_to_pick_answers_already_decoded():
+    """The sweep derives a cascade's ensemble by its decide(): a learned ensemble without a file is one user error
+    (only a plain RerankHead(rule=learned) is cross-validated), never a crash on a missing model."""
+    from selfens_pl.engine.decoding import Generation
+
+    gens = [Generation([5, 6], " Paris", [-0.5, -0.1]), Generation([7], " Lyon", [-0.9])]
+    group = {"id": "g", "paraphrases": ["q1", "q2"], "answers": ["Paris"]}
+    with pytest.raises(UserError, match="init_args.chooser"):
+        RerankHead(rule="learned").decide(group, gens, lambda cands: [[-1.0] * len(cands)] * 2)

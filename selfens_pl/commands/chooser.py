@@ -42,13 +42,15 @@ def main(argv: list[str] | None = None) -> Path:
     facts, _ = sweep.engine([], True)
     derive = Deriver(facts, sweep.groups, sweep.grid, sweep.is_match)
     head = RerankHead(rule="learned")
-    _, _, feats, labels, _ = derive.chooser_data(head, cfg.k, cfg.m)
+    data = derive.chooser_data(head, cfg.k, cfg.m)
+    _, _, feats, labels, _ = data
     kept = [g for g in range(len(feats)) if feats[g]]
     chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C)
     out = chooser.save(cfg.out)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),
             "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture"), cfg.k, cfg.m),
-            "rerank_learned_cv": derive.cross_validated("rerank_learned_cv", head, cfg.k, cfg.m, cfg.chooser_folds)}
+            "rerank_learned_cv": derive.cross_validated("rerank_learned_cv", head, cfg.k, cfg.m, cfg.chooser_folds,
+                                                         data)}
     scores = {name: run.per_fact() for name, run in runs.items()}
     ids = sorted(scores["origin"])
     oracle = sum(any(lab) for lab in labels) / len(labels)

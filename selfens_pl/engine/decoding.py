@@ -25,6 +25,7 @@ import torch
 
 from selfens_pl.engine.attention import PAD, PREFIX, dense_mask
 from selfens_pl.engine.decode_batches import DecodeStats, EncodedPrompts, Generation, PrefillBatch
+
 # no_fusion: re-exported for heads and tests
 from selfens_pl.engine.fusion import no_fusion, token_logprob  # noqa: F401
 from selfens_pl.engine.kv_cache import CACHE_LENGTHS, CachePool, StaticKVCache

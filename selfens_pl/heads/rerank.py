@@ -110,9 +110,7 @@ class RerankHead(FusionHead):
     def generate(self, decoder, prompts, groups, known: list[dict[int, Generation]] | None = None):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
-        if self.learns_from_facts:
-            raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
-                            "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
+        self._check_chooser()  # before the pass, not after it
         scored = rerank_pass(decoder, prompts, groups, self.fused, known)
         return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g])
                 for g, group in enumerate(groups)]
@@ -123,8 +121,18 @@ class RerankHead(FusionHead):
         if self.fused is not None or scores is None:
             raise InternalError(f"{self.method}: decide() needs the candidates' scores and no fused candidate "
                                 f"(fused={self.fused!r}, scores given: {scores is not None})")
+        return self.pick(group, gens, None, *self.scored_candidates(gens, scores, lemmas))
+
+    def scored_candidates(self, gens: list[Generation], scores, lemmas: Lemmas | None = None):
+        """``(candidates, table [N][C])``: the distinct answers of ``gens`` and ``scores(candidates)`` (an empty
+        table when no member answered anything)."""
         cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], lemmas)
-        return self.pick(group, gens, None, cands, scores(cands))
+        return cands, scores(cands) if cands else []
+
+    def _check_chooser(self) -> None:
+        if self.learns_from_facts:
+            raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
+                            "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
 
     def pick(self, group: dict, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
              table: list[list[float]]) -> dict:
@@ -133,9 +141,12 @@ class RerankHead(FusionHead):
         if not cands:  # every member answered nothing: so does the ensemble
             rec = self.record(group, gens[0], None, list(group["paraphrases"]))
             chosen, scores = None, []
+        elif self.rule == "learned":
+            self._check_chooser()  # e.g. a cascade's ensemble in a sweep: only a plain RerankHead is cross-validated
+            scores = self.model.scores(self.candidate_features(group, gens, cands, table))
         else:
-            scores = self.model.scores(self.candidate_features(group, gens, cands, table)) if self.rule == \
-                "learned" else combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
+            scores = combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
+        if cands:
             chosen = cands[best(scores)]
             rec = self.record(group, gens[chosen.member] if chosen.member >= 0 else fused, None,
                               list(group["paraphrases"]))

@@ -30,7 +30,6 @@ from selfens_pl.heads import FlexFusion
 from selfens_pl.heads.base import FusionHead, confidence_weights
 from selfens_pl.heads.flex import build_layout
 
-
 #: The values of ``FusionHead.training_loss`` that :func:`answer_loss` implements (``fused`` reads the head's
 #: ``fusion`` rule; ``flex`` its ``layout``, ``positions``, ``fusion`` and ``fuse_first``).
 TRAINING_LOSSES = ("origin", "members", "fused", "flex")

@@ -35,6 +35,7 @@ from pathlib import Path
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import atomic_write
 from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.rescoring import best
 
 FEATURES: tuple[str, ...] = (
     "support_members", "support_paraphrases", "support_blocks", "from_origin",
@@ -111,8 +112,7 @@ class Chooser:
 
     def choose(self, features: list[list[float]]) -> int:
         """The candidate with the highest score (ties: the lowest index); ``features`` must be non-empty."""
-        scores = self.scores(features)
-        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+        return best(self.scores(features))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -41,7 +41,7 @@ from selfens_pl.heads.origin import OriginHead
 from selfens_pl.heads.per_prompt import PerPromptHead, per_prompt_records
 from selfens_pl.scoring.agreement import Lemmas
 from selfens_pl.scoring.chooser import fold_choosers, fold_of
-from selfens_pl.scoring.rescoring import Candidate, candidates
+from selfens_pl.scoring.rescoring import Candidate
 from selfens_pl.sweep.engine import Grid, config_name, generation_of
 
 
@@ -150,11 +150,11 @@ class Deriver:
             run.scored_tokens = fed / len(self.groups)
         return run
 
-    def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5) -> Run:
+    def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5, data=None) -> Run:
         """A ``RerankHead(rule="learned")`` with no chooser of its own at ``(k, m)``: each fact picked by the chooser
         fit on the facts of the other ``folds`` folds (its candidates, their scores and features as the head builds
-        them; labels: the lemma match against the fact's answers)."""
-        ids, items, feats, labels, fed = self.chooser_data(head, k, m)
+        them; labels: the lemma match against the fact's answers). ``data``: :meth:`chooser_data`, if at hand."""
+        ids, items, feats, labels, fed = data or self.chooser_data(head, k, m)
         choosers = {f: head.with_chooser(model) for f, model in fold_choosers(ids, feats, labels, folds).items()}
         records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table), label, k, m)
                    for i, (group, gens, cands, table) in zip(ids, items)]
@@ -168,8 +168,7 @@ class Deriver:
         ids, items, feats, labels, fed = [], [], [], [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
             scores = self.scores(g, k, m)
-            cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], self.lemmas)
-            table = scores(cands) if cands else []
+            cands, table = head.scored_candidates(gens, scores, self.lemmas)
             fed += scores.fed
             ids.append(g["id"])
             items.append((group, gens, cands, table))
