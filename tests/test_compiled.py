@@ -182,3 +182,37 @@ def test_a_compile_failure_names_the_flag(tiny_lm, template, data):
     items = [(g, p) for g in data[:2] for p in g["paraphrases"]]
     with pytest.raises(RuntimeError, match=r"--model\.compile=True: torch\.compile failed"):
         dec.decode_n_tokens(prompt_batch(dec, tiny_lm.prompts(template), items, n), host_synced_rule, host_synced_rule)
+
+
+
+def test_compiled_equals_eager_with_wider_candidates(tiny_lm, template, data, aot_decoder):
+    """``RerankHead(first_tokens=3)``: the alternatives' decode (the rank riding in the first token's weights, then
+    plain greedy steps through padded buckets and shrinking) gives the same tokens and the same records compiled."""
+    from test_demos import with_blocks
+
+    from selfens_pl.data.demos import members
+
+    def decoded(dec, batch):
+        """Every decode's ``Generation`` objects (the members', then the alternatives') and the records."""
+        seen = []
+        run = dec.decode_n_tokens
+        dec.decode_n_tokens = lambda *args: seen.append(run(*args)) or seen[-1]
+        try:
+            records = RerankHead(first_tokens=3).generate(dec, prompts, batch)
+        finally:
+            del dec.decode_n_tokens
+        return seen, records
+
+    prompts = tiny_lm.prompts(template)
+    eager_decoder = decoder(tiny_lm, compile=False)
+    for batch in (data, data[:3], with_blocks(data, m=2)):
+        eager, want = decoded(eager_decoder, batch)
+        compiled, got = decoded(aot_decoder, batch)
+        assert [len(gens) for gens in eager] == [len(gens) for gens in compiled] == [
+            sum(len(members(g)) for g in batch) * r for r in (1, 2)]
+        assert len({len(g.token_ids) for g in eager[1]}) > 2  # the alternatives end at different steps
+        for e, c in zip(eager, compiled):
+            assert [(g.token_ids, g.end) for g in c] == [(g.token_ids, g.end) for g in e]
+            for x, y in zip(e, c):
+                torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5, rtol=1e-5)
+        assert [(r["generation"], r["candidates"]) for r in got] == [(r["generation"], r["candidates"]) for r in want]

@@ -61,6 +61,10 @@ class FusionHead(nn.Module):
     learns_from_facts: bool = False
     #: With one member this head answers exactly as origin (the sweep runs no K x M = 1 configuration of it).
     one_member_is_origin: bool = False
+    #: Answers per member :meth:`decide` rescores: the greedy one, and above 1 also those starting with the member's
+    #: 2nd .. ``first_tokens``-th most likely first token (``RerankHead(first_tokens=k)``, a cascade escalating to
+    #: one): the sweep's engine decodes that many per member and :meth:`decide` takes them as ``alternatives``.
+    first_tokens: int = 1
 
     @property
     def label(self) -> str:

@@ -102,6 +102,10 @@ class CascadeHead(FusionHead):
         self.first, self.confidence, self.threshold = first, confidence, float(threshold)
 
     @property
+    def first_tokens(self) -> int:  # type: ignore[override]
+        return self.ensemble.first_tokens  # its ensemble's alternatives, which decide() passes on
+
+    @property
     def label(self) -> str:  # type: ignore[override]
         return f"cascade_{self.ensemble.method}_first{self.first}_{self.confidence}_t{self.threshold:g}"
 
@@ -118,8 +122,10 @@ class CascadeHead(FusionHead):
         return self.escalated_rows(members, min(self.first, members))
 
     def escalated_rows(self, members: int, cheap: int) -> int:
-        """Rows decoded for an escalated group of ``members`` members with ``cheap`` of them answered first."""
-        return members if self.ensemble.reuses_known else cheap + self.ensemble.decoded_rows(members)
+        """Rows decoded for an escalated group of ``members`` members with ``cheap`` of them answered first (an
+        ensemble that reuses them decodes its own rows but those: e.g. a RerankHead's ``members x first_tokens``)."""
+        return self.ensemble.decoded_rows(members) if self.ensemble.reuses_known \
+            else cheap + self.ensemble.decoded_rows(members)
 
     # -- the decisions over decoded answers --------------------------------------------------------------------
     def first_stage(self, cheap: list[Generation], lemmas: Lemmas | None = None) -> FirstStage:
@@ -145,18 +151,21 @@ class CascadeHead(FusionHead):
                    decoded_rows=self.escalated_rows(len(members(group)), stage.size))
         return rec
 
-    def outcomes(self, group: dict, gens: list[Generation], scores=None,
-                 lemmas: Lemmas | None = None) -> tuple[FirstStage, dict, dict]:
+    def outcomes(self, group: dict, gens: list[Generation], scores=None, lemmas: Lemmas | None = None,
+                 alternatives: list[list[Generation]] | None = None) -> tuple[FirstStage, dict, dict]:
         """Both answers ``group`` can get from all its members' answers ``gens`` ``[N]`` (member order): the first
         stage over its cheap members, the record it keeps and the record of the ensemble's ``decide`` over all
-        members. The sweep reads both (its curve over thresholds); :meth:`decide` keeps one."""
+        members (``alternatives``: the members' answers from other first tokens, for a RerankHead ensemble with
+        ``first_tokens > 1``). The sweep reads both (its curve over thresholds); :meth:`decide` keeps one."""
         cheap = [gens[i] for i in cheap_members(group, self.first)]
         stage = self.first_stage(cheap, lemmas)
-        escalated = self.escalated(self.ensemble.decide(group, gens, scores, lemmas), group, stage)
+        decided = (self.ensemble.decide(group, gens, scores, lemmas) if alternatives is None
+                   else self.ensemble.decide(group, gens, scores, lemmas, alternatives))
+        escalated = self.escalated(decided, group, stage)
         return stage, self.first_record(group, cheap, stage), escalated
 
-    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
-        stage, first, escalated = self.outcomes(group, gens, scores, lemmas)
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None) -> dict:
+        stage, first, escalated = self.outcomes(group, gens, scores, lemmas, alternatives)
         return first if self.keeps(stage) else escalated
 
     # -- decoding ------------------------------------------------------------------------------------------------

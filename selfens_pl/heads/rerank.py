@@ -8,6 +8,11 @@ encoded ONCE (:meth:`~selfens_pl.engine.decoding.GreedyDecoder.encode`); from th
 encoding them again. Cost per group of ``N`` members and ``C`` candidates: ``N`` decoded rows (+1 with ``fused``),
 and ``N x C`` scored rows of a few tokens each, against one prompt encoding.
 
+Wider candidates (``first_tokens = k > 1``): each member also answers starting with its 2nd .. k-th most likely first
+token, each continued greedily (:func:`~selfens_pl.engine.alternatives.decode_alternatives`: one more batched decode
+of ``N x (k-1)`` rows from the same encoding); the new distinct answers join the candidates (after the members'
+greedy answers, before the fused one) and are scored and ranked like them. ``k = 1`` is the head without them.
+
 With one member the only candidate is that member's answer: the head answers exactly as origin (tested).
 
 The choice over answers already decoded and scored is :meth:`RerankHead.pick` (the candidates and their ``[N][C]``
@@ -15,7 +20,8 @@ score table -> the record); :meth:`RerankHead.decide` builds the candidates (:fu
 candidates`) of given member answers and picks among them: ``generate`` picks over its own pass, ``sweep`` decides
 over the answers and score table of its one engine pass (:mod:`selfens_pl.sweep.derive`), which encodes, decodes,
 scores and fuses with this module's :func:`encode_members`, :func:`decode_members`, :func:`score_tables` and
-:func:`fused_answers`.
+:func:`fused_answers` (and, for ``first_tokens > 1``, :func:`member_alternatives`, whose answers ``decide`` takes as
+``alternatives``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Literal
 
 import torch
 
+from selfens_pl.engine.alternatives import decode_alternatives
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
 from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
@@ -45,7 +52,7 @@ class RerankHead(FusionHead):
     rescores = True
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
-                 chooser: str | None = None):
+                 chooser: str | None = None, first_tokens: int = 1):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
@@ -57,6 +64,9 @@ class RerankHead(FusionHead):
             chooser: With ``rule: learned``: the file ``python -m selfens_pl chooser`` wrote. ``sweep`` also takes
                 ``rule: learned`` without a file: it then fits the chooser on its own facts, cross-validated (folds
                 by fact: no fact is scored by a chooser fit on it), as ``rerank_learned_cv``.
+            first_tokens: ``k``: besides its greedy answer, each member also answers starting with its 2nd .. k-th
+                most likely first token (continued greedily); those answers join the candidates (``k - 1`` more
+                decoded rows per member). 1: the members' greedy answers only. The method gets ``_top{k}``.
         """
         super().__init__()
         self.rule = rule if rule == "learned" else check_rule(rule)
@@ -71,10 +81,15 @@ class RerankHead(FusionHead):
                 raise UserError(f"--model.head.init_args.fused={fused!r}: the fused candidate takes an unweighted "
                                  "rule (avg, max, prob_avg, entropy_weighted)")
         self.fused = fused
+        if isinstance(first_tokens, bool) or not isinstance(first_tokens, int) or first_tokens < 1:
+            raise UserError(f"--model.head.init_args.first_tokens must be an integer >= 1 (1: the members' greedy "
+                            f"answers only), got {first_tokens!r}")
+        self.first_tokens = first_tokens
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
+        return (f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
+                + (f"_top{self.first_tokens}" if self.first_tokens > 1 else ""))
 
     @property
     def learns_from_facts(self) -> bool:
@@ -105,29 +120,51 @@ class RerankHead(FusionHead):
         return self.fused is None  # a fused candidate is decoded by its own rule over the group's members
 
     def decoded_rows(self, members: int) -> int:
-        return members + (1 if self.fused else 0)  # the fused candidate's own row
+        # each member's greedy row and its first_tokens - 1 alternatives, and the fused candidate's own row
+        return members * self.first_tokens + (1 if self.fused else 0)
 
     def generate(self, decoder, prompts, groups, known: list[dict[int, Generation]] | None = None):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
         self._check_chooser()  # before the pass, not after it
-        scored = rerank_pass(decoder, prompts, groups, self.fused, known)
-        return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g])
+        scored = rerank_pass(decoder, prompts, groups, self.fused, known, self.first_tokens)
+        return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g],
+                          scored.alternatives[g])
                 for g, group in enumerate(groups)]
 
-    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
-        """The record of ``group`` from its members' answers ``gens`` ``[N]``: their distinct answers as
-        candidates, ``scores(candidates) -> [N][C]`` their sequence log-probabilities, then :meth:`pick`."""
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None) -> dict:
+        """The record of ``group`` from its members' answers ``gens`` ``[N]`` (and, with ``first_tokens > 1``,
+        ``alternatives [N][first_tokens-1]``: each member's answers from its 2nd.. most likely first token): their
+        distinct answers as candidates, ``scores(candidates) -> [N][C]`` their sequence log-probabilities, then
+        :meth:`pick`."""
         if self.fused is not None or scores is None:
             raise InternalError(f"{self.method}: decide() needs the candidates' scores and no fused candidate "
                                 f"(fused={self.fused!r}, scores given: {scores is not None})")
-        return self.pick(group, gens, None, *self.scored_candidates(gens, scores, lemmas))
+        cands, table = self.scored_candidates(gens, scores, lemmas, alternatives)
+        return self.pick(group, gens, None, cands, table, alternatives)
 
-    def scored_candidates(self, gens: list[Generation], scores, lemmas: Lemmas | None = None):
-        """``(candidates, table [N][C])``: the distinct answers of ``gens`` and ``scores(candidates)`` (an empty
-        table when no member answered anything)."""
-        cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], lemmas)
+    def scored_candidates(self, gens: list[Generation], scores, lemmas: Lemmas | None = None,
+                          alternatives: list[list[Generation]] | None = None):
+        """``(candidates, table [N][C])``: the distinct answers of ``gens`` (then of ``alternatives [N][k-1]``, with
+        ``first_tokens = k > 1``) and ``scores(candidates)`` (an empty table when no member answered anything)."""
+        alternatives = self._check_alternatives(gens, alternatives)
+        cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], lemmas,
+                           alternatives=[[(x.prediction, x.continuation) for x in own] for own in alternatives])
         return cands, scores(cands) if cands else []
+
+    def _check_alternatives(self, gens: list[Generation],
+                            alternatives: list[list[Generation]] | None) -> list[list[Generation]]:
+        """``alternatives`` (``[]`` per member with ``first_tokens = 1``) if it holds ``first_tokens - 1`` answers per
+        member, else an InternalError: a caller that forgot them would silently rescore the greedy answers only."""
+        if alternatives is None:
+            if self.first_tokens > 1:
+                raise InternalError(f"{self.method}: first_tokens={self.first_tokens} needs each member's "
+                                    "alternative answers (alternatives=[N][first_tokens-1]); none were given")
+            return [[] for _ in gens]
+        if len(alternatives) != len(gens) or any(len(own) != self.first_tokens - 1 for own in alternatives):
+            raise InternalError(f"{self.method}: alternatives hold {[len(own) for own in alternatives]} answers for "
+                                f"{len(gens)} members; expected {self.first_tokens - 1} per member")
+        return alternatives
 
     def _check_chooser(self) -> None:
         if self.learns_from_facts:
@@ -135,9 +172,11 @@ class RerankHead(FusionHead):
                             "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
 
     def pick(self, group: dict, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
-             table: list[list[float]]) -> dict:
+             table: list[list[float]], alternatives: list[list[Generation]] | None = None) -> dict:
         """The record of ``group``: the candidate ``rule`` ranks first (``table [N][C]``: sequence log-probability
-        of candidate c under member m)."""
+        of candidate c under member m); its own answer is ``gens[member]``, ``alternatives[member][rank-1]`` (a
+        rank > 0 candidate) or ``fused`` (member -1). With ``first_tokens > 1`` each ``candidates`` entry also
+        gives its ``rank``."""
         if not cands:  # every member answered nothing: so does the ensemble
             rec = self.record(group, gens[0], None, list(group["paraphrases"]))
             chosen, scores = None, []
@@ -148,14 +187,29 @@ class RerankHead(FusionHead):
             scores = combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
         if cands:
             chosen = cands[best(scores)]
-            rec = self.record(group, gens[chosen.member] if chosen.member >= 0 else fused, None,
+            rec = self.record(group, self._answer_of(chosen, gens, fused, alternatives), None,
                               list(group["paraphrases"]))
         answers = [x.prediction for x in gens]
         rec["agreement"] = 0.0 if chosen is None else chosen.support / len(gens)
         rec["paraphrase_predictions"] = answers
         rec["candidates"] = [{"prediction": c.prediction, "member": c.member, "support": c.support,
                               "score": round(s, 4)} for c, s in zip(cands, scores)]
+        if self.first_tokens > 1:  # (first_tokens = 1 writes exactly the records it always wrote)
+            for entry, c in zip(rec["candidates"], cands):
+                entry["rank"] = c.rank
         return rec
+
+    @staticmethod
+    def _answer_of(chosen: Candidate, gens: list[Generation], fused: Generation | None,
+                   alternatives: list[list[Generation]] | None) -> Generation:
+        if chosen.member < 0:
+            return fused
+        if chosen.rank == 0:
+            return gens[chosen.member]
+        if alternatives is None:
+            raise InternalError(f"candidate {chosen.prediction!r} is member {chosen.member}'s rank-{chosen.rank} "
+                                "answer, but no alternatives were given")
+        return alternatives[chosen.member][chosen.rank - 1]
 
 
 @dataclass
@@ -163,7 +217,8 @@ class RerankPass:
     """What one rescoring pass computed for a batch of groups. Per group ``g``: ``gens[g][m]`` member m's own
     answer, ``fused[g]`` the fused answer (or None), ``candidates[g]``, ``tables[g] [N][C]`` sequence
     log-probability of candidate c under member m; ``encoded`` the members' prompts (row ``starts[g] + m``),
-    reusable for more decodes."""
+    reusable for more decodes; ``alternatives[g][m]`` member m's ``first_tokens - 1`` answers from its 2nd, 3rd, ...
+    most likely first token (empty with ``first_tokens = 1``)."""
 
     gens: list[list[Generation]]
     fused: list[Generation | None]
@@ -171,22 +226,36 @@ class RerankPass:
     tables: list[list[list[float]]]
     encoded: EncodedPrompts
     starts: list[int]
+    alternatives: list[list[list[Generation]]]
 
 
 def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
-                known: list[dict[int, Generation]] | None = None) -> RerankPass:
-    """Encode every member's prompt once, decode the members' answers (except ``known`` ones) and the optional fused
-    answer from it, and score every candidate under every member from the same encoding."""
+                known: list[dict[int, Generation]] | None = None, first_tokens: int = 1) -> RerankPass:
+    """Encode every member's prompt once, decode the members' answers (except ``known`` ones), with
+    ``first_tokens > 1`` every member's alternative answers (one more batched decode) and the optional fused answer
+    from it, and score every candidate under every member from the same encoding."""
     items, encoded, starts = encode_members(decoder, prompts, groups)
     gens = decode_members(decoder, encoded, items, starts, known)
     rows = member_rows(items, starts)
+    alts = member_alternatives(decoder, encoded, rows, first_tokens)
     extra = [own[0] for own in fused_answers(decoder, encoded, rows, [fused])] if fused else [None] * len(groups)
     lemmas = Lemmas()
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
-                        [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)])
-             for own, fx in zip(gens, extra)]
+                        [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)],
+                        [[(x.prediction, x.continuation) for x in mine] for mine in alt])
+             for own, fx, alt in zip(gens, extra, alts)]
     tables = score_tables(decoder, encoded, rows, [[c.tokens for c in own] for own in cands])
-    return RerankPass(gens, extra, cands, tables, encoded, starts)
+    return RerankPass(gens, extra, cands, tables, encoded, starts, alts)
+
+
+def member_alternatives(decoder, encoded: EncodedPrompts, rows: list[list[int]],
+                        first_tokens: int) -> list[list[list[Generation]]]:
+    """``[g][m][r-1]``: the answer of group g's member m (row ``rows[g][m]`` of ``encoded``) from its rank-r first
+    token, ``r = 1 .. first_tokens-1`` (:func:`~selfens_pl.engine.alternatives.decode_alternatives`: one batched
+    decode for every group; nothing decoded with ``first_tokens = 1``)."""
+    flat = decode_alternatives(decoder, encoded, [row for own in rows for row in own], first_tokens)
+    starts = list(accumulate((len(own) for own in rows), initial=0))
+    return [flat[start:start + len(own)] for own, start in zip(rows, starts)]
 
 
 def encode_members(decoder, prompts, groups: list[dict]) -> tuple[list[list], EncodedPrompts, list[int]]:

@@ -17,6 +17,7 @@ from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, FusionHead, OriginHead
 from selfens_pl.lit.training import answer_loss, check_trainable
 from selfens_pl.scoring.metrics import LemmaMatchAccuracy, SquadScores
+from selfens_pl.scoring.summaries import score_oracles
 
 
 class SelfEnsembleLM(LightningModule):
@@ -183,6 +184,7 @@ class SelfEnsembleLM(LightningModule):
         require_answers(records, "(give answers, or run with --model.score=false)")
         for rec in records:
             rec["correct"] = self.accuracy.match(rec["prediction"], rec["answers"])
+            score_oracles(rec, self.accuracy.match)  # a rescoring record: any candidate / member answer right
         predictions = [r["prediction"] for r in records]
         answers = [r["answers"] for r in records]
         self.accuracy.update(predictions, answers)

@@ -4,8 +4,10 @@ Token-level rules fuse next-token distributions greedily, one token at a time; t
 Here each member (paraphrase x few-shot block, :mod:`selfens_pl.data.demos`) first answers on its own (greedy, as
 per_prompt); the distinct non-empty answers are the *candidates*; then every candidate's tokens, through its end
 (the stop string's token, or EOS), are scored under every member's prompt: ``s[m, c] = log P_m(c)``, the sequence
-log-probability, with ``L_c`` tokens. A rule turns ``s [N, C]`` into one score per candidate and the best wins (ties:
-the candidate first produced by the lowest member index):
+log-probability, with ``L_c`` tokens. Wider candidates (``RerankHead(first_tokens=k)``): each member's answers
+from its 2nd .. k-th most likely first token (continued greedily) join them, after the greedy answers (``rank``).
+A rule turns ``s [N, C]`` into one score per candidate and the best wins (ties: the candidate that comes first:
+the lowest member's greedy answer, then the alternatives):
 
 * ``mixture``: ``log (1/N sum_m P_m(c))``: the candidate the members' sequence distributions give the most mass on
   average (a mixture: one member that finds ``c`` unlikely does not veto it);
@@ -41,26 +43,36 @@ def check_rule(rule: str, flag: str = "--model.head.init_args.rule") -> str:
 
 @dataclass
 class Candidate:
-    """A distinct answer: its text, the tokens scored (``Generation.continuation`` of the first member that gave
-    it), that member's index and how many of the members' answers agree with it."""
+    """A distinct answer: its text, the tokens scored (``Generation.continuation`` of the first answer that gave
+    it), the member that gave it (``-1``: an extra answer, e.g. the fused one), which of that member's answers it is
+    (``rank`` 0: its greedy answer; ``r``: the answer starting with its rank-``r`` first token,
+    :mod:`selfens_pl.engine.alternatives`) and how many of the members' greedy answers agree with it."""
 
     prediction: str
     tokens: list[int]
     member: int
     support: int = 0
+    rank: int = 0
 
 
 def candidates(predictions: list[str], continuations: list[list[int]], lemmas: Lemmas | None = None,
-               extra: list[tuple[str, list[int]]] = ()) -> list[Candidate]:
-    """The distinct non-empty answers among ``predictions`` (member order; the first member giving an answer owns
-    it), then ``extra`` answers ``(prediction, tokens)`` not already there (member index ``-1``: e.g. a fused
-    answer). ``support``: how many of ``predictions`` agree with each (:class:`~selfens_pl.scoring.agreement.Lemmas`)."""
+               extra: list[tuple[str, list[int]]] = (),
+               alternatives: list[list[tuple[str, list[int]]]] = ()) -> list[Candidate]:
+    """The distinct non-empty answers among ``predictions`` (the members' greedy answers, member order; the first
+    member giving an answer owns it), then the members' ``alternatives`` ``[member][rank-1] (prediction, tokens)``
+    (member-major, rank order; ``rank`` r), then ``extra`` answers ``(prediction, tokens)`` (member index ``-1``:
+    e.g. a fused answer), each only when not already there. ``support``: how many of ``predictions`` (greedy
+    answers only) agree with each (:class:`~selfens_pl.scoring.agreement.Lemmas`)."""
+    if alternatives and len(alternatives) != len(predictions):
+        raise InternalError(f"candidates: {len(alternatives)} members' alternatives for {len(predictions)} members")
     lemmas = lemmas or Lemmas()
     seen: dict[str, Candidate] = {}
-    pairs = [(p, c, i) for i, (p, c) in enumerate(zip(predictions, continuations))] + [(p, c, -1) for p, c in extra]
-    for prediction, tokens, member in pairs:
+    pairs = [(p, c, i, 0) for i, (p, c) in enumerate(zip(predictions, continuations))]
+    pairs += [(p, c, m, r) for m, own in enumerate(alternatives) for r, (p, c) in enumerate(own, start=1)]
+    pairs += [(p, c, -1, 0) for p, c in extra]
+    for prediction, tokens, member, rank in pairs:
         if prediction and tokens and prediction not in seen:
-            seen[prediction] = Candidate(prediction, list(tokens), member)
+            seen[prediction] = Candidate(prediction, list(tokens), member, rank=rank)
     out = list(seen.values())
     for cand in out:
         cand.support = sum(lemmas.agree(cand.prediction, p) for p in predictions)

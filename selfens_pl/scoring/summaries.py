@@ -7,6 +7,8 @@ paraphrase answers correctly, bounds any rule that picks one paraphrase's answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from selfens_pl.scoring.metrics import SquadScores
 
 
@@ -35,16 +37,32 @@ def oracle_accuracy(records: list[dict]) -> tuple[float | None, int]:
     return sum(by_id.values()) / len(by_id), len(by_id)
 
 
+def score_oracles(rec: dict, match: Callable[[str, list[str]], bool]) -> None:
+    """A rescoring record (one with ``candidates``) also gets ``candidate_correct``: some candidate's prediction
+    is right under ``match`` (the rule that set its ``correct``), and ``member_correct``: some member's own answer
+    (``paraphrase_predictions``) is right. Other records are left as they are."""
+    if "candidates" not in rec:
+        return
+    rec["candidate_correct"] = any(match(c["prediction"], rec["answers"]) for c in rec["candidates"])
+    rec["member_correct"] = any(match(p, rec["answers"]) for p in rec.get("paraphrase_predictions") or ())
+
+
 def record_scores(records: list[dict]) -> dict[str, float]:
     """Accuracy (0-1, from each record's ``correct``) and SQuAD EM / F1 (0-100) over ``records``; ``{}`` when the
-    records are not scored. Computed here, on one process, so resumed and new records count alike."""
+    records are not scored. Computed here, on one process, so resumed and new records count alike. When every
+    record has them (:func:`score_oracles`): ``candidate_oracle`` and ``member_oracle``, the shares of records
+    with some right candidate and some right member answer."""
     if not records or any(r.get("correct") is None or not r.get("answers") for r in records):
         return {}
     squad = SquadScores(sync_on_compute=False)  # rank 0 alone: no collective
     squad.update([r["prediction"] for r in records], [r["answers"] for r in records])
     scores = squad.compute()
-    return {"accuracy": sum(bool(r["correct"]) for r in records) / len(records),
-            "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+    out = {"accuracy": sum(bool(r["correct"]) for r in records) / len(records),
+           "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+    for key, field in (("candidate_oracle", "candidate_correct"), ("member_oracle", "member_correct")):
+        if all(r.get(field) is not None for r in records):
+            out[key] = sum(bool(r[field]) for r in records) / len(records)
+    return out
 
 
 def paraphrase_scores(method: str, records: list[dict]) -> dict:
