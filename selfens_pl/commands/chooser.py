@@ -4,8 +4,9 @@
 
 It takes the sweep's flags (``--data.*``, ``--ks``, ``--ms``, ``--output_dir``, ...): the facts are answered and
 scored by the sweep's one engine pass (``facts.jsonl`` in ``--output_dir``, reused when a sweep with the same
-settings already wrote it), every member's answer of every fact at ``(--k, --m)`` becomes a candidate, and the
-chooser is fit on all of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``. It also
+settings already wrote it), every member's answer of every fact at ``(--k, --m)`` becomes a candidate (with
+``--first_tokens k`` also its answers from its 2nd .. k-th most likely first token), and the chooser is fit on all
+of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``. It also
 prints the chooser's accuracy cross-validated over the same facts (``--chooser_folds`` folds by fact: no fact is
 scored by a chooser fit on it) beside origin and the mixture rule, each gain with its paired bootstrap interval.
 """
@@ -29,6 +30,9 @@ def build_parser():
     p.description = "Fit the learned chooser of RerankHead(rule=learned) on grouped facts with answers."
     p.add_argument("--k", type=int, default=3, help="Paraphrases per member set the chooser is fit for")
     p.add_argument("--m", type=int, default=3, help="Few-shot blocks per member set the chooser is fit for")
+    p.add_argument("--first_tokens", type=int, default=1,
+                   help="Wider candidates: each member's answers from its 2nd .. k-th most likely first token join "
+                        "the candidates (as RerankHead(first_tokens=k); use the same k with the file)")
     p.add_argument("--C", type=float, default=1.0, help="Inverse L2 strength of the logistic regression")
     p.add_argument("--out", type=str, default="chooser.json", help="Where the chooser file goes")
     return p
@@ -39,16 +43,19 @@ def main(argv: list[str] | None = None) -> Path:
     if (cfg.k, cfg.m) not in sweep.grid.configs():
         raise UserError(f"--k {cfg.k} --m {cfg.m}: not among the swept configurations (--ks {list(sweep.grid.ks)}, "
                         f"--ms {list(sweep.grid.ms)})")
-    facts, _ = sweep.engine([], True)
+    if cfg.first_tokens < 1:
+        raise UserError(f"--first_tokens={cfg.first_tokens}: give 1 (the members' greedy answers) or more")
+    head = RerankHead(rule="learned", first_tokens=cfg.first_tokens)
+    facts, _ = sweep.engine([], True, cfg.first_tokens)
     derive = Deriver(facts, sweep.groups, sweep.grid, sweep.is_match)
-    head = RerankHead(rule="learned")
     data = derive.chooser_data(head, cfg.k, cfg.m)
     _, _, feats, labels, _ = data
     kept = [g for g in range(len(feats)) if feats[g]]
     chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C)
     out = chooser.save(cfg.out)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),
-            "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture"), cfg.k, cfg.m),
+            "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture", first_tokens=cfg.first_tokens),
+                                             cfg.k, cfg.m),
             "rerank_learned_cv": derive.cross_validated("rerank_learned_cv", head, cfg.k, cfg.m, cfg.chooser_folds,
                                                          data)}
     scores = {name: run.per_fact() for name, run in runs.items()}

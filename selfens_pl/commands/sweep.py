@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from selfens_pl.commands import model_and_data_parser
 from selfens_pl.data.prompts import PromptTokenizer
@@ -28,9 +29,13 @@ def build_parser():
                         help="Heads to sweep (class_path + init_args each, as predict's --model.head); origin, "
                              "per_prompt, vote, the mean single paraphrase and the oracle are always there")
     parser.add_argument("--ks", type=str | list[int] | None, default=None,
-                        help="The K's (paraphrases per group), e.g. 1,3,6 (default: 1 .. the smallest group)")
+                        help="The K's (paraphrases per group), e.g. 1,3,6 (default: 1 .. the smallest group; the "
+                             "largest with --short_groups use_all)")
     parser.add_argument("--ms", type=str | list[int], default="1",
                         help="The M's (few-shot blocks per paraphrase), e.g. 1,3; M > 1 needs --data.few_shot_pool")
+    parser.add_argument("--short_groups", type=Literal["refuse", "use_all"], default="refuse",
+                        help="A group with fewer paraphrases than the largest K: refuse (default), or use_all: ask "
+                             "it with all it has at every larger K (a paraphrase file's groups are of unequal size)")
     parser.add_argument("--max_new_tokens", type=int, default=10, help="Most tokens per answer")
     parser.add_argument("--stop", type=str | None, default="\n", help="Stop string ending an answer")
     parser.add_argument("--bidirectional", type=bool, default=False,
@@ -68,13 +73,14 @@ def prepare(parser, argv: list[str] | None):
     data = init.data
     data.setup("predict")
     sizes = {len(g["paraphrases"]) for g in data.groups}
-    ks = int_list(cfg.ks, "--ks") if cfg.ks is not None else list(range(1, min(sizes) + 1))
+    largest = max(sizes) if cfg.short_groups == "use_all" else min(sizes)
+    ks = int_list(cfg.ks, "--ks") if cfg.ks is not None else list(range(1, largest + 1))
     for g in data.groups:
         if not g["answers"]:
             raise UserError(f"record {g['id']!r} has no answers: the sweep scores every method against them")
-        if len(g["paraphrases"]) < max(ks):
+        if len(g["paraphrases"]) < max(ks) and cfg.short_groups == "refuse":
             raise UserError(f"record {g['id']!r} has {len(g['paraphrases'])} paraphrases, fewer than the largest "
-                             f"of --ks ({max(ks)})")
+                             f"of --ks ({max(ks)}); --short_groups use_all asks such a group with all it has")
     grid = Grid(tuple(ks), tuple(ms))
     groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]
     decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop)
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> Path:
     kinds = [kind(h) for h in heads]
     rules = [h.engine_rule for h, how in zip(heads, kinds) if how == "rule"]
     rescore = any(how == "derived" for how in kinds)
-    facts, engine_seconds = sweep.engine(rules, rescore)
+    first_tokens = max((h.first_tokens for h, how in zip(heads, kinds) if how == "derived"), default=1)
+    facts, engine_seconds = sweep.engine(rules, rescore, first_tokens)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
     baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle

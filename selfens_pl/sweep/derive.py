@@ -10,7 +10,8 @@ from those answers, the very function its ``generate`` calls on the answers it d
 * ``origin``: :meth:`selfens_pl.heads.origin.OriginHead.decide` (member 0);
 * ``vote``: :meth:`selfens_pl.heads.vote.VoteHead.decide`;
 * ``rerank_<rule>``: :meth:`selfens_pl.heads.rerank.RerankHead.decide` (the candidates of ``S``'s answers, then
-  ``RerankHead.pick`` over their ``[N][C]`` scores, read from the engine's table: :class:`TableScores`);
+  ``RerankHead.pick`` over their ``[N][C]`` scores, read from the engine's table: :class:`TableScores`; with
+  ``first_tokens = k > 1`` the members' alternatives the engine decoded join them: :meth:`Deriver.alternatives`);
 * a cascade: :meth:`selfens_pl.heads.cascade.CascadeHead.outcomes` (its first stage over its cheap members of
   ``S`` and its ensemble's ``decide`` over ``S``), the record :meth:`~selfens_pl.heads.cascade.CascadeHead.keeps`
   says at the head's threshold, and the curve: ``keeps`` again at every threshold (accuracy and decoded rows per
@@ -42,6 +43,7 @@ from selfens_pl.heads.per_prompt import PerPromptHead, per_prompt_records
 from selfens_pl.scoring.agreement import Lemmas
 from selfens_pl.scoring.chooser import fold_choosers, fold_of
 from selfens_pl.scoring.rescoring import Candidate
+from selfens_pl.scoring.summaries import score_oracles
 from selfens_pl.sweep.engine import Grid, config_name, generation_of
 
 
@@ -104,18 +106,39 @@ class Deriver:
         """Per group: the group cut to ``k`` paraphrases and ``m`` blocks, and its members' answers ``[k * m]``
         (member order), as the heads take them."""
         if (k, m) not in self._members:
-            subset = self.grid.subset(k, m)
             self._members[(k, m)] = [
                 (cut_blocks(dict(g, paraphrases=g["paraphrases"][:k]), m),
-                 [generation_of(self.facts[g["id"]]["members"][j]) for j in subset]) for g in self.groups]
+                 [generation_of(self.facts[g["id"]]["members"][j]) for j in self.subset(g, k, m)])
+                for g in self.groups]
         return self._members[(k, m)]
 
+    def alternatives(self, group: dict, k: int, m: int, first_tokens: int) -> list[list[Generation]] | None:
+        """``[member][rank-1]``: the answers of ``group``'s members at ``(k, m)`` from their 2nd .. ``first_tokens``-th
+        most likely first tokens, as the engine decoded them (None with ``first_tokens = 1``)."""
+        if first_tokens == 1:
+            return None
+        rows = self.facts[group["id"]].get("alternatives")
+        if rows is None or any(len(own) < first_tokens - 1 for own in rows):
+            raise InternalError(f"fact {group['id']!r}: its engine row holds no {first_tokens - 1} alternatives per "
+                                "member (the engine pass ran with a smaller first_tokens)")
+        return [[generation_of(x) for x in rows[j][:first_tokens - 1]] for j in self.subset(group, k, m)]
+
+    def subset(self, group: dict, k: int, m: int) -> list[int]:
+        """The engine-row indices of ``group``'s members at ``(k, m)`` (all its paraphrases when it has fewer)."""
+        return self.grid.subset(k, m, len(group["paraphrases"]))
+
+    def rows(self, head: FusionHead, k: int, m: int) -> float:
+        """Decoded rows per question of ``head`` at ``(k, m)``: its rows for each group's own members, averaged."""
+        return sum(head.decoded_rows(len(self.subset(g, k, m))) for g in self.groups) / len(self.groups)
+
     def scores(self, group: dict, k: int, m: int) -> TableScores:
-        return TableScores(self.facts[group["id"]], self.grid.subset(k, m), self._columns[group["id"]])
+        return TableScores(self.facts[group["id"]], self.subset(group, k, m), self._columns[group["id"]])
 
     def finish(self, rec: dict, method: str, k: int, m: int) -> dict:
-        """A head's record as the sweep's: the run's label, its ``(k, m)`` and whether it is right."""
+        """A head's record as the sweep's: the run's label, its ``(k, m)`` and whether it is right (a rescoring
+        record also whether any candidate, any member is: :func:`~selfens_pl.scoring.summaries.score_oracles`)."""
         rec.update(method=method, k=k, m=m, correct=self.is_match(rec["prediction"], rec["answers"]))
+        score_oracles(rec, self.is_match)
         return rec
 
     def cost(self, fact: dict, subset: list[int], m: int) -> float:
@@ -128,7 +151,7 @@ class Deriver:
         cut = self.members(k, m)
         records = per_prompt_records(head, [g for g, _ in cut], [gens for _, gens in cut], self.lemmas)
         return self._run("per_prompt", k, m, [self.finish(r, "per_prompt", k, m) for r in records],
-                         head.decoded_rows(k * m))
+                         self.rows(head, k, m))
 
     def origin(self) -> Run:
         head = OriginHead()
@@ -142,12 +165,15 @@ class Deriver:
             return self.cascade(label, head, k, m)
         records, fed = [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            scores = self.scores(g, k, m)
-            records.append(self.finish(head.decide(group, gens, scores, self.lemmas), label, k, m))
+            scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens)
+            decided = (head.decide(group, gens, scores, self.lemmas) if wider is None
+                       else head.decide(group, gens, scores, self.lemmas, alternatives=wider))
+            records.append(self.finish(decided, label, k, m))
             fed += scores.fed
-        run = self._run(label, k, m, records, head.decoded_rows(k * m))
+        run = self._run(label, k, m, records, self.rows(head, k, m))
         if head.rescores:
             run.scored_tokens = fed / len(self.groups)
+            run.extra["first_tokens"] = head.first_tokens
         return run
 
     def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5, data=None) -> Run:
@@ -156,22 +182,23 @@ class Deriver:
         them; labels: the lemma match against the fact's answers). ``data``: :meth:`chooser_data`, if at hand."""
         ids, items, feats, labels, fed = data or self.chooser_data(head, k, m)
         choosers = {f: head.with_chooser(model) for f, model in fold_choosers(ids, feats, labels, folds).items()}
-        records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table), label, k, m)
-                   for i, (group, gens, cands, table) in zip(ids, items)]
-        run = self._run(label, k, m, records, head.decoded_rows(k * m))
+        records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table, wider), label, k, m)
+                   for i, (group, gens, cands, table, wider) in zip(ids, items)]
+        run = self._run(label, k, m, records, self.rows(head, k, m))
         run.scored_tokens = fed / len(self.groups)
+        run.extra["first_tokens"] = head.first_tokens
         return run
 
     def chooser_data(self, head, k: int, m: int):
-        """What a chooser fits on at ``(k, m)``: ``(ids, [(group, gens, candidates, table)], features [g][C][F],
-        labels [g][C], scored tokens)``; the candidates, scores and features as ``head`` builds them."""
+        """What a chooser fits on at ``(k, m)``: ``(ids, [(group, gens, candidates, table, alternatives)], features
+        [g][C][F], labels [g][C], scored tokens)``; the candidates, scores and features as ``head`` builds them."""
         ids, items, feats, labels, fed = [], [], [], [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            scores = self.scores(g, k, m)
-            cands, table = head.scored_candidates(gens, scores, self.lemmas)
+            scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens)
+            cands, table = head.scored_candidates(gens, scores, self.lemmas, wider)
             fed += scores.fed
             ids.append(g["id"])
-            items.append((group, gens, cands, table))
+            items.append((group, gens, cands, table, wider))
             feats.append(head.candidate_features(group, gens, cands, table, self.lemmas) if cands else [])
             labels.append([self.is_match(c.prediction, group["answers"]) for c in cands])
         return ids, items, feats, labels, fed
@@ -181,18 +208,19 @@ class Deriver:
         records = [self.finish(head.record(group, generation_of(
             self.facts[g["id"]]["fused"][head.engine_rule][config_name(k, m)]), None, list(group["paraphrases"])),
             head.label, k, m) for (group, _), g in zip(self.members(k, m), self.groups)]
-        return self._run(head.label, k, m, records, head.decoded_rows(k * m))
+        return self._run(head.label, k, m, records, self.rows(head, k, m))
 
     def cascade(self, label: str, head: FusionHead, k: int, m: int) -> Run:
         """CascadeHead ``head`` at its threshold, with the curve over every threshold in ``run.extra["curve"]``:
         ``[(threshold, accuracy, decoded rows per question)]``."""
-        subset, outcomes, cheap_tokens = self.grid.subset(k, m), [], []
+        outcomes, cheap_tokens = [], []
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            fact = self.facts[g["id"]]
-            stage, first, escalated = head.outcomes(group, gens, self.scores(g, k, m), self.lemmas)
+            fact, subset = self.facts[g["id"]], self.subset(g, k, m)
+            stage, first, escalated = head.outcomes(group, gens, self.scores(g, k, m), self.lemmas,
+                                                    self.alternatives(g, k, m, head.first_tokens))
             outcomes.append((stage, self.finish(first, label, k, m), self.finish(escalated, label, k, m)))
             picked = [subset[i] for i in cheap_members(group, head.first)]
-            blocks = {j // self.grid.k_max for j in picked} - {0}
+            blocks = {j // len(g["paraphrases"]) for j in picked} - {0}
             # an escalated group encodes all of S again (RerankHead scores under every member)
             cheap_tokens.append(sum(fact["q_tokens"][j] for j in picked)
                                 + sum(fact["block_tokens"][b - 1] for b in blocks))
@@ -208,13 +236,13 @@ class Deriver:
         for (stage, first, escalated), g, own in zip(outcomes, self.groups, cheap_tokens):
             keep = head.keeps(stage)
             records.append(first if keep else escalated)
-            tokens += own + (0 if keep else self.cost(self.facts[g["id"]], subset, m))
+            tokens += own + (0 if keep else self.cost(self.facts[g["id"]], self.subset(g, k, m), m))
         run = self._run(label, k, m, records, sum(r["decoded_rows"] for r in records) / n)
         run.prompt_tokens = tokens / n
         run.extra["curve"] = curve
         return run
 
     def _run(self, method: str, k: int, m: int, records: list[dict], rows: float) -> Run:
-        subset, n = self.grid.subset(k, m), len(self.groups)
-        tokens = sum(self.cost(self.facts[g["id"]], subset, m) for g in self.groups) / n
+        n = len(self.groups)
+        tokens = sum(self.cost(self.facts[g["id"]], self.subset(g, k, m), m) for g in self.groups) / n
         return Run(method, k, m, records, rows=rows, prompt_tokens=tokens)

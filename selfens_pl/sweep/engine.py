@@ -8,10 +8,13 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
    each few-shot block's prefix once per batch);
 2. decodes every member's own greedy answer from that encoding (per_prompt; origin, vote, the oracle and the mean
    single paraphrase follow from these answers for every ``(K, M)``);
-3. scores every distinct answer of a fact (a token sequence with a non-empty prediction) under every member's
-   prompt, from the same encoding (answer-level rescoring of every ``(K, M)`` and every rule follows, see
-   :mod:`selfens_pl.sweep.derive`);
-4. decodes each LogitFusion rule (unweighted, uncalibrated) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
+3. with wider candidates (a rescoring head's ``first_tokens = k > 1``): decodes every member's answers starting with
+   its 2nd .. k-th most likely first token (:func:`~selfens_pl.heads.rerank.member_alternatives`, one batched decode),
+   ``fact["alternatives"] [member][rank-1]``; a smaller ``k`` takes the first ``k - 1`` of them;
+4. scores every distinct answer of a fact (a token sequence with a non-empty prediction: the members' and their
+   alternatives') under every member's prompt, from the same encoding (answer-level rescoring of every ``(K, M)``
+   and every rule follows, see :mod:`selfens_pl.sweep.derive`);
+5. decodes each LogitFusion rule (unweighted, uncalibrated) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
    configuration in one batch, again from the same encoding.
 
 What one fact yields is one JSON line of ``facts.jsonl`` (appended per batch, so an interrupted sweep resumes fact
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
-from selfens_pl.heads.rerank import decode_members, encode_members, fused_answers, member_rows, score_tables
+from selfens_pl.heads.rerank import (decode_members, encode_members, fused_answers, member_alternatives, member_rows,
+                                     score_tables)
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,12 @@ class Grid:
     def configs(self) -> list[tuple[int, int]]:
         return [(k, m) for m in self.ms for k in self.ks]
 
-    def subset(self, k: int, m: int) -> list[int]:
-        """Indices, among a fact's ``K_max x M_max`` members (block-major), of the members of ``(k, m)``, in the
-        order a group cut to ``k`` paraphrases and ``m`` blocks lists its own members."""
-        return [b * self.k_max + p for b in range(m) for p in range(k)]
+    def subset(self, k: int, m: int, n: int | None = None) -> list[int]:
+        """Indices, among a fact's ``n x M_max`` members (block-major; ``n``: its paraphrases, ``K_max`` unless the
+        sweep takes short groups), of the members of ``(k, m)``, in the order a group cut to ``k`` paraphrases and
+        ``m`` blocks lists its own members. A fact with fewer than ``k`` paraphrases gives all it has."""
+        n = self.k_max if n is None else n
+        return [b * n + p for b in range(m) for p in range(min(k, n))]
 
 
 def config_name(k: int, m: int) -> str:
@@ -80,14 +86,16 @@ def generation_of(row: dict) -> Generation:
     return gen
 
 
-def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[str], rescore: bool) -> list[dict]:
-    """One batch of facts (each cut to ``K_max`` paraphrases and ``M_max`` blocks) -> one row per fact (module
-    docstring). Encoding, the members' answers, the rescoring and the fused rules are RerankHead's
+def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[str], rescore: bool,
+                first_tokens: int = 1) -> list[dict]:
+    """One batch of facts (each cut to ``K_max`` paraphrases, or fewer, and ``M_max`` blocks) -> one row per fact
+    (module docstring; ``first_tokens > 1``: with every member's alternatives, needs ``rescore``). Encoding, the
+    members' answers and alternatives, the rescoring and the fused rules are RerankHead's
     (:mod:`selfens_pl.heads.rerank`), over every member of a fact and over each ``(K, M)``'s members."""
     items, encoded, starts = encode_members(decoder, prompts, groups)
-    n = len(items[0])
-    if any(len(own) != n for own in items):
-        raise InternalError("the sweep needs every fact cut to the same K_max x M_max members")
+    sizes = [len(g["paraphrases"]) for g in groups]
+    if any(len(own) != n * grid.m_max for own, n in zip(items, sizes)):
+        raise InternalError(f"the sweep needs every fact cut to M_max = {grid.m_max} blocks of its paraphrases")
     gens = decode_members(decoder, encoded, items, starts)
     out = []
     for f, group in enumerate(groups):
@@ -96,12 +104,18 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
                     "block_tokens": [len(prompts.for_block(group, b).prefix_ids)
                                      for b in range(1, grid.m_max)],
                     "fused": {}})
+    rows = member_rows(items, starts)
+    if first_tokens > 1:
+        if not rescore:
+            raise InternalError("the engine decodes alternatives only for rescoring (first_tokens > 1, rescore off)")
+        for fact, own in zip(out, member_alternatives(decoder, encoded, rows, first_tokens)):
+            fact["alternatives"] = [[generation_row(x) for x in mine] for mine in own]
     if rescore:
-        score_candidates(decoder, encoded, out, member_rows(items, starts))
+        score_candidates(decoder, encoded, out, rows)
     for k, m in fused_configs(grid):
         if rules:
-            fused = fused_answers(decoder, encoded, [[start + j for j in grid.subset(k, m)] for start in starts],
-                                  rules)
+            fused = fused_answers(decoder, encoded, [[start + j for j in grid.subset(k, m, n)]
+                                                     for start, n in zip(starts, sizes)], rules)
             for fact, own in zip(out, fused):
                 for rule, gen in zip(rules, own):
                     fact["fused"].setdefault(rule, {})[config_name(k, m)] = {
@@ -110,13 +124,13 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
 
 
 def score_candidates(decoder, encoded, facts: list[dict], rows: list[list[int]]) -> None:
-    """Every fact's distinct answers (token sequences with a non-empty prediction, member order) scored under every
-    member (its encoded rows ``rows[f]``): ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence
-    log-probabilities). Distinct by tokens, not by prediction: a subset of the members may take another member's
-    tokens for the same answer as its candidate."""
+    """Every fact's distinct answers (token sequences with a non-empty prediction: the members' in member order,
+    then their alternatives', member-major) scored under every member (its encoded rows ``rows[f]``):
+    ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence log-probabilities). Distinct by tokens, not by
+    prediction: a subset of the members may take another member's tokens for the same answer as its candidate."""
     for fact in facts:
         seen, cands = set(), []
-        for member in fact["members"]:
+        for member in fact["members"] + [x for own in fact.get("alternatives", ()) for x in own]:
             key = tuple(member["tokens"])
             if member["prediction"] and key and key not in seen:
                 seen.add(key)

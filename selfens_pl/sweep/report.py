@@ -10,7 +10,7 @@ from pathlib import Path
 from selfens_pl.figures import save_figure
 from selfens_pl.scoring.gains import Baselines, gain_over
 from selfens_pl.sweep.engine import config_name
-from selfens_pl.sweep.runner import MEMBER, ORACLE, SINGLE
+from selfens_pl.sweep.runner import CANDIDATES, MEMBER, ORACLE, SINGLE
 
 
 def config_label(k: int, m: int) -> str:
@@ -30,6 +30,11 @@ def accuracy_grid(runs, baselines: Baselines, configs: list[tuple[int, int]]) ->
         for k, m in configs:
             facts = scores(k, m)
             grid[name][(k, m)] = sum(facts.values()) / len(facts)
+    for run in runs:  # wider candidates: any of a rescoring run's candidates right (a cascade's are partial)
+        wide = run.extra.get("first_tokens", 1)
+        if wide > 1 and "curve" not in run.extra and all("candidate_correct" in r for r in run.records):
+            grid.setdefault(CANDIDATES.format(wide), {})[(run.k, run.m)] = \
+                sum(bool(r["candidate_correct"]) for r in run.records) / len(run.records)
     origin = next(r for r in runs if r.method == "origin")
     grid["origin"] = {c: origin.accuracy for c in configs}
     for run in runs:
@@ -82,10 +87,17 @@ def markdown(grid, gain_rows, cascades, configs, sweep, engine_seconds: float, t
             lines.append(f"- `{label}` at K={k} M={m}: " + "; ".join(
                 f"t={t:.2f}: {_pct(acc)}% at {rows:.2f} rows" for t, acc, rows in curve))
     n = len(sweep.groups)
+    sizes = [len(g["paraphrases"]) for g in sweep.groups]
+    if min(sizes) < sweep.grid.k_max:
+        short = sum(s < sweep.grid.k_max for s in sizes)
+        lines += ["", f"Groups of unequal size (`--short_groups use_all`): {short} of {n} have fewer than "
+                  f"K = {sweep.grid.k_max} paraphrases (mean {sum(sizes) / n:.2f}, counting the original) and are "
+                  "asked with all they have at a larger K; the rows column counts what each group decoded."]
     lines += ["", f"{n} facts, {sweep.cfg.model}, greedy, lemma-match accuracy. Origin: paraphrase 0 with the "
               f"standard few-shot block. Mean single paraphrase at (K, M): the mean accuracy of paraphrases < K each "
               f"asked alone with the standard block (the baseline of 'vs mean single paraphrase'); mean single "
-              f"member: the same over all K x M members (the other blocks included); oracle: any member right. "
+              f"member: the same over all K x M members (the other blocks included); oracle: any member right "
+              f"(any candidate, top k: any member's answer from one of its k most likely first tokens right). "
               f"Cost per question: decoded rows (greedy streams), prompt tokens encoded (its members' questions "
               f"and the extra blocks' prefixes; the standard instruction + few-shot block is encoded once per batch "
               f"for all questions and not counted), continuation tokens fed for rescoring.",
@@ -109,9 +121,9 @@ def draw_accuracy(grid, configs, ms: list[int], out: Path, title: str) -> Path:
             points = sorted((k, v) for (k, mm), v in cells.items() if mm == m)
             if len({v for _, v in points}) == 1 and method == "origin":
                 style = dict(color="black", linestyle="-.")
-            elif method in (SINGLE, MEMBER, ORACLE):
-                style = dict(color="black" if method == SINGLE else "grey", linestyle="--" if method != ORACLE
-                             else ":", marker="o")
+            elif method in (SINGLE, MEMBER, ORACLE) or method.startswith(CANDIDATES.split("{")[0]):
+                style = dict(color="black" if method == SINGLE else "grey", linestyle="--" if method in (SINGLE, MEMBER)
+                             else ":", marker="o" if method != ORACLE else "s")
             else:
                 style = dict(marker=markers[i % len(markers)], alpha=0.9)
             ax.plot([k for k, _ in points], [100 * v for _, v in points], label=method, **style)

@@ -46,6 +46,7 @@ from selfens_pl.sweep.facts import FactsFile
 SINGLE = "mean single paraphrase"
 MEMBER = "mean single member"
 ORACLE = "oracle (any member)"
+CANDIDATES = "oracle (any candidate, top{})"
 BUILT_IN = ("origin", "per_prompt", "vote")
 
 
@@ -102,17 +103,20 @@ class Sweep:
 
     def batches(self, groups: list[dict]):
         """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""
-        rows = len(groups[0]["paraphrases"]) * (1 + len(groups[0].get("blocks") or ())) if groups else 1
+        rows = max((len(g["paraphrases"]) * (1 + len(g.get("blocks") or ())) for g in groups), default=1)
         size = max(1, self.cfg.batch_rows // rows)
         ordered = sorted(groups, key=lambda g: max(len(p) for p in g["paraphrases"]))
         for start in range(0, len(ordered), size):
             yield ordered[start:start + size]
 
     # -- the engine pass ------------------------------------------------------------------------------------------
-    def engine(self, rules: list[str], rescore: bool) -> tuple[dict[str, dict], float]:
-        """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now."""
+    def engine(self, rules: list[str], rescore: bool, first_tokens: int = 1) -> tuple[dict[str, dict], float]:
+        """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now.
+        ``first_tokens > 1``: with each member's alternatives (the most any rescoring head takes)."""
         settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
                     "rescore": rescore}
+        if first_tokens > 1:  # (rows without alternatives keep the settings they were written with)
+            settings["first_tokens"] = first_tokens
         store = FactsFile(self.out, settings)
         done = store.load()
         ids = {g["id"] for g in self.groups}
@@ -122,12 +126,14 @@ class Sweep:
         start = time.perf_counter()
         if todo:
             print(f"[sweep] {len(todo)} facts x {self.grid.k_max * self.grid.m_max} members (K={self.grid.k_max}, "
-                  f"M={self.grid.m_max}): answers, {'rescoring, ' if rescore else ''}"
+                  f"M={self.grid.m_max}): answers, "
+                  + (f"{first_tokens - 1} alternatives each, " if first_tokens > 1 else "")
+                  + f"{'rescoring, ' if rescore else ''}"
                   f"{len(rules)} fused rules at every (K, M)"
                   + (f"; {len(done)} facts reused from {store.path}" if done else ""), flush=True)
             with ProgressBar(len(todo), "sweep: facts", unit="facts") as bar:
                 for chunk in self.batches(todo):
-                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore)
+                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore, first_tokens)
                     store.append(rows)
                     done.update({row["id"]: row for row in rows})
                     bar.advance(len(chunk))
@@ -186,7 +192,8 @@ class Sweep:
                     rec.update(k=k, m=m)
                     records.append(rec)
                 bar.advance(len(chunk))
-        rows = sum(r.get("decoded_rows", head.decoded_rows(k * m)) for r in records) / len(records)
+        members = {g["id"]: len(g["paraphrases"]) * m for g in groups}  # fewer in a short group
+        rows = sum(r.get("decoded_rows", head.decoded_rows(members[r["id"]])) for r in records) / len(records)
         run = Run(label, k, m, records, rows, (self.decoder.stats.prompt_tokens - before) / len(groups),
                   seconds=time.perf_counter() - start)
         self.save(run, settings, None)
