@@ -87,6 +87,10 @@ def test_the_engine_decodes_the_largest_k_once_and_the_report_has_the_candidate_
     assert set(wide) == {f"k{k}_m{m}" for k in (1, 2, 3) for m in (1, 2)}
     assert all(wide[c] >= members[c] for c in wide)
     assert "| oracle (any candidate, top3) |" in report and "oracle (any candidate, top2)" in grid
+    # one member with wider candidates is not origin: its gain is reported; one member without them is origin
+    gains = {(g["method"], g["k"], g["m"]) for g in json.loads((widened / "sweep.json").read_text())["gains"]}
+    assert ("rerank_mixture_top3", 1, 1) in gains and ("rerank_max_top2", 1, 1) in gains
+    assert ("rerank_mixture", 1, 1) not in gains and ("vote", 1, 1) not in gains
 
 
 def test_the_cross_validated_chooser_over_wider_candidates_is_the_head_with_its_folds_file(

@@ -45,12 +45,13 @@ def accuracy_grid(runs, baselines: Baselines, configs: list[tuple[int, int]]) ->
 
 
 def gains(runs, baselines: Baselines, resamples: int, seed: int) -> list[dict]:
-    """Every run with ``K x M >= 2`` (and origin): accuracy, gain over origin and over the mean single paraphrase
-    at its K (standard prompt), each with a paired bootstrap interval over facts (``report``'s gains:
-    :mod:`selfens_pl.scoring.gains`), and its cost per question."""
+    """Every run that is not origin by construction (``K x M >= 2``, or one member decoding more than one row: wider
+    candidates), and origin: accuracy, gain over origin and over the mean single paraphrase at its K (standard
+    prompt), each with a paired bootstrap interval over facts (``report``'s gains: :mod:`selfens_pl.scoring.gains`),
+    and its cost per question."""
     out = []
     for run in runs:
-        if run.method == "per_prompt" or (run.k * run.m < 2 and run.method != "origin"):
+        if run.method == "per_prompt" or (run.k * run.m < 2 and run.rows <= 1 and run.method != "origin"):
             continue
         own, single = run.per_fact(), baselines.single(run.k)
         row = {"method": run.method, "k": run.k, "m": run.m, "accuracy": run.accuracy,
