@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
-from selfens_pl.scoring.agreement import support
+from selfens_pl.scoring.agreement import vote
 from selfens_pl.scoring.metrics import is_match
 from selfens_pl.scoring.stats import paired_bootstrap
 
@@ -37,12 +37,6 @@ def groups_with_blocks(config: str, selection: str) -> list[dict]:
     dm = ParaphraseDataModule(**data)
     dm.setup("predict")
     return dm.groups
-
-
-def most_common(answers: list[str]) -> str:
-    """The answer most of ``answers`` agree with (lemma rule), the earliest (most similar) on a tie."""
-    counts = support(answers)
-    return answers[counts.index(max(counts))]
 
 
 def run_correct(run_dir: Path) -> dict[str, float]:
@@ -65,10 +59,12 @@ def main() -> None:
     copies = {}
     for selection in (["similar", "random"] if args.selection == "both" else [args.selection]):
         groups = groups_with_blocks(args.config, selection)
-        among = [any(is_match(d["answer"], g["answers"]) for b in g["blocks"] for d in b) for g in groups]
-        copy = {str(g["id"]): float(is_match(g["blocks"][0][0]["answer"], g["answers"])) for g in groups}
-        mode = {str(g["id"]): float(is_match(most_common([d["answer"] for b in g["blocks"] for d in b]),
-                                             g["answers"])) for g in groups}
+        shown = [[d["answer"] for b in g["blocks"] for d in b] for g in groups]  # most similar first
+        among = [any(is_match(a, g["answers"]) for a in answers) for g, answers in zip(groups, shown)]
+        copy = {str(g["id"]): float(is_match(answers[0], g["answers"])) for g, answers in zip(groups, shown)}
+        # the package's vote over the demos' answers; equal log-probabilities send a tie to the more similar one
+        mode = {str(g["id"]): float(is_match(answers[vote(answers, [[0.0]] * len(answers))[0]], g["answers"]))
+                for g, answers in zip(groups, shown)}
         copies[selection] = (copy, mode)
         cells = []
         for baseline in (copy, mode):
