@@ -97,9 +97,9 @@ def test_each_fold_chooser_never_saw_its_folds_facts(monkeypatch):
 
     real = module.fit_chooser
 
-    def spy(train_groups, train_labels, c=1.0):
+    def spy(train_groups, train_labels, c=1.0, features=module.FEATURES):
         seen.append({id(g) for g in train_groups})
-        return real(train_groups, train_labels, c)
+        return real(train_groups, train_labels, c, features)
 
     monkeypatch.setattr(module, "fit_chooser", spy)
     choosers = fold_choosers(ids, groups, labels, folds=4)

@@ -36,6 +36,7 @@ HEADS = {
     "rerank_product_fused_prob_avg": lambda: RerankHead("product", fused="prob_avg"),
     "cascade": lambda: CascadeHead(first=2, threshold=0.75),
     "rerank_learned": lambda: RerankHead("learned", chooser=_chooser_file()),
+    "rerank_mixture_demos": lambda: RerankHead(demo_answers=True),  # the demonstrations' answers scored too
 }
 
 
@@ -50,7 +51,8 @@ def _chooser_file() -> str:
     return str(Chooser(weights, 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES)).save(
         Path(tempfile.mkdtemp()) / "chooser.json"))
 #: Heads that decode one row per member, run again on groups with extra few-shot blocks (several prefixes).
-MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "rerank_learned", "cascade"]
+MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "rerank_learned", "cascade",
+                "rerank_mixture_demos"]
 
 
 @pytest.fixture(scope="module")

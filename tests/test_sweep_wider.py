@@ -24,15 +24,19 @@ HEADS = [{"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "mi
 SIZES = [1, 3, 2, 3, 1]  # the groups of test_sweep_short_groups.uneven_file
 
 
-@pytest.fixture(scope="module")
-def widened(tiny_model_dir, uneven_file, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("sweep_wider") / "out"
-    sweep.main(["--model", str(tiny_model_dir), "--data.path", str(uneven_file), "--data.task", "webqa",
+def sweep_uneven(model_dir, groups_file, out, heads: list[dict], ks: str):
+    """The sweep over the uneven groups with random blocks (M in 1, 2), ``heads`` and ``ks``; returns ``out``."""
+    sweep.main(["--model", str(model_dir), "--data.path", str(groups_file), "--data.task", "webqa",
                 "--data.few_shot", json.dumps(SHOTS), "--data.few_shot_pool", str(FIXTURES / "webqa_tiny.jsonl"),
-                "--heads", json.dumps(HEADS), "--ks", "1,2,3", "--ms", "1,2", "--short_groups", "use_all",
+                "--heads", json.dumps(heads), "--ks", ks, "--ms", "1,2", "--short_groups", "use_all",
                 "--resamples", "100", "--max_new_tokens", "4", "--stop", "null", "--batch_rows", "7",
                 "--output_dir", str(out)])
     return out
+
+
+@pytest.fixture(scope="module")
+def widened(tiny_model_dir, uneven_file, tmp_path_factory):  # noqa: F811
+    return sweep_uneven(tiny_model_dir, uneven_file, tmp_path_factory.mktemp("sweep_wider") / "out", HEADS, "1,2,3")
 
 
 def candidates_of(records: list[dict]) -> list[tuple]:

@@ -5,7 +5,8 @@
 It takes the sweep's flags (``--data.*``, ``--ks``, ``--ms``, ``--output_dir``, ...): the facts are answered and
 scored by the sweep's one engine pass (``facts.jsonl`` in ``--output_dir``, reused when a sweep with the same
 settings already wrote it), every member's answer of every fact at ``(--k, --m)`` becomes a candidate (with
-``--first_tokens k`` also its answers from its 2nd .. k-th most likely first token), and the chooser is fit on all
+``--first_tokens k`` also its answers from its 2nd .. k-th most likely first token; with ``--demo_answers true`` also
+the answers of the demonstrations of its extra blocks), and the chooser is fit on all
 of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``. It also
 prints the chooser's accuracy cross-validated over the same facts (``--chooser_folds`` folds by fact: no fact is
 scored by a chooser fit on it) beside origin and the mixture rule, each gain with its paired bootstrap interval.
@@ -33,6 +34,9 @@ def build_parser():
     p.add_argument("--first_tokens", type=int, default=1,
                    help="Wider candidates: each member's answers from its 2nd .. k-th most likely first token join "
                         "the candidates (as RerankHead(first_tokens=k); use the same k with the file)")
+    p.add_argument("--demo_answers", type=bool, default=False,
+                   help="The demonstrations' answers join the candidates (as RerankHead(demo_answers=true); use the "
+                        "same setting with the file)")
     p.add_argument("--C", type=float, default=1.0, help="Inverse L2 strength of the logistic regression")
     p.add_argument("--out", type=str, default="chooser.json", help="Where the chooser file goes")
     return p
@@ -45,17 +49,17 @@ def main(argv: list[str] | None = None) -> Path:
                         f"--ms {list(sweep.grid.ms)})")
     if cfg.first_tokens < 1:
         raise UserError(f"--first_tokens={cfg.first_tokens}: give 1 (the members' greedy answers) or more")
-    head = RerankHead(rule="learned", first_tokens=cfg.first_tokens)
-    facts, _ = sweep.engine([], True, cfg.first_tokens)
+    head = RerankHead(rule="learned", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
+    facts, _ = sweep.engine([], True, cfg.first_tokens, cfg.demo_answers)
     derive = Deriver(facts, sweep.groups, sweep.grid, sweep.is_match)
     data = derive.chooser_data(head, cfg.k, cfg.m)
     _, _, feats, labels, _ = data
     kept = [g for g in range(len(feats)) if feats[g]]
-    chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C)
+    chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C, head.features)
     out = chooser.save(cfg.out)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),
-            "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture", first_tokens=cfg.first_tokens),
-                                             cfg.k, cfg.m),
+            "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture", first_tokens=cfg.first_tokens,
+                                                                          demo_answers=cfg.demo_answers), cfg.k, cfg.m),
             "rerank_learned_cv": derive.cross_validated("rerank_learned_cv", head, cfg.k, cfg.m, cfg.chooser_folds,
                                                          data)}
     scores = {name: run.per_fact() for name, run in runs.items()}

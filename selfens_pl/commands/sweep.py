@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> Path:
     rules = [h.engine_rule for h, how in zip(heads, kinds) if how == "rule"]
     rescore = any(how == "derived" for how in kinds)
     first_tokens = max((h.first_tokens for h, how in zip(heads, kinds) if how == "derived"), default=1)
-    facts, engine_seconds = sweep.engine(rules, rescore, first_tokens)
+    demos = any(h.demo_answers for h, how in zip(heads, kinds) if how == "derived")
+    facts, engine_seconds = sweep.engine(rules, rescore, first_tokens, demos)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
     baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle

@@ -65,6 +65,9 @@ class FusionHead(nn.Module):
     #: 2nd .. ``first_tokens``-th most likely first token (``RerankHead(first_tokens=k)``, a cascade escalating to
     #: one): the sweep's engine decodes that many per member and :meth:`decide` takes them as ``alternatives``.
     first_tokens: int = 1
+    #: Also rescores the answers of the demonstrations the group was asked with (``RerankHead(demo_answers=True)``):
+    #: the sweep's engine scores them too and :meth:`decide` takes them as ``demos``.
+    demo_answers: bool = False
 
     @property
     def label(self) -> str:

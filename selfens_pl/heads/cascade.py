@@ -94,6 +94,9 @@ class CascadeHead(FusionHead):
         self.ensemble = ensemble if ensemble is not None else RerankHead()
         if self.ensemble.cascades:
             raise UserError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
+        if getattr(self.ensemble, "demo_answers", False):
+            raise UserError("--model.head.init_args.ensemble: a cascade escalates to a RerankHead without "
+                            "demo_answers (its first stage answers no demonstration's answer)")
         if not self.ensemble.one_record_per_group:
             # its records would be handed to the escalated groups in turn: the wrong group's answers
             raise UserError(f"--model.head.init_args.ensemble: {type(self.ensemble).__name__} answers one record "

@@ -13,6 +13,12 @@ token, each continued greedily (:func:`~selfens_pl.engine.alternatives.decode_al
 of ``N x (k-1)`` rows from the same encoding); the new distinct answers join the candidates (after the members'
 greedy answers, before the fused one) and are scored and ranked like them. ``k = 1`` is the head without them.
 
+Demonstration answers (``demo_answers=True``): the answers of the demonstrations of the group's extra few-shot
+blocks (:func:`demo_answers`; with ``demo_selection: similar`` the nearest train questions') join the candidates
+last, each as the tokens a member would decode to give it (:func:`answer_continuation`), and are scored under every
+member like the others: no more decoded rows, ``N x D`` more scored rows for ``D`` new answers. Without extra blocks
+(``M = 1``) there are none and the head is the head without them.
+
 With one member the only candidate is that member's answer: the head answers exactly as origin (tested).
 
 The choice over answers already decoded and scored is :meth:`RerankHead.pick` (the candidates and their ``[N][C]``
@@ -41,8 +47,8 @@ from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.logit import group_valid
 from selfens_pl.scoring.agreement import Lemmas
-from selfens_pl.scoring.chooser import Chooser, candidate_features
-from selfens_pl.scoring.rescoring import Candidate, RerankRule, best, candidates, check_rule, combine
+from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, candidate_features
+from selfens_pl.scoring.rescoring import DEMO_MEMBER, Candidate, RerankRule, best, candidates, check_rule, combine
 
 
 class RerankHead(FusionHead):
@@ -52,7 +58,7 @@ class RerankHead(FusionHead):
     rescores = True
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
-                 chooser: str | None = None, first_tokens: int = 1):
+                 chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
@@ -67,13 +73,20 @@ class RerankHead(FusionHead):
             first_tokens: ``k``: besides its greedy answer, each member also answers starting with its 2nd .. k-th
                 most likely first token (continued greedily); those answers join the candidates (``k - 1`` more
                 decoded rows per member). 1: the members' greedy answers only. The method gets ``_top{k}``.
+            demo_answers: The answers of the demonstrations the group is asked with (its extra few-shot blocks: with
+                ``--data.demo_selection similar`` the nearest train questions') join the candidates, scored under
+                every member (no more decoded rows); a learned chooser also gets the demonstrations' vote and the
+                nearest agreeing one as features. The method gets ``_demos``.
         """
         super().__init__()
         self.rule = rule if rule == "learned" else check_rule(rule)
         if chooser is not None and rule != "learned":
             raise UserError(f"--model.head.init_args.chooser={chooser!r} goes with rule: learned (rule is {rule!r})")
+        if not isinstance(demo_answers, bool):
+            raise UserError(f"--model.head.init_args.demo_answers must be true or false, got {demo_answers!r}")
+        self.demo_answers = demo_answers
         self.chooser = chooser
-        self.model = Chooser.load(chooser) if chooser is not None else None
+        self.model = Chooser.load(chooser, features=self.features) if chooser is not None else None
         self._lemmas = Lemmas()  # the chooser's support features: each answer lemmatised once
         if fused is not None:
             check_method(fused, "--model.head.init_args.fused")
@@ -89,7 +102,13 @@ class RerankHead(FusionHead):
     @property
     def method(self) -> str:  # type: ignore[override]
         return (f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
-                + (f"_top{self.first_tokens}" if self.first_tokens > 1 else ""))
+                + (f"_top{self.first_tokens}" if self.first_tokens > 1 else "")
+                + ("_demos" if self.demo_answers else ""))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The chooser's features for this head (:mod:`selfens_pl.scoring.chooser`)."""
+        return DEMO_FEATURES if self.demo_answers else FEATURES
 
     @property
     def learns_from_facts(self) -> bool:
@@ -110,10 +129,9 @@ class RerankHead(FusionHead):
                            table: list[list[float]], lemmas: Lemmas | None = None) -> list[list[float]]:
         """``[C][F]`` the chooser's features of each candidate (:func:`~selfens_pl.scoring.chooser.
         candidate_features`); the demonstrations are the answers of the group's extra few-shot blocks."""
-        demo = [d["answer"] for block in group.get("blocks") or () for d in block]
         return candidate_features([x.prediction for x in gens], [c.prediction for c in cands], table,
-                                  [len(c.tokens) for c in cands], len(group["paraphrases"]), demo,
-                                  lemmas or self._lemmas)
+                                  [len(c.tokens) for c in cands], len(group["paraphrases"]), demo_answers(group),
+                                  lemmas or self._lemmas, self.demo_answers)
 
     @property
     def derivable(self) -> bool:  # type: ignore[override]
@@ -127,29 +145,36 @@ class RerankHead(FusionHead):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
         self._check_chooser()  # before the pass, not after it
-        scored = rerank_pass(decoder, prompts, groups, self.fused, known, self.first_tokens)
+        scored = rerank_pass(decoder, prompts, groups, self.fused, known, self.first_tokens, self.demo_answers)
         return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g],
                           scored.alternatives[g])
                 for g, group in enumerate(groups)]
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None) -> dict:
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """The record of ``group`` from its members' answers ``gens`` ``[N]`` (and, with ``first_tokens > 1``,
-        ``alternatives [N][first_tokens-1]``: each member's answers from its 2nd.. most likely first token): their
-        distinct answers as candidates, ``scores(candidates) -> [N][C]`` their sequence log-probabilities, then
+        ``alternatives [N][first_tokens-1]``: each member's answers from its 2nd.. most likely first token; with
+        ``demo_answers``, ``demos [D] (prediction, tokens)``: its demonstrations' answers, :func:`demo_candidates`):
+        their distinct answers as candidates, ``scores(candidates) -> [N][C]`` their sequence log-probabilities, then
         :meth:`pick`."""
         if self.fused is not None or scores is None:
             raise InternalError(f"{self.method}: decide() needs the candidates' scores and no fused candidate "
                                 f"(fused={self.fused!r}, scores given: {scores is not None})")
-        cands, table = self.scored_candidates(gens, scores, lemmas, alternatives)
+        cands, table = self.scored_candidates(gens, scores, lemmas, alternatives, demos)
         return self.pick(group, gens, None, cands, table, alternatives)
 
     def scored_candidates(self, gens: list[Generation], scores, lemmas: Lemmas | None = None,
-                          alternatives: list[list[Generation]] | None = None):
+                          alternatives: list[list[Generation]] | None = None,
+                          demos: list[tuple[str, list[int]]] | None = None):
         """``(candidates, table [N][C])``: the distinct answers of ``gens`` (then of ``alternatives [N][k-1]``, with
-        ``first_tokens = k > 1``) and ``scores(candidates)`` (an empty table when no member answered anything)."""
+        ``first_tokens = k > 1``, then ``demos``, with ``demo_answers``) and ``scores(candidates)`` (an empty table
+        when there is no candidate)."""
         alternatives = self._check_alternatives(gens, alternatives)
+        if self.demo_answers != (demos is not None):
+            raise InternalError(f"{self.method}: demo_answers={self.demo_answers} but demonstration answers were "
+                                f"{'given' if demos is not None else 'not given'}")
         cands = candidates([x.prediction for x in gens], [x.continuation for x in gens], lemmas,
-                           alternatives=[[(x.prediction, x.continuation) for x in own] for own in alternatives])
+                           alternatives=[[(x.prediction, x.continuation) for x in own] for own in alternatives],
+                           demos=demos or ())
         return cands, scores(cands) if cands else []
 
     def _check_alternatives(self, gens: list[Generation],
@@ -175,8 +200,9 @@ class RerankHead(FusionHead):
              table: list[list[float]], alternatives: list[list[Generation]] | None = None) -> dict:
         """The record of ``group``: the candidate ``rule`` ranks first (``table [N][C]``: sequence log-probability
         of candidate c under member m); its own answer is ``gens[member]``, ``alternatives[member][rank-1]`` (a
-        rank > 0 candidate) or ``fused`` (member -1). With ``first_tokens > 1`` each ``candidates`` entry also
-        gives its ``rank``."""
+        rank > 0 candidate), ``fused`` (member -1) or a demonstration's answer (member ``DEMO_MEMBER``: its
+        ``generation`` is the answer's text, its ``mean_prob`` None: no member decoded it). With
+        ``first_tokens > 1`` each ``candidates`` entry also gives its ``rank``."""
         if not cands:  # every member answered nothing: so does the ensemble
             rec = self.record(group, gens[0], None, list(group["paraphrases"]))
             chosen, scores = None, []
@@ -202,6 +228,8 @@ class RerankHead(FusionHead):
     @staticmethod
     def _answer_of(chosen: Candidate, gens: list[Generation], fused: Generation | None,
                    alternatives: list[list[Generation]] | None) -> Generation:
+        if chosen.member == DEMO_MEMBER:
+            return Generation(token_ids=list(chosen.tokens), text=" " + chosen.prediction, end="stop")
         if chosen.member < 0:
             return fused
         if chosen.rank == 0:
@@ -230,22 +258,52 @@ class RerankPass:
 
 
 def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
-                known: list[dict[int, Generation]] | None = None, first_tokens: int = 1) -> RerankPass:
+                known: list[dict[int, Generation]] | None = None, first_tokens: int = 1,
+                demo_answers: bool = False) -> RerankPass:
     """Encode every member's prompt once, decode the members' answers (except ``known`` ones), with
     ``first_tokens > 1`` every member's alternative answers (one more batched decode) and the optional fused answer
-    from it, and score every candidate under every member from the same encoding."""
+    from it, and score every candidate (with ``demo_answers`` also the group's demonstrations' answers) under every
+    member from the same encoding."""
     items, encoded, starts = encode_members(decoder, prompts, groups)
     gens = decode_members(decoder, encoded, items, starts, known)
     rows = member_rows(items, starts)
     alts = member_alternatives(decoder, encoded, rows, first_tokens)
     extra = [own[0] for own in fused_answers(decoder, encoded, rows, [fused])] if fused else [None] * len(groups)
     lemmas = Lemmas()
+    demos = [demo_candidates(g, lambda answer: answer_continuation(decoder, answer)) if demo_answers else ()
+             for g in groups]
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
                         [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)],
-                        [[(x.prediction, x.continuation) for x in mine] for mine in alt])
-             for own, fx, alt in zip(gens, extra, alts)]
+                        [[(x.prediction, x.continuation) for x in mine] for mine in alt], shown)
+             for own, fx, alt, shown in zip(gens, extra, alts, demos)]
     tables = score_tables(decoder, encoded, rows, [[c.tokens for c in own] for own in cands])
     return RerankPass(gens, extra, cands, tables, encoded, starts, alts)
+
+
+def demo_answers(group: dict) -> list[str]:
+    """``[D]``: the answers of the demonstrations of ``group``'s extra few-shot blocks (block 1 first, each block in
+    its order: with similar selection the most similar question first); none without extra blocks."""
+    return [d["answer"] for block in group.get("blocks") or () for d in block]
+
+
+def answer_continuation(decoder, answer: str) -> list[int]:
+    """The tokens a member decodes to give ``answer`` after ``"A:"``: `` {answer}`` and the stop string (the
+    tokenizer's own split of the text, as a demonstration shows it), or EOS when the decoder has no stop string."""
+    if decoder.stop is not None:
+        return decoder.tokenizer.encode(f" {answer.strip()}{decoder.stop}", add_special_tokens=False)
+    return decoder.tokenizer.encode(f" {answer.strip()}", add_special_tokens=False) + [min(decoder.eos_ids)]
+
+
+def demo_candidates(group: dict, tokens_of) -> list[tuple[str, list[int]]]:
+    """``[(prediction, tokens)]``: each distinct non-empty answer of ``group``'s demonstrations (:func:`demo_answers`)
+    and ``tokens_of(prediction)`` (:func:`answer_continuation`; the sweep reads what its engine tokenised), in their
+    order."""
+    seen: dict[str, list[int]] = {}
+    for answer in demo_answers(group):
+        prediction = Generation(text=f" {answer}").prediction
+        if prediction and prediction not in seen:
+            seen[prediction] = list(tokens_of(prediction))
+    return list(seen.items())
 
 
 def member_alternatives(decoder, encoded: EncodedPrompts, rows: list[list[int]],

@@ -21,7 +21,7 @@ from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.parallel import register_strategy
 from selfens_pl.errors import UserError
 from selfens_pl.lit.module import SelfEnsembleLM
-from selfens_pl.lit.preflight import check_resumable, check_strategy
+from selfens_pl.lit.preflight import check_head_data, check_resumable, check_strategy
 from selfens_pl.lit.writer import PredictionWriter
 
 #: Third-party warnings that say nothing to a user of this package, filtered by message (any other warning shows).
@@ -140,6 +140,7 @@ class SelfEnsembleCLI(LightningCLI):
         output_dir = Path(self.config["predict"]["output_dir"])
         resume = self.config["predict"].get("resume", True)
         check_strategy(self.trainer.strategy, self.model)
+        check_head_data(self.model.head, self.datamodule)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -2,7 +2,8 @@
 
 * :func:`check_resumable`: the output directory holds predictions made with other settings than the config about to
   run (resuming would mix their answers with new ones);
-* :func:`check_strategy`: a Lightning strategy predict cannot run with.
+* :func:`check_strategy`: a Lightning strategy predict cannot run with;
+* :func:`check_head_data`: a head setting the data cannot serve (demonstration answers without extra blocks).
 """
 
 from __future__ import annotations
@@ -79,3 +80,14 @@ def check_strategy(strategy, pl_module=None) -> None:
         raise UserError(f"--model.device_map spreads ONE process's model over the devices; it cannot run under "
                         f"--trainer.strategy={name} with {processes} processes: use --trainer.devices 1, or drop "
                         "--model.device_map and split the model with --trainer.strategy model_parallel")
+
+
+def check_head_data(head, datamodule) -> None:
+    """One clear error for a head that needs what the data does not give: ``RerankHead(demo_answers=True)`` rescores
+    the answers of the extra few-shot blocks' demonstrations, which ``--data.demo_blocks 1`` does not have (the run
+    would silently be the head without them)."""
+    blocks = getattr(getattr(datamodule, "hparams", None), "demo_blocks", 1)
+    if getattr(head, "demo_answers", False) and blocks < 2:
+        raise UserError(f"--model.head.init_args.demo_answers=true rescores the answers of the extra few-shot blocks' "
+                        f"demonstrations, but --data.demo_blocks={blocks} asks with none: set --data.demo_blocks 2 "
+                        "or more (and --data.few_shot_pool), or demo_answers false")

@@ -17,7 +17,11 @@ sequence log-probabilities ``s[m][c]`` and ``L_c`` tokens, the features (:data:`
 * ranks: the mean rank of ``c`` under the members' rows (0 best, divided by ``C - 1``) and the share of members that
   rank it first;
 * form: ``L_c`` and whether ``c`` repeats the answer of a demonstration the group was asked with (a copied example
-  answer is a known failure of few-shot prompts).
+  answer is a known failure of few-shot prompts);
+* with demonstration answers among the candidates (``RerankHead(demo_answers=True)``, :data:`DEMO_FEATURES`): the
+  share of the demonstrations whose answer agrees with ``c`` (their vote) and how near the first of them is
+  (``1 - i / D`` for the ``i``-th of ``D`` demonstrations, block order: with similar blocks the most similar question
+  first; 0 when none agrees), so the chooser can learn when a near question's answer is worth copying.
 
 Fit and use never mix facts: :func:`fold_choosers` assigns facts to folds by a hash of their id, and a
 fact's choice comes from the chooser fit on the other folds. The fitted chooser is saved as a small JSON file
@@ -42,6 +46,7 @@ FEATURES: tuple[str, ...] = (
     "mixture", "max", "mean", "mean_token", "origin_score", "mixture_margin",
     "mean_rank", "first_rank_share", "tokens", "demo_answer",
 )
+DEMO_FEATURES: tuple[str, ...] = FEATURES + ("demo_share", "demo_nearest")
 FORMAT = "selfens_pl.chooser/1"
 
 
@@ -51,8 +56,10 @@ def _mixture(column: list[float]) -> float:
 
 
 def candidate_features(predictions: list[str], candidates: list[str], table: list[list[float]], lengths: list[int],
-                       k: int, demo_answers: list[str] = (), lemmas: Lemmas | None = None) -> list[list[float]]:
-    """``[C][len(FEATURES)]`` features of each candidate (module docstring).
+                       k: int, demo_answers: list[str] = (), lemmas: Lemmas | None = None,
+                       demo_features: bool = False) -> list[list[float]]:
+    """``[C][F]`` features of each candidate (module docstring): :data:`FEATURES`, or :data:`DEMO_FEATURES` with
+    ``demo_features``.
 
     Args:
         predictions: ``[N]`` every member's own answer, block-major (member ``m`` = paraphrase ``m % k``, block
@@ -61,7 +68,8 @@ def candidate_features(predictions: list[str], candidates: list[str], table: lis
         table: ``[N][C]`` sequence log-probability of candidate ``c`` under member ``m``.
         lengths: ``[C]`` tokens scored per candidate.
         k: paraphrases per block.
-        demo_answers: answers of the demonstrations the group was asked with (any block).
+        demo_answers: answers of the demonstrations the group was asked with (any block), block order.
+        demo_features: also the demonstrations' vote and nearest agreeing demonstration.
     """
     n, c = len(predictions), len(candidates)
     if n == 0 or n % k or len(table) != n or any(len(row) != c for row in table) or len(lengths) != c:
@@ -78,9 +86,10 @@ def candidate_features(predictions: list[str], candidates: list[str], table: lis
     out = []
     for i, cand in enumerate(candidates):
         agree = [lemmas.agree(cand, p) for p in predictions]
+        shown = [lemmas.agree(cand, a) for a in demo_answers]
         col = columns[i]
         others = [mx for o, mx in enumerate(mixtures) if o != i]
-        out.append([
+        row = [
             sum(agree) / n,
             sum(any(agree[b * k + p] for b in range(m)) for p in range(k)) / k,
             sum(any(agree[b * k + p] for p in range(k)) for b in range(m)) / m,
@@ -90,8 +99,12 @@ def candidate_features(predictions: list[str], candidates: list[str], table: lis
             sum(ranks[j][i] for j in range(n)) / n,
             sum(ranks[j][i] == 0.0 for j in range(n)) / n,
             float(lengths[i]),
-            float(any(lemmas.agree(cand, a) for a in demo_answers)),
-        ])
+            float(any(shown)),
+        ]
+        if demo_features:
+            d = len(demo_answers)
+            row += [sum(shown) / d if d else 0.0, 1.0 - shown.index(True) / d if any(shown) else 0.0]
+        out.append(row)
     return out
 
 
@@ -123,7 +136,10 @@ class Chooser:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, flag: str = "--model.head.init_args.chooser") -> Chooser:
+    def load(cls, path: str | Path, flag: str = "--model.head.init_args.chooser",
+             features: tuple[str, ...] = FEATURES) -> Chooser:
+        """The chooser saved at ``path``, which must score ``features`` (:data:`FEATURES`, or :data:`DEMO_FEATURES`
+        for a head with demonstration answers)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -131,14 +147,17 @@ class Chooser:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{flag}={str(path)!r}: not a chooser file (expected format {FORMAT!r}; make one with "
                             "`python -m selfens_pl chooser fit`)")
-        if tuple(data.get("features", ())) != FEATURES:
-            raise UserError(f"{flag}={str(path)!r}: its features {data.get('features')} are not this version's "
-                            f"{list(FEATURES)}: fit it again")
+        if tuple(data.get("features", ())) != features:
+            demos = "with" if features == DEMO_FEATURES else "without"
+            raise UserError(f"{flag}={str(path)!r}: its features {data.get('features')} are not those of a head "
+                            f"{demos} demo_answers {list(features)}: fit it again (`python -m selfens_pl chooser fit`"
+                            f"{' --demo_answers true' if features == DEMO_FEATURES else ''})")
         return cls([float(w) for w in data["weights"]], float(data["bias"]), [float(v) for v in data["mean"]],
-                   [float(v) for v in data["scale"]], FEATURES, int(data.get("trained_on", 0)))
+                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)))
 
 
-def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0) -> Chooser:
+def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0,
+                features: tuple[str, ...] = FEATURES) -> Chooser:
     """Logistic regression (scikit-learn, L2 with inverse strength ``c``, balanced classes) of "candidate is right"
     over every candidate of every group. ``groups[g]``: ``[C_g][F]`` features; ``labels[g]``: ``[C_g]``."""
     import numpy as np
@@ -146,6 +165,8 @@ def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: fl
 
     x = np.array([row for feats in groups for row in feats], dtype=np.float64)
     y = np.array([bool(v) for lab in labels for v in lab])
+    if len(x) and x.shape[1] != len(features):
+        raise InternalError(f"chooser fit: {x.shape[1]} features per candidate for the {len(features)} named")
     if len(x) == 0 or y.all() or not y.any():
         raise UserError(f"chooser fit: {len(x)} candidates of which {int(y.sum())} right: it needs both right and "
                         "wrong candidates (more facts, or facts with answers)")
@@ -154,7 +175,7 @@ def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: fl
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
     model.fit((x - mean) / scale, y)
     return Chooser([float(w) for w in model.coef_[0]], float(model.intercept_[0]), [float(v) for v in mean],
-                   [float(v) for v in scale], FEATURES, len(groups))
+                   [float(v) for v in scale], tuple(features), len(groups))
 
 
 def fold_of(fact_id: str, folds: int) -> int:
@@ -163,12 +184,12 @@ def fold_of(fact_id: str, folds: int) -> int:
 
 
 def fold_choosers(ids: list[str], groups: list[list[list[float]]], labels: list[list[bool]], folds: int = 5,
-                  c: float = 1.0) -> dict[int, Chooser]:
+                  c: float = 1.0, features: tuple[str, ...] = FEATURES) -> dict[int, Chooser]:
     """``{fold: chooser fit on every OTHER fold}`` (:func:`fold_of`): score fact ``i`` with
     ``choosers[fold_of(ids[i], folds)]`` and no fact is ever scored by a chooser that saw it."""
     if folds < 2:
         raise UserError(f"--chooser_folds must be >= 2, got {folds}")
     fold = [fold_of(i, folds) for i in ids]
     return {f: fit_chooser([groups[g] for g in range(len(ids)) if fold[g] != f and groups[g]],
-                           [labels[g] for g in range(len(ids)) if fold[g] != f and groups[g]], c)
+                           [labels[g] for g in range(len(ids)) if fold[g] != f and groups[g]], c, features)
             for f in range(folds)}

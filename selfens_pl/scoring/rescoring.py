@@ -6,8 +6,11 @@ per_prompt); the distinct non-empty answers are the *candidates*; then every can
 (the stop string's token, or EOS), are scored under every member's prompt: ``s[m, c] = log P_m(c)``, the sequence
 log-probability, with ``L_c`` tokens. Wider candidates (``RerankHead(first_tokens=k)``): each member's answers
 from its 2nd .. k-th most likely first token (continued greedily) join them, after the greedy answers (``rank``).
-A rule turns ``s [N, C]`` into one score per candidate and the best wins (ties: the candidate that comes first:
-the lowest member's greedy answer, then the alternatives):
+Demonstration answers (``RerankHead(demo_answers=True)``): the answers of the demonstrations the group was asked with
+(its extra few-shot blocks) join them last, as answers no member decoded (member :data:`DEMO_MEMBER`): with similar
+blocks the nearest train questions' answers, which the members' scores can confirm or not. A rule turns
+``s [N, C]`` into one score per candidate and the best wins (ties: the candidate that comes first: the lowest
+member's greedy answer, then the alternatives):
 
 * ``mixture``: ``log (1/N sum_m P_m(c))``: the candidate the members' sequence distributions give the most mass on
   average (a mixture: one member that finds ``c`` unlikely does not veto it);
@@ -33,6 +36,9 @@ from selfens_pl.scoring.agreement import Lemmas
 
 RerankRule = Literal["mixture", "product", "max", "mean_token", "vote"]
 RERANK_RULES: tuple[str, ...] = ("mixture", "product", "max", "mean_token", "vote")
+#: The member index of a candidate that is a demonstration's answer (no member decoded it); ``-1`` is an extra
+#: decoded answer (the fused one).
+DEMO_MEMBER = -2
 
 
 def check_rule(rule: str, flag: str = "--model.head.init_args.rule") -> str:
@@ -44,7 +50,8 @@ def check_rule(rule: str, flag: str = "--model.head.init_args.rule") -> str:
 @dataclass
 class Candidate:
     """A distinct answer: its text, the tokens scored (``Generation.continuation`` of the first answer that gave
-    it), the member that gave it (``-1``: an extra answer, e.g. the fused one), which of that member's answers it is
+    it), the member that gave it (``-1``: an extra answer, e.g. the fused one; :data:`DEMO_MEMBER`: a
+    demonstration's answer), which of that member's answers it is
     (``rank`` 0: its greedy answer; ``r``: the answer starting with its rank-``r`` first token,
     :mod:`selfens_pl.engine.alternatives`) and how many of the members' greedy answers agree with it."""
 
@@ -57,11 +64,13 @@ class Candidate:
 
 def candidates(predictions: list[str], continuations: list[list[int]], lemmas: Lemmas | None = None,
                extra: list[tuple[str, list[int]]] = (),
-               alternatives: list[list[tuple[str, list[int]]]] = ()) -> list[Candidate]:
+               alternatives: list[list[tuple[str, list[int]]]] = (),
+               demos: list[tuple[str, list[int]]] = ()) -> list[Candidate]:
     """The distinct non-empty answers among ``predictions`` (the members' greedy answers, member order; the first
     member giving an answer owns it), then the members' ``alternatives`` ``[member][rank-1] (prediction, tokens)``
     (member-major, rank order; ``rank`` r), then ``extra`` answers ``(prediction, tokens)`` (member index ``-1``:
-    e.g. a fused answer), each only when not already there. ``support``: how many of ``predictions`` (greedy
+    e.g. a fused answer), then ``demos`` ``(prediction, tokens)``: demonstrations' answers (member
+    :data:`DEMO_MEMBER`), each only when not already there. ``support``: how many of ``predictions`` (greedy
     answers only) agree with each (:class:`~selfens_pl.scoring.agreement.Lemmas`)."""
     if alternatives and len(alternatives) != len(predictions):
         raise InternalError(f"candidates: {len(alternatives)} members' alternatives for {len(predictions)} members")
@@ -70,6 +79,7 @@ def candidates(predictions: list[str], continuations: list[list[int]], lemmas: L
     pairs = [(p, c, i, 0) for i, (p, c) in enumerate(zip(predictions, continuations))]
     pairs += [(p, c, m, r) for m, own in enumerate(alternatives) for r, (p, c) in enumerate(own, start=1)]
     pairs += [(p, c, -1, 0) for p, c in extra]
+    pairs += [(p, c, DEMO_MEMBER, 0) for p, c in demos]
     for prediction, tokens, member, rank in pairs:
         if prediction and tokens and prediction not in seen:
             seen[prediction] = Candidate(prediction, list(tokens), member, rank=rank)

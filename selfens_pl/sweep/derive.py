@@ -11,7 +11,9 @@ from those answers, the very function its ``generate`` calls on the answers it d
 * ``vote``: :meth:`selfens_pl.heads.vote.VoteHead.decide`;
 * ``rerank_<rule>``: :meth:`selfens_pl.heads.rerank.RerankHead.decide` (the candidates of ``S``'s answers, then
   ``RerankHead.pick`` over their ``[N][C]`` scores, read from the engine's table: :class:`TableScores`; with
-  ``first_tokens = k > 1`` the members' alternatives the engine decoded join them: :meth:`Deriver.alternatives`);
+  ``first_tokens = k > 1`` the members' alternatives the engine decoded join them: :meth:`Deriver.alternatives`;
+  with ``demo_answers`` the answers of the group's demonstrations in its first ``M`` blocks, tokenised and scored
+  by the engine: :meth:`Deriver.demos`);
 * a cascade: :meth:`selfens_pl.heads.cascade.CascadeHead.outcomes` (its first stage over its cheap members of
   ``S`` and its ensemble's ``decide`` over ``S``), the record :meth:`~selfens_pl.heads.cascade.CascadeHead.keeps`
   says at the head's threshold, and the curve: ``keeps`` again at every threshold (accuracy and decoded rows per
@@ -40,6 +42,7 @@ from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.cascade import cheap_members
 from selfens_pl.heads.origin import OriginHead
 from selfens_pl.heads.per_prompt import PerPromptHead, per_prompt_records
+from selfens_pl.heads.rerank import demo_candidates
 from selfens_pl.scoring.agreement import Lemmas
 from selfens_pl.scoring.chooser import fold_choosers, fold_of
 from selfens_pl.scoring.rescoring import Candidate
@@ -123,6 +126,18 @@ class Deriver:
                                 "member (the engine pass ran with a smaller first_tokens)")
         return [[generation_of(x) for x in rows[j][:first_tokens - 1]] for j in self.subset(group, k, m)]
 
+    def demos(self, group: dict, cut: dict, head: FusionHead) -> list[tuple[str, list[int]]] | None:
+        """``[(prediction, tokens)]``: the answers of the demonstrations of ``cut`` (``group`` cut to a
+        configuration's blocks), with the tokens the engine scored for them (None for a head without
+        ``demo_answers``)."""
+        if not head.demo_answers:
+            return None
+        row = self.facts[group["id"]]
+        if "demos" not in row:
+            raise InternalError(f"fact {group['id']!r}: its engine row holds no demonstration answers (the engine "
+                                "pass ran without demo_answers)")
+        return demo_candidates(cut, dict((p, tokens) for p, tokens in row["demos"]).__getitem__)
+
     def subset(self, group: dict, k: int, m: int) -> list[int]:
         """The engine-row indices of ``group``'s members at ``(k, m)`` (all its paraphrases when it has fewer)."""
         return self.grid.subset(k, m, len(group["paraphrases"]))
@@ -165,15 +180,18 @@ class Deriver:
             return self.cascade(label, head, k, m)
         records, fed = [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens)
-            decided = (head.decide(group, gens, scores, self.lemmas) if wider is None
-                       else head.decide(group, gens, scores, self.lemmas, alternatives=wider))
+            scores, wider, demos = (self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens),
+                                    self.demos(g, group, head))
+            extra = {} if demos is None else {"demos": demos}
+            decided = (head.decide(group, gens, scores, self.lemmas, **extra) if wider is None
+                       else head.decide(group, gens, scores, self.lemmas, alternatives=wider, **extra))
             records.append(self.finish(decided, label, k, m))
             fed += scores.fed
         run = self._run(label, k, m, records, self.rows(head, k, m))
         if head.rescores:
             run.scored_tokens = fed / len(self.groups)
             run.extra["first_tokens"] = head.first_tokens
+            run.extra["demo_answers"] = head.demo_answers
         return run
 
     def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5, data=None) -> Run:
@@ -181,12 +199,14 @@ class Deriver:
         fit on the facts of the other ``folds`` folds (its candidates, their scores and features as the head builds
         them; labels: the lemma match against the fact's answers). ``data``: :meth:`chooser_data`, if at hand."""
         ids, items, feats, labels, fed = data or self.chooser_data(head, k, m)
-        choosers = {f: head.with_chooser(model) for f, model in fold_choosers(ids, feats, labels, folds).items()}
+        choosers = {f: head.with_chooser(model)
+                    for f, model in fold_choosers(ids, feats, labels, folds, features=head.features).items()}
         records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table, wider), label, k, m)
                    for i, (group, gens, cands, table, wider) in zip(ids, items)]
         run = self._run(label, k, m, records, self.rows(head, k, m))
         run.scored_tokens = fed / len(self.groups)
         run.extra["first_tokens"] = head.first_tokens
+        run.extra["demo_answers"] = head.demo_answers
         return run
 
     def chooser_data(self, head, k: int, m: int):
@@ -195,7 +215,7 @@ class Deriver:
         ids, items, feats, labels, fed = [], [], [], [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
             scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens)
-            cands, table = head.scored_candidates(gens, scores, self.lemmas, wider)
+            cands, table = head.scored_candidates(gens, scores, self.lemmas, wider, self.demos(g, group, head))
             fed += scores.fed
             ids.append(g["id"])
             items.append((group, gens, cands, table, wider))

@@ -12,8 +12,9 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
    its 2nd .. k-th most likely first token (:func:`~selfens_pl.heads.rerank.member_alternatives`, one batched decode),
    ``fact["alternatives"] [member][rank-1]``; a smaller ``k`` takes the first ``k - 1`` of them;
 4. scores every distinct answer of a fact (a token sequence with a non-empty prediction: the members' and their
-   alternatives') under every member's prompt, from the same encoding (answer-level rescoring of every ``(K, M)``
-   and every rule follows, see :mod:`selfens_pl.sweep.derive`);
+   alternatives', and with demonstration answers, ``RerankHead(demo_answers=True)``, the answers of the fact's
+   demonstrations in every extra block, ``fact["demos"]``) under every member's prompt, from the same encoding
+   (answer-level rescoring of every ``(K, M)`` and every rule follows, see :mod:`selfens_pl.sweep.derive`);
 5. decodes each LogitFusion rule (unweighted, uncalibrated) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
    configuration in one batch, again from the same encoding.
 
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
-from selfens_pl.heads.rerank import (decode_members, encode_members, fused_answers, member_alternatives, member_rows,
-                                     score_tables)
+from selfens_pl.heads.rerank import (answer_continuation, decode_members, demo_candidates, encode_members,
+                                     fused_answers, member_alternatives, member_rows, score_tables)
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,10 @@ def generation_of(row: dict) -> Generation:
 
 
 def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[str], rescore: bool,
-                first_tokens: int = 1) -> list[dict]:
+                first_tokens: int = 1, demo_answers: bool = False) -> list[dict]:
     """One batch of facts (each cut to ``K_max`` paraphrases, or fewer, and ``M_max`` blocks) -> one row per fact
-    (module docstring; ``first_tokens > 1``: with every member's alternatives, needs ``rescore``). Encoding, the
+    (module docstring; ``first_tokens > 1``: with every member's alternatives, ``demo_answers``: with the
+    demonstrations' answers scored too; both need ``rescore``). Encoding, the
     members' answers and alternatives, the rescoring and the fused rules are RerankHead's
     (:mod:`selfens_pl.heads.rerank`), over every member of a fact and over each ``(K, M)``'s members."""
     items, encoded, starts = encode_members(decoder, prompts, groups)
@@ -110,6 +112,12 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
             raise InternalError("the engine decodes alternatives only for rescoring (first_tokens > 1, rescore off)")
         for fact, own in zip(out, member_alternatives(decoder, encoded, rows, first_tokens)):
             fact["alternatives"] = [[generation_row(x) for x in mine] for mine in own]
+    if demo_answers:
+        if not rescore:
+            raise InternalError("the engine scores demonstration answers only for rescoring (rescore off)")
+        for fact, group in zip(out, groups):
+            fact["demos"] = [[p, tokens] for p, tokens in
+                             demo_candidates(group, lambda answer: answer_continuation(decoder, answer))]
     if rescore:
         score_candidates(decoder, encoded, out, rows)
     for k, m in fused_configs(grid):
@@ -125,12 +133,14 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
 
 def score_candidates(decoder, encoded, facts: list[dict], rows: list[list[int]]) -> None:
     """Every fact's distinct answers (token sequences with a non-empty prediction: the members' in member order,
-    then their alternatives', member-major) scored under every member (its encoded rows ``rows[f]``):
-    ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence log-probabilities). Distinct by tokens, not by
-    prediction: a subset of the members may take another member's tokens for the same answer as its candidate."""
+    then their alternatives', member-major, then its demonstrations' ``fact["demos"]``) scored under every member
+    (its encoded rows ``rows[f]``): ``fact["candidates"]`` and ``fact["table"] [N][C]`` (sequence
+    log-probabilities). Distinct by tokens, not by prediction: a subset of the members may take another member's
+    tokens for the same answer as its candidate."""
     for fact in facts:
         seen, cands = set(), []
-        for member in fact["members"] + [x for own in fact.get("alternatives", ()) for x in own]:
+        shown = [{"prediction": p, "tokens": tokens} for p, tokens in fact.get("demos", ())]
+        for member in fact["members"] + [x for own in fact.get("alternatives", ()) for x in own] + shown:
             key = tuple(member["tokens"])
             if member["prediction"] and key and key not in seen:
                 seen.add(key)

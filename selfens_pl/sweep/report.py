@@ -10,7 +10,7 @@ from pathlib import Path
 from selfens_pl.figures import save_figure
 from selfens_pl.scoring.gains import Baselines, gain_over
 from selfens_pl.sweep.engine import config_name
-from selfens_pl.sweep.runner import CANDIDATES, MEMBER, ORACLE, SINGLE
+from selfens_pl.sweep.runner import CANDIDATES, MEMBER, ORACLE, SINGLE, candidates_row
 
 
 def config_label(k: int, m: int) -> str:
@@ -31,9 +31,9 @@ def accuracy_grid(runs, baselines: Baselines, configs: list[tuple[int, int]]) ->
             facts = scores(k, m)
             grid[name][(k, m)] = sum(facts.values()) / len(facts)
     for run in runs:  # wider candidates: any of a rescoring run's candidates right (a cascade's are partial)
-        wide = run.extra.get("first_tokens", 1)
-        if wide > 1 and "curve" not in run.extra and all("candidate_correct" in r for r in run.records):
-            grid.setdefault(CANDIDATES.format(wide), {})[(run.k, run.m)] = \
+        wide, demos = run.extra.get("first_tokens", 1), run.extra.get("demo_answers", False)
+        if (wide > 1 or demos) and "curve" not in run.extra and all("candidate_correct" in r for r in run.records):
+            grid.setdefault(candidates_row(wide, demos), {})[(run.k, run.m)] = \
                 sum(bool(r["candidate_correct"]) for r in run.records) / len(run.records)
     origin = next(r for r in runs if r.method == "origin")
     grid["origin"] = {c: origin.accuracy for c in configs}
@@ -98,7 +98,8 @@ def markdown(grid, gain_rows, cascades, configs, sweep, engine_seconds: float, t
               f"standard few-shot block. Mean single paraphrase at (K, M): the mean accuracy of paraphrases < K each "
               f"asked alone with the standard block (the baseline of 'vs mean single paraphrase'); mean single "
               f"member: the same over all K x M members (the other blocks included); oracle: any member right "
-              f"(any candidate, top k: any member's answer from one of its k most likely first tokens right). "
+              f"(any candidate, top k: any member's answer from one of its k most likely first tokens right; + demo "
+              f"answers: or a demonstration's answer the group was asked with). "
               f"Cost per question: decoded rows (greedy streams), prompt tokens encoded (its members' questions "
               f"and the extra blocks' prefixes; the standard instruction + few-shot block is encoded once per batch "
               f"for all questions and not counted), continuation tokens fed for rescoring.",

@@ -46,7 +46,13 @@ from selfens_pl.sweep.facts import FactsFile
 SINGLE = "mean single paraphrase"
 MEMBER = "mean single member"
 ORACLE = "oracle (any member)"
-CANDIDATES = "oracle (any candidate, top{})"
+CANDIDATES = "oracle (any candidate, {})"
+
+
+def candidates_row(first_tokens: int, demo_answers: bool) -> str:
+    """The report's candidate-oracle row of rescoring runs with these wider candidates."""
+    what = ([f"top{first_tokens}"] if first_tokens > 1 else []) + (["+ demo answers"] if demo_answers else [])
+    return CANDIDATES.format(" ".join(what))
 BUILT_IN = ("origin", "per_prompt", "vote")
 
 
@@ -110,13 +116,17 @@ class Sweep:
             yield ordered[start:start + size]
 
     # -- the engine pass ------------------------------------------------------------------------------------------
-    def engine(self, rules: list[str], rescore: bool, first_tokens: int = 1) -> tuple[dict[str, dict], float]:
+    def engine(self, rules: list[str], rescore: bool, first_tokens: int = 1,
+               demo_answers: bool = False) -> tuple[dict[str, dict], float]:
         """Every fact's engine row, from ``facts.jsonl`` where already there; the seconds it took now.
-        ``first_tokens > 1``: with each member's alternatives (the most any rescoring head takes)."""
+        ``first_tokens > 1``: with each member's alternatives (the most any rescoring head takes);
+        ``demo_answers``: with the demonstrations' answers scored too."""
         settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
                     "rescore": rescore}
         if first_tokens > 1:  # (rows without alternatives keep the settings they were written with)
             settings["first_tokens"] = first_tokens
+        if demo_answers:
+            settings["demo_answers"] = True
         store = FactsFile(self.out, settings)
         done = store.load()
         ids = {g["id"] for g in self.groups}
@@ -128,12 +138,14 @@ class Sweep:
             print(f"[sweep] {len(todo)} facts x {self.grid.k_max * self.grid.m_max} members (K={self.grid.k_max}, "
                   f"M={self.grid.m_max}): answers, "
                   + (f"{first_tokens - 1} alternatives each, " if first_tokens > 1 else "")
+                  + ("the demonstrations' answers, " if demo_answers else "")
                   + f"{'rescoring, ' if rescore else ''}"
                   f"{len(rules)} fused rules at every (K, M)"
                   + (f"; {len(done)} facts reused from {store.path}" if done else ""), flush=True)
             with ProgressBar(len(todo), "sweep: facts", unit="facts") as bar:
                 for chunk in self.batches(todo):
-                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore, first_tokens)
+                    rows = engine_pass(self.decoder, self.prompts, chunk, self.grid, rules, rescore, first_tokens,
+                                       demo_answers)
                     store.append(rows)
                     done.update({row["id"]: row for row in rows})
                     bar.advance(len(chunk))
