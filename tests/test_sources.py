@@ -345,3 +345,23 @@ def test_hub_ids_go_to_load_dataset(monkeypatch):
     assert calls == [("stanfordnlp/web_questions", "test"), ("iszhaoxin/MyriadLAMA", "train")]
     with pytest.raises(FileNotFoundError):  # grouped files are local only
         load_myriadlama_groups("someone/grouped")
+
+
+def test_start_and_limit_take_a_slice_of_the_groups():
+    """``--data.start S --data.limit L``: groups S .. S+L-1 of the file, in order; a bad start is one error naming
+    the flag."""
+    from selfens_pl.data.datamodule import ParaphraseDataModule, demo_path
+    from selfens_pl.errors import UserError
+
+    every = ParaphraseDataModule(path=demo_path(), few_shot=[])
+    every.setup()
+    ids = [g["id"] for g in every.groups]
+    sliced = ParaphraseDataModule(path=demo_path(), start=3, limit=4, few_shot=[])
+    sliced.setup()
+    assert [g["id"] for g in sliced.groups] == ids[3:7]
+    tail = ParaphraseDataModule(path=demo_path(), start=len(ids) - 2, few_shot=[])
+    tail.setup()
+    assert [g["id"] for g in tail.groups] == ids[-2:]
+    for bad, message in ((len(ids), "skips every group"), (-1, "whole number >= 0"), (1.5, "whole number >= 0")):
+        with pytest.raises(UserError, match=rf"--data\.start.*{message}"):
+            ParaphraseDataModule(path=demo_path(), start=bad, few_shot=[]).setup()

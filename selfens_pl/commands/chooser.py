@@ -57,19 +57,18 @@ def main(argv: list[str] | None = None) -> Path:
     kept = [g for g in range(len(feats)) if feats[g]]
     chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C, head.features)
     out = chooser.save(cfg.out)
+    mixture = RerankHead("mixture", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),
-            "rerank_mixture": derive.derived("rerank_mixture", RerankHead("mixture", first_tokens=cfg.first_tokens,
-                                                                          demo_answers=cfg.demo_answers), cfg.k, cfg.m),
-            "rerank_learned_cv": derive.cross_validated("rerank_learned_cv", head, cfg.k, cfg.m, cfg.chooser_folds,
-                                                         data)}
+            mixture.label: derive.derived(mixture.label, mixture, cfg.k, cfg.m),
+            head.label: derive.cross_validated(head.label, head, cfg.k, cfg.m, cfg.chooser_folds, data)}
     scores = {name: run.per_fact() for name, run in runs.items()}
     ids = sorted(scores["origin"])
     oracle = sum(any(lab) for lab in labels) / len(labels)
-    print(f"| method (K={cfg.k}, M={cfg.m}, {len(ids)} facts) | accuracy | vs origin | vs rerank_mixture |")
+    print(f"| method (K={cfg.k}, M={cfg.m}, {len(ids)} facts) | accuracy | vs origin | vs {mixture.label} |")
     print("| --- | --- | --- | --- |")
     for name, own in scores.items():
         vs = [paired_bootstrap([own[i] for i in ids], [scores[b][i] for i in ids], cfg.resamples, cfg.seed).format()
-              for b in ("origin", "rerank_mixture")]
+              for b in ("origin", mixture.label)]
         print(f"| {name} | {100 * sum(own.values()) / len(ids):.1f} | {vs[0]} | {vs[1]} |")
     print(f"| candidate oracle (any candidate right) | {100 * oracle:.1f} | | |")
     print(f"[chooser] fit on {len(kept)} facts ({sum(len(f) for f in feats)} candidates); wrote {out}")

@@ -123,6 +123,7 @@ class ParaphraseDataModule(LightningDataModule):
         task: Literal["webqa", "myriadlama"] = "webqa",
         split: str = "test",
         limit: int | None = None,
+        start: int = 0,
         num_paraphrases: int | None = None,
         num_manual: int = 1,
         num_auto: int = 0,
@@ -153,7 +154,9 @@ class ParaphraseDataModule(LightningDataModule):
                 with ``manual_paraphrases`` / ``auto_paraphrases``).
             task: Picks the default instruction and few-shot block: ``webqa`` or ``myriadlama``.
             split: Dataset split for hub sources (MyriadLAMA: the split the test facts are drawn from).
-            limit: Answer only the first ``limit`` groups.
+            limit: Answer only the first ``limit`` groups (from ``start``).
+            start: Skip the first ``start`` groups of ``path`` (a slice of a split: ``start 1300 limit 200`` answers
+                groups 1300-1499).
             num_paraphrases: Keep the first ``num_paraphrases`` paraphrases of every group (a group with fewer is
                 an error).
             num_manual: MyriadLAMA: manual templates per fact (chosen reproducibly by fact id).
@@ -248,6 +251,8 @@ class ParaphraseDataModule(LightningDataModule):
         hp = self.hparams
         if hp.limit is not None and hp.limit < 1:
             raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
+        if isinstance(hp.start, bool) or not isinstance(hp.start, int) or hp.start < 0:
+            raise UserError(f"--data.start must be a whole number >= 0, got {hp.start!r}")
         check_demo_selection(hp.demo_selection)
         groups = self._load(hp.path, hp.split)
         if hp.val_path is not None:
@@ -258,7 +263,9 @@ class ParaphraseDataModule(LightningDataModule):
             groups, self.val_groups = groups[: -hp.val_size], groups[-hp.val_size:]
         if self.val_groups is not None:
             self.val_groups = self._prepare(self.val_groups)
-        groups = self._prepare(groups[: hp.limit])
+        if hp.start >= len(groups):
+            raise UserError(f"--data.start={hp.start} skips every group: {hp.path} holds {len(groups)}")
+        groups = self._prepare(groups[hp.start:][: hp.limit])
         self.template = self._template(groups + (self.val_groups or []))
         if hp.demo_blocks != 1:
             self._attach_blocks(groups + (self.val_groups or []))
