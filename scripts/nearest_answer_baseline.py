@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
+from selfens_pl.heads.rerank import demo_answers
 from selfens_pl.scoring.agreement import vote
 from selfens_pl.scoring.metrics import is_match
 from selfens_pl.scoring.stats import paired_bootstrap
@@ -59,7 +60,7 @@ def main() -> None:
     copies = {}
     for selection in (["similar", "random"] if args.selection == "both" else [args.selection]):
         groups = groups_with_blocks(args.config, selection)
-        shown = [[d["answer"] for b in g["blocks"] for d in b] for g in groups]  # most similar first
+        shown = [demo_answers(g) for g in groups]  # block 1 first, most similar first
         among = [any(is_match(a, g["answers"]) for a in answers) for g, answers in zip(groups, shown)]
         copy = {str(g["id"]): float(is_match(answers[0], g["answers"])) for g, answers in zip(groups, shown)}
         # the package's vote over the demos' answers; equal log-probabilities send a tie to the more similar one

@@ -94,7 +94,7 @@ class CascadeHead(FusionHead):
         self.ensemble = ensemble if ensemble is not None else RerankHead()
         if self.ensemble.cascades:
             raise UserError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
-        if getattr(self.ensemble, "demo_answers", False):
+        if self.ensemble.demo_answers:
             raise UserError("--model.head.init_args.ensemble: a cascade escalates to a RerankHead without "
                             "demo_answers (its first stage answers no demonstration's answer)")
         if not self.ensemble.one_record_per_group:

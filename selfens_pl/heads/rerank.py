@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate
 from typing import Literal
 
@@ -270,8 +271,7 @@ def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
     alts = member_alternatives(decoder, encoded, rows, first_tokens)
     extra = [own[0] for own in fused_answers(decoder, encoded, rows, [fused])] if fused else [None] * len(groups)
     lemmas = Lemmas()
-    demos = [demo_candidates(g, lambda answer: answer_continuation(decoder, answer)) if demo_answers else ()
-             for g in groups]
+    demos = [demo_candidates(g, partial(answer_continuation, decoder)) if demo_answers else () for g in groups]
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
                         [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)],
                         [[(x.prediction, x.continuation) for x in mine] for mine in alt], shown)

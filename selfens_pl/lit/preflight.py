@@ -87,7 +87,7 @@ def check_head_data(head, datamodule) -> None:
     the answers of the extra few-shot blocks' demonstrations, which ``--data.demo_blocks 1`` does not have (the run
     would silently be the head without them)."""
     blocks = getattr(getattr(datamodule, "hparams", None), "demo_blocks", 1)
-    if getattr(head, "demo_answers", False) and blocks < 2:
+    if head.demo_answers and blocks < 2:
         raise UserError(f"--model.head.init_args.demo_answers=true rescores the answers of the extra few-shot blocks' "
                         f"demonstrations, but --data.demo_blocks={blocks} asks with none: set --data.demo_blocks 2 "
                         "or more (and --data.few_shot_pool), or demo_answers false")

@@ -103,6 +103,8 @@ class Deriver:
         # the engine scored each fact's distinct token sequences: a candidate's column, by its tokens
         self._columns = {i: {tuple(c["tokens"]): col for col, c in enumerate(fact.get("candidates", []))}
                          for i, fact in facts.items()}
+        # the tokens the engine scored for each fact's demonstration answers, by prediction (demo_answers only)
+        self._demo_tokens = {i: dict(map(tuple, fact["demos"])) for i, fact in facts.items() if "demos" in fact}
         self._members: dict[tuple[int, int], list[tuple[dict, list[Generation]]]] = {}
 
     def members(self, k: int, m: int) -> list[tuple[dict, list[Generation]]]:
@@ -132,11 +134,10 @@ class Deriver:
         ``demo_answers``)."""
         if not head.demo_answers:
             return None
-        row = self.facts[group["id"]]
-        if "demos" not in row:
+        if group["id"] not in self._demo_tokens:
             raise InternalError(f"fact {group['id']!r}: its engine row holds no demonstration answers (the engine "
                                 "pass ran without demo_answers)")
-        return demo_candidates(cut, dict((p, tokens) for p, tokens in row["demos"]).__getitem__)
+        return demo_candidates(cut, self._demo_tokens[group["id"]].__getitem__)
 
     def subset(self, group: dict, k: int, m: int) -> list[int]:
         """The engine-row indices of ``group``'s members at ``(k, m)`` (all its paraphrases when it has fewer)."""
@@ -180,11 +181,11 @@ class Deriver:
             return self.cascade(label, head, k, m)
         records, fed = [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            scores, wider, demos = (self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens),
-                                    self.demos(g, group, head))
-            extra = {} if demos is None else {"demos": demos}
-            decided = (head.decide(group, gens, scores, self.lemmas, **extra) if wider is None
-                       else head.decide(group, gens, scores, self.lemmas, alternatives=wider, **extra))
+            scores = self.scores(g, k, m)
+            # only the heads that take them are handed alternatives / demonstration answers (decide's own kwargs)
+            extra = {key: value for key, value in (("alternatives", self.alternatives(g, k, m, head.first_tokens)),
+                                                   ("demos", self.demos(g, group, head))) if value is not None}
+            decided = head.decide(group, gens, scores, self.lemmas, **extra)
             records.append(self.finish(decided, label, k, m))
             fed += scores.fed
         run = self._run(label, k, m, records, self.rows(head, k, m))

@@ -25,6 +25,7 @@ by fact; ``facts.settings.json`` guards that the file belongs to the same settin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
@@ -116,8 +117,7 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
         if not rescore:
             raise InternalError("the engine scores demonstration answers only for rescoring (rescore off)")
         for fact, group in zip(out, groups):
-            fact["demos"] = [[p, tokens] for p, tokens in
-                             demo_candidates(group, lambda answer: answer_continuation(decoder, answer))]
+            fact["demos"] = [[p, tokens] for p, tokens in demo_candidates(group, partial(answer_continuation, decoder))]
     if rescore:
         score_candidates(decoder, encoded, out, rows)
     for k, m in fused_configs(grid):
