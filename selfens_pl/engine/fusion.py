@@ -3,7 +3,10 @@
 Contract shared by every rule (LogitFusion at every step, FlexFusion for its first token, the fine-tuning loss):
 
 * input ``logits [g, n, V]``: float32 next-token logits of the ``n`` rows of each of ``g`` groups;
-* ``weights [g, n]`` (or ``None``): per-paraphrase confidences, read by the ``weighted_*`` rules only;
+* ``weights [g, n]`` (or ``None``): per-row weights: the ``weighted_*`` rules' per-paraphrase confidences; for
+  ``avg``, ``prob_avg`` and ``entropy_weighted``, when given, each row's weight in the rule (the original
+  question's share, :mod:`selfens_pl.data.origin_share`; ``None``: every row equal, the rule as written below);
+  ``max`` takes none;
 * ``valid [g, n]`` bool (or ``None`` = all rows real): ragged groups are padded to ``n`` rows and the padding rows
   never count, whatever they hold;
 * ``prior [g, n, V]`` or ``[g, 1, V]`` (or ``None``): content-free log-probabilities for contextual calibration
@@ -23,6 +26,10 @@ Rules (``l_i`` = row i's logits, ``p_i = softmax(l_i)``, sums over the group's r
 * ``entropy_weighted``: ``sum_i a_i log p_i`` with ``a = softmax_i(-H(p_i))``, the entropy ``H`` in nats of each
   real row's own distribution at this step: a weighted product of experts in which a peaked (certain) paraphrase
   counts more, re-weighted at every step; a confidence that costs nothing, unlike the sampled ``weighted_*``.
+
+Row weights ``w_i`` (mean 1 over the real rows) enter ``avg`` as ``sum_i w_i l_i / sum_i w_i``, ``prob_avg`` as the
+mixture ``log(sum_i w_i p_i / sum_i w_i)`` and ``entropy_weighted`` as ``a ~ w_i exp(-H(p_i))``; all rows equal
+weights are the unweighted rule.
 
 Contextual calibration (Zhao et al., 2021), usable with every rule: ``prior`` holds each paraphrase's content-free
 log-probabilities ``log q_i`` (its prompt with the question's content replaced by a placeholder, see
@@ -49,6 +56,20 @@ from selfens_pl.errors import InternalError, UserError
 FusionMethod = Literal["avg", "max", "weighted_avg", "weighted_max", "prob_avg", "entropy_weighted"]
 RULES: tuple[str, ...] = ("avg", "max", "weighted_avg", "weighted_max", "prob_avg", "entropy_weighted")
 WEIGHTED: tuple[str, ...] = ("weighted_avg", "weighted_max")
+#: Rules that take row weights (the original question's share) besides their own definition.
+ROW_WEIGHTED: tuple[str, ...] = ("avg", "prob_avg", "entropy_weighted")
+
+
+def rule_key(rule: str, share: float | None) -> str:
+    """The name the sweep's engine decodes a rule under: ``avg``, or ``avg@0.5`` weighing the original question
+    with share 0.5 (:mod:`selfens_pl.data.origin_share`)."""
+    return rule if share is None else f"{rule}@{share:g}"
+
+
+def split_rule_key(key: str) -> tuple[str, float | None]:
+    """``(rule, share)`` of a :func:`rule_key`."""
+    rule, _, share = key.partition("@")
+    return check_method(rule, "engine rule"), float(share) if share else None
 
 
 def check_method(method: str, flag: str = "--model.head.init_args.method") -> str:
@@ -75,6 +96,8 @@ def _valid_float(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tens
 
 def _rule(logits: torch.Tensor, method: str, weights: torch.Tensor | None, real: torch.Tensor) -> torch.Tensor:
     """One rule on ``logits [g, n, V]`` with ``real [g, n, 1]`` (1.0 real row, 0.0 padding) -> ``[g, V]``."""
+    if weights is not None and method in ROW_WEIGHTED:
+        return _row_weighted(logits, method, weights, real)
     if method == "avg":
         return (logits * real).sum(dim=1) / real.sum(dim=1)
     if method == "max":
@@ -98,6 +121,21 @@ def _rule(logits: torch.Tensor, method: str, weights: torch.Tensor | None, real:
     # weighted_max: padding rows get -1 so a real row (confidence >= 0) always wins
     best = torch.where(real[..., 0] > 0, w, torch.full_like(w, -1.0)).argmax(dim=1)  # [g]
     return logits[torch.arange(logits.shape[0], device=logits.device), best]
+
+
+def _row_weighted(logits: torch.Tensor, method: str, weights: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``avg`` / ``prob_avg`` / ``entropy_weighted`` with row weights ``weights [g, n]`` (padding rows weigh 0)."""
+    if weights.shape != logits.shape[:2]:
+        raise InternalError(f"row weights {tuple(weights.shape)} do not match logits {tuple(logits.shape[:2])}")
+    w = weights.to(logits.dtype)[..., None] * real  # [g, n, 1]
+    if method == "avg":
+        return (logits * w).sum(dim=1) / w.sum(dim=1)
+    logp = logits.log_softmax(dim=-1)
+    if method == "prob_avg":
+        return torch.logsumexp(logp + w.log(), dim=1) - w.sum(dim=1).log()  # log 0 = -inf: padding adds nothing
+    entropy = torch.special.entr(logp.exp()).sum(dim=-1)  # [g, n]
+    a = (w[..., 0].log() - entropy).softmax(dim=1)  # a_i ~ w_i exp(-H_i); 0 for padding rows
+    return (a[..., None] * logp.masked_fill(real == 0, 0.0)).sum(dim=1)
 
 
 def fuse_logits(logits: torch.Tensor, method: str, weights: torch.Tensor | None = None,

@@ -20,8 +20,10 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.data.content_free import Calibration, check_calibration, content_free_prompts
+from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix
 from selfens_pl.engine.batches import member_items, prompt_batch
-from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, check_prior_floor, fuse_logits
+from selfens_pl.engine.fusion import (ROW_WEIGHTED, WEIGHTED, FusionMethod, check_method, check_prior_floor,
+                                     fuse_logits, rule_key)
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead, confidence_weights
 
@@ -32,7 +34,7 @@ class LogitFusion(FusionHead):
     training_loss = "fused"
 
     def __init__(self, method: FusionMethod = "avg", calibration: Calibration = "none", prior_floor: float = 0.1,
-                 agreement: bool = False):
+                 agreement: bool = False, origin_share: float | None = None):
         """
         Args:
             method: Fusion rule: ``avg`` (mean logits), ``max`` (max probability), ``prob_avg`` (mean probability),
@@ -46,16 +48,26 @@ class LogitFusion(FusionHead):
                 Zhao et al.; 1: no calibration).
             agreement: Also answer every paraphrase on its own (a per_prompt pass: its cost) to fill each record's
                 ``agreement``.
+            origin_share: The original question's (paraphrase 0's) share of each group's weight in the rule
+                (``avg``, ``prob_avg``, ``entropy_weighted``; :mod:`selfens_pl.data.origin_share`): 0.5 counts it
+                as much as all its paraphrases together. ``None``: every member equal. The method gets
+                ``_origin{share}``.
         """
         super().__init__()
         self.fusion = check_method(method)
         self.calibration = check_calibration(calibration)
         self.prior_floor = check_prior_floor(prior_floor)
         self.agreement = agreement
+        self.origin_share = check_origin_share(origin_share)
+        if self.origin_share is not None and (self.fusion not in ROW_WEIGHTED or self.calibration != "none"):
+            raise UserError(f"--model.head.init_args.origin_share={origin_share!r} weighs the rows of the "
+                             f"uncalibrated {', '.join(ROW_WEIGHTED)} rules; method={self.fusion!r} with "
+                             f"calibration={self.calibration!r} takes none")
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return self.fusion if self.calibration == "none" else f"calibrated_{self.fusion}"
+        name = self.fusion if self.calibration == "none" else f"calibrated_{self.fusion}"
+        return name + share_suffix(self.origin_share)
 
     def content_free_rows(self, n: int) -> int:
         """``m``: content-free rows per group for groups padded to ``n`` paraphrases."""
@@ -66,8 +78,11 @@ class LogitFusion(FusionHead):
 
     @property
     def engine_rule(self) -> str | None:  # type: ignore[override]
-        """The sweep's engine decodes an unweighted, uncalibrated rule itself (it needs nothing per group)."""
-        return self.fusion if self.fusion not in WEIGHTED and self.calibration == "none" else None
+        """The sweep's engine decodes an uncalibrated rule without sampled confidences itself (it needs nothing per
+        group but the original's share): ``avg``, or ``avg@0.5`` with ``origin_share = 0.5``."""
+        if self.fusion in WEIGHTED or self.calibration != "none":
+            return None
+        return rule_key(self.fusion, self.origin_share)
 
     @property
     def one_member_is_origin(self) -> bool:  # type: ignore[override]
@@ -112,9 +127,21 @@ class LogitFusion(FusionHead):
             if m:
                 weights = torch.cat([weights, weights.new_zeros(len(groups), m)], dim=1)
             batch.weights = batch.step_weights = weights
+        elif self.origin_share is not None:
+            batch.weights = batch.step_weights = share_tensor(groups, self.origin_share, n, decoder.device)
         gens = decoder.decode_n_tokens(batch, self.fuse, self.fuse)
         records = [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
+
+
+def share_tensor(groups: list[dict], share: float, n: int, device) -> torch.Tensor:
+    """``[g, n]`` each group's member weights for ``share`` (:func:`~selfens_pl.data.origin_share.member_weights`;
+    all 1 for a group of one paraphrase), padding rows 1 (they are masked out)."""
+    rows = []
+    for group in groups:
+        own = member_weights(group, share) or [1.0] * len(member_items(group))
+        rows.append(own + [1.0] * (n - len(own)))
+    return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
 def padded(items: list, n: int) -> list:

@@ -43,7 +43,8 @@ import torch
 from selfens_pl.engine.alternatives import decode_alternatives
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
-from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits
+from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix, share_weights
+from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits, split_rule_key
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.logit import group_valid
@@ -59,7 +60,8 @@ class RerankHead(FusionHead):
     rescores = True
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
-                 chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False):
+                 chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False,
+                 origin_share: float | None = None):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
@@ -78,6 +80,10 @@ class RerankHead(FusionHead):
                 ``--data.demo_selection similar`` the nearest train questions') join the candidates, scored under
                 every member (no more decoded rows); a learned chooser also gets the demonstrations' vote and the
                 nearest agreeing one as features. The method gets ``_demos``.
+            origin_share: The original question's (paraphrase 0's) share of the members' weight in a fixed rule
+                (:mod:`selfens_pl.data.origin_share`, :func:`~selfens_pl.scoring.rescoring.weighted_combine`): 0.5
+                counts it as much as all its paraphrases together. ``None``: every member equal. Not with
+                ``learned`` (the chooser weighs its own features) or ``fused``. The method gets ``_origin{share}``.
         """
         super().__init__()
         self.rule = rule if rule == "learned" else check_rule(rule)
@@ -99,12 +105,17 @@ class RerankHead(FusionHead):
             raise UserError(f"--model.head.init_args.first_tokens must be an integer >= 1 (1: the members' greedy "
                             f"answers only), got {first_tokens!r}")
         self.first_tokens = first_tokens
+        self.origin_share = check_origin_share(origin_share)
+        if self.origin_share is not None and (rule == "learned" or fused is not None):
+            raise UserError(f"--model.head.init_args.origin_share={origin_share!r} weighs the members of a fixed "
+                             f"rule (mixture, product, max, mean_token, vote) without a fused candidate; got "
+                             f"rule={rule!r}, fused={fused!r}")
 
     @property
     def method(self) -> str:  # type: ignore[override]
         return (f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
                 + (f"_top{self.first_tokens}" if self.first_tokens > 1 else "")
-                + ("_demos" if self.demo_answers else ""))
+                + ("_demos" if self.demo_answers else "") + share_suffix(self.origin_share))
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -211,7 +222,7 @@ class RerankHead(FusionHead):
             self._check_chooser()  # e.g. a cascade's ensemble in a sweep: only a plain RerankHead is cross-validated
             scores = self.model.scores(self.candidate_features(group, gens, cands, table))
         else:
-            scores = combine(table, [len(c.tokens) for c in cands], self.rule, [c.support for c in cands])
+            scores = self.combined(group, gens, cands, table)
         if cands:
             chosen = cands[best(scores)]
             rec = self.record(group, self._answer_of(chosen, gens, fused, alternatives), None,
@@ -225,6 +236,18 @@ class RerankHead(FusionHead):
             for entry, c in zip(rec["candidates"], cands):
                 entry["rank"] = c.rank
         return rec
+
+    def combined(self, group: dict, gens: list[Generation], cands: list[Candidate],
+                 table: list[list[float]]) -> list[float]:
+        """Each candidate's score under the fixed rule, the members weighted by ``origin_share`` (``vote``: by
+        their summed weight of agreeing answers)."""
+        lengths = [len(c.tokens) for c in cands]
+        weights = member_weights(group, self.origin_share)
+        if weights is None:
+            return combine(table, lengths, self.rule, [c.support for c in cands])
+        answers = [x.prediction for x in gens]
+        support = [sum(w for a, w in zip(answers, weights) if self._lemmas.agree(c.prediction, a)) for c in cands]
+        return combine(table, lengths, self.rule, support, weights)
 
     @staticmethod
     def _answer_of(chosen: Candidate, gens: list[Generation], fused: Generation | None,
@@ -361,23 +384,36 @@ def score_tables(decoder, encoded: EncodedPrompts, rows: list[list[int]],
             for g, own in enumerate(rows)]
 
 
-def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str]) -> list[list[Generation]]:
+def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str],
+                  shapes: list[tuple[int, int]] | None = None) -> list[list[Generation]]:
     """``[g][h]``: group g's answer under LogitFusion rule ``rules[h]``, fused over its members' rows ``rows[g]`` of
     ``encoded``. Every (group, rule) pair is one fused group of one batched decode; a group with fewer rows than the
     largest is padded with its last row and masked (``valid``); each pair's rule rides as its weight, which the
-    decoder keeps aligned with the groups still decoding."""
+    decoder keeps aligned with the groups still decoding. A rule may carry the original question's share
+    (:func:`~selfens_pl.engine.fusion.rule_key`, ``avg@0.5``): its rows' weights ride after the rule's index, from
+    ``shapes[g]`` = (paraphrases, blocks) of group g's rows (block-major)."""
+    keys = [split_rule_key(key) for key in rules]
     n = max(len(own) for own in rows)
     sizes = [len(own) for own in rows for _ in rules]
     flat = [own[min(m, len(own) - 1)] for own in rows for _ in rules for m in range(n)]
     batch = encoded.batch(torch.tensor(flat, device=decoder.device), n)
     if any(size < n for size in sizes):
         batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
-    batch.weights = batch.step_weights = torch.arange(len(rules), device=decoder.device,
-                                                      dtype=torch.float32).repeat(len(rows))[:, None]
+    if any(share is not None for _, share in keys) and (shapes is None or len(shapes) != len(rows)):
+        raise InternalError(f"fused_answers: rules {rules} weigh the original question; give each group's shape")
+    table = []
+    for g, own in enumerate(rows):
+        for h, (_, share) in enumerate(keys):
+            weights = share_weights(*shapes[g], share) if share is not None else None
+            weights = weights or [1.0] * len(own)  # (one paraphrase: every member equal)
+            table.append([float(h)] + weights + [1.0] * (n - len(own)))
+    batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
 
     def fuse(logits, weights=None, valid=None):
-        """``logits [g, n, V]`` -> ``[g, V]``: each group fused by the rule its weight names."""
-        scores = torch.stack([fuse_logits(logits, rule, None, valid) for rule in rules], dim=1)  # [g, H, V]
+        """``logits [g, n, V]`` -> ``[g, V]``: each group fused by the rule its first weight names (with the row
+        weights after it where the rule weighs the original question)."""
+        scores = torch.stack([fuse_logits(logits, rule, weights[:, 1:] if share is not None else None, valid)
+                              for rule, share in keys], dim=1)  # [g, H, V]
         index = weights[:, :1].long()[..., None].expand(-1, 1, scores.shape[-1])
         return scores.gather(1, index)[:, 0]
 

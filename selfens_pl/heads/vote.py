@@ -17,6 +17,7 @@ its one engine pass (:mod:`selfens_pl.sweep.derive`), for the vote and for a cas
 
 from __future__ import annotations
 
+from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.scoring.agreement import Lemmas, vote
@@ -25,9 +26,24 @@ from selfens_pl.scoring.agreement import Lemmas, vote
 class VoteHead(FusionHead):
     """Majority vote over the paraphrases' own answers (lemma-rule agreement, ties to the surest answer)."""
 
-    method = "vote"
     reuses_known = True
     derivable = True
+
+    def __init__(self, origin_share: float | None = None):
+        """
+        Args:
+            origin_share: The original question's (paraphrase 0's) share of the votes
+                (:mod:`selfens_pl.data.origin_share`): 0.5 counts it as much as all its paraphrases together, so
+                the paraphrases overturn its answer only when they agree on another; ``support`` is then the
+                winner's summed vote weight (members weigh 1 on average). ``None``: one vote per member. The method
+                gets ``_origin{share}``.
+        """
+        super().__init__()
+        self.origin_share = check_origin_share(origin_share)
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return "vote" + share_suffix(self.origin_share)
 
     def generate(self, decoder, prompts, groups, known=None):
         """``known[g]``: members of group ``g`` already answered (a cascade's first stage): not decoded again."""
@@ -40,7 +56,7 @@ class VoteHead(FusionHead):
         """The vote record of ``group`` from its members' answers ``gens`` ``[N]`` (member order):
         :func:`~selfens_pl.scoring.agreement.vote` picks the winner and its support."""
         answers = [g.prediction for g in gens]
-        best, support = vote(answers, [g.logprobs for g in gens], lemmas)
+        best, support = vote(answers, [g.logprobs for g in gens], lemmas, member_weights(group, self.origin_share))
         rec = self.record(group, gens[best], None, list(group["paraphrases"]))
         rec["voted_index"] = best
         rec["agreement"] = support / len(gens)  # share of the members

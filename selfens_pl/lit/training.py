@@ -29,6 +29,7 @@ from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads import FlexFusion
 from selfens_pl.heads.base import FusionHead, confidence_weights
 from selfens_pl.heads.flex import build_layout
+from selfens_pl.heads.logit import share_tensor
 
 #: The values of ``FusionHead.training_loss`` that :func:`answer_loss` implements (``fused`` reads the head's
 #: ``fusion`` rule; ``flex`` its ``layout``, ``positions``, ``fusion`` and ``fuse_first``).
@@ -129,6 +130,8 @@ def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str |
     weights = None
     if head.fusion in WEIGHTED:
         weights = confidence_weights(groups, head.fusion, device).repeat_interleave(a, dim=0)
+    elif head.origin_share is not None:  # the loss fuses as the head predicts
+        weights = share_tensor(groups, head.origin_share, n, device).repeat_interleave(a, dim=0)
     scores = fuse_logits(per_position, head.fusion, weights).reshape(g, a, v)
     return _loss(scores, _labels(answers, device))
 

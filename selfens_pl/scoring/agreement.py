@@ -54,12 +54,22 @@ def mean_logprob(logprobs: list[float]) -> float:
     return sum(logprobs) / len(logprobs) if logprobs else -math.inf
 
 
-def vote(answers: list[str], logprobs: list[list[float]], lemmas: Lemmas | None = None) -> tuple[int, int]:
-    """``(index, support)`` of the answer most of ``answers`` agree with; ties go to the highest mean token
+def weighted_support(answers: list[str], weights: list[float], lemmas: Lemmas | None = None) -> list[float]:
+    """``[n]``: for each answer, the summed weight of the ``answers`` that agree with it (:func:`support` with
+    ``weights[j]`` for answer j)."""
+    lemmas = lemmas or Lemmas()
+    return [sum(w for b, w in zip(answers, weights) if lemmas.agree(a, b)) for a in answers]
+
+
+def vote(answers: list[str], logprobs: list[list[float]], lemmas: Lemmas | None = None,
+         weights: list[float] | None = None) -> tuple[int, float]:
+    """``(index, support)`` of the answer most of ``answers`` agree with (``weights``: each answer's vote weighs
+    ``weights[j]``, :func:`weighted_support`; ``None``: one each); ties go to the highest mean token
     log-probability (``logprobs[i]``: answer i's token log-probabilities), then to the lowest index."""
-    if not answers or len(answers) != len(logprobs):
-        raise InternalError(f"vote needs one list of log-probabilities per answer ({len(answers)} answers, "
-                         f"{len(logprobs)} lists)")
-    counts = support(answers, lemmas)
+    if not answers or len(answers) != len(logprobs) or (weights is not None and len(weights) != len(answers)):
+        raise InternalError(f"vote needs one list of log-probabilities (and one weight, if any) per answer "
+                            f"({len(answers)} answers, {len(logprobs)} lists, "
+                            f"{None if weights is None else len(weights)} weights)")
+    counts = support(answers, lemmas) if weights is None else weighted_support(answers, weights, lemmas)
     best = max(range(len(answers)), key=lambda i: (counts[i], mean_logprob(logprobs[i]), -i))
     return best, counts[best]

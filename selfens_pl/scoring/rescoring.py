@@ -89,14 +89,18 @@ def candidates(predictions: list[str], continuations: list[list[int]], lemmas: L
     return out
 
 
-def combine(scores: list[list[float]], lengths: list[int], rule: str, support: list[int] | None = None) -> list[float]:
+def combine(scores: list[list[float]], lengths: list[int], rule: str, support: list[float] | None = None,
+            weights: list[float] | None = None) -> list[float]:
     """``scores [N][C]`` sequence log-probabilities (member m, candidate c), ``lengths [C]`` -> one score per
     candidate under ``rule`` (module docstring). ``vote`` returns ``support * BIG + mixture`` so support ranks
-    first; it needs ``support``."""
+    first; it needs ``support``. ``weights [N]`` (mean 1; the original question's share,
+    :mod:`selfens_pl.data.origin_share`): member m counts ``weights[m]`` times (:func:`weighted_combine`)."""
     check_rule(rule)
     n = len(scores)
     if n == 0 or any(len(row) != len(lengths) for row in scores):
         raise InternalError("combine needs one score per member and candidate")
+    if weights is not None:
+        return weighted_combine(scores, lengths, rule, support, weights)
     out = []
     for c, length in enumerate(lengths):
         column = [scores[m][c] for m in range(n)]
@@ -113,6 +117,37 @@ def combine(scores: list[list[float]], lengths: list[int], rule: str, support: l
                 if support is None:
                     raise InternalError("rule 'vote' needs each candidate's support")
                 mixture += 1e6 * support[c]  # log-probabilities are far above -1e6 per support step
+            out.append(mixture)
+    return out
+
+
+def weighted_combine(scores: list[list[float]], lengths: list[int], rule: str, support: list[float] | None,
+                     weights: list[float]) -> list[float]:
+    """:func:`combine` with member m counting ``weights[m]`` (mean 1): ``mixture`` ``log sum_m w_m P_m(c) / N``,
+    ``product`` ``sum_m w_m log P_m(c)``, ``mean_token`` that over ``N L_c``, ``max`` ``max_m log(w_m P_m(c))``
+    (a member's probability scaled by its weight), ``vote`` the weighted ``support`` first, then the weighted
+    mixture. Equal weights give :func:`combine`'s ranking."""
+    n = len(scores)
+    if len(weights) != n or min(weights) <= 0:
+        raise InternalError(f"weighted_combine needs one positive weight per member ({len(weights)} for {n})")
+    logw = [math.log(w) for w in weights]
+    out = []
+    for c, length in enumerate(lengths):
+        column = [scores[m][c] for m in range(n)]
+        if rule == "product":
+            out.append(sum(w * s for w, s in zip(weights, column)))
+        elif rule == "max":
+            out.append(max(lw + s for lw, s in zip(logw, column)))
+        elif rule == "mean_token":
+            out.append(sum(w * s for w, s in zip(weights, column)) / n / length)
+        else:
+            shifted = [lw + s for lw, s in zip(logw, column)]
+            top = max(shifted)
+            mixture = top + math.log(sum(math.exp(s - top) for s in shifted) / n)
+            if rule == "vote":
+                if support is None:
+                    raise InternalError("rule 'vote' needs each candidate's support")
+                mixture += 1e6 * support[c]
             out.append(mixture)
     return out
 

@@ -15,7 +15,8 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
    alternatives', and with demonstration answers, ``RerankHead(demo_answers=True)``, the answers of the fact's
    demonstrations in every extra block, ``fact["demos"]``) under every member's prompt, from the same encoding
    (answer-level rescoring of every ``(K, M)`` and every rule follows, see :mod:`selfens_pl.sweep.derive`);
-5. decodes each LogitFusion rule (unweighted, uncalibrated) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
+5. decodes each LogitFusion rule (uncalibrated, without sampled confidences; a rule may weigh the original
+   question, ``avg@0.5``) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
    configuration in one batch, again from the same encoding.
 
 What one fact yields is one JSON line of ``facts.jsonl`` (appended per batch, so an interrupted sweep resumes fact
@@ -123,7 +124,8 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
     for k, m in fused_configs(grid):
         if rules:
             fused = fused_answers(decoder, encoded, [[start + j for j in grid.subset(k, m, n)]
-                                                     for start, n in zip(starts, sizes)], rules)
+                                                     for start, n in zip(starts, sizes)], rules,
+                                  [(min(k, n), m) for n in sizes])
             for fact, own in zip(out, fused):
                 for rule, gen in zip(rules, own):
                     fact["fused"].setdefault(rule, {})[config_name(k, m)] = {

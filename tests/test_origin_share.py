@@ -1,0 +1,192 @@
+"""``origin_share``: the original question's share of a group's weight in LogitFusion, VoteHead and RerankHead.
+
+Checked by hand on made-up logits, answers and score tables (each rule's weighted form; equal weights are the
+unweighted rule), and on the tiny real model: equal weights (``share = 1 / K``) answer as the head without a share,
+a share near 1 answers as origin, batched equals alone, every swept run with a share is what the head answers on
+the cut groups itself, and the fine-tuning loss fuses as the head predicts. Bad values are one error naming the
+flag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from test_demos import with_blocks
+from test_sweep import assert_run_is_the_head
+from test_sweep_short_groups import direct, uneven_file  # noqa: F401  (fixtures)
+from test_sweep_wider import sweep_uneven
+
+from selfens_pl.data.origin_share import check_origin_share, member_weights, share_weights
+from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.decode_batches import Generation
+from selfens_pl.engine.fusion import fuse_logits, rule_key, split_rule_key
+from selfens_pl.errors import UserError
+from selfens_pl.heads import LogitFusion, OriginHead, RerankHead, VoteHead
+from selfens_pl.lit.training import answer_loss
+from selfens_pl.scoring.agreement import vote, weighted_support
+from selfens_pl.scoring.rescoring import combine
+
+
+def test_member_weights_on_a_hand_made_group():
+    group = {"paraphrases": ["q", "q1", "q2"], "blocks": [[{"question": "x", "answer": "y"}]]}
+    assert member_weights(group, 0.5) == [1.5, 0.75, 0.75, 1.5, 0.75, 0.75]  # block-major, mean 1
+    assert sum(member_weights(group, 0.2)) == pytest.approx(6.0)
+    assert sum(member_weights(group, 0.2)[0::3]) / 6 == pytest.approx(0.2)  # the original's share
+    assert member_weights(group, None) is None
+    assert member_weights({"paraphrases": ["q"], "blocks": [[]]}, 0.5) is None  # nothing to share
+    assert share_weights(4, 1, 0.25) == pytest.approx([1.0] * 4)  # 1 / K: every member equal
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.2, True, "half"])
+def test_a_bad_share_is_one_error_naming_the_flag(bad):
+    with pytest.raises(UserError, match=r"--model.head.init_args.origin_share=.*strictly between 0 and 1"):
+        check_origin_share(bad)
+
+
+def test_heads_refuse_a_share_they_cannot_weigh():
+    for make in (lambda: LogitFusion("max", origin_share=0.5), lambda: LogitFusion("weighted_avg", origin_share=0.5),
+                 lambda: LogitFusion("avg", calibration="question", origin_share=0.5)):
+        with pytest.raises(UserError, match="origin_share=0.5 weighs the rows"):
+            make()
+    for make in (lambda: RerankHead("learned", origin_share=0.5), lambda: RerankHead(fused="avg", origin_share=0.5)):
+        with pytest.raises(UserError, match="origin_share=0.5 weighs the members of a fixed rule"):
+            make()
+    assert check_origin_share(None) is None and check_origin_share(0.5) == 0.5
+
+
+def test_labels_and_engine_rules():
+    assert VoteHead(0.5).method == "vote_origin0.5" and VoteHead().method == "vote"
+    assert LogitFusion("prob_avg", origin_share=0.5).method == "prob_avg_origin0.5"
+    assert LogitFusion("avg", origin_share=0.5).engine_rule == "avg@0.5" == rule_key("avg", 0.5)
+    assert LogitFusion("avg").engine_rule == "avg" and split_rule_key("avg@0.5") == ("avg", 0.5)
+    assert RerankHead("max", origin_share=0.25).method == "rerank_max_origin0.25"
+
+
+def test_each_logit_rule_weighs_its_rows_as_written():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    w = torch.tensor([[1.5, 0.75, 0.75], [2.0, 0.5, 0.5]])
+    logp, p = logits.log_softmax(-1), logits.softmax(-1)
+    wn = (w / w.sum(1, keepdim=True))[..., None]
+    torch.testing.assert_close(fuse_logits(logits, "avg", w), (wn * logits).sum(1))
+    torch.testing.assert_close(fuse_logits(logits, "prob_avg", w), (wn * p).sum(1).log())
+    entropy = -(p * logp).sum(-1)
+    a = (w * (-entropy).exp())
+    a = (a / a.sum(1, keepdim=True))[..., None]
+    torch.testing.assert_close(fuse_logits(logits, "entropy_weighted", w), (a * logp).sum(1))
+    ones = torch.ones(2, 3)
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    for rule in ("avg", "prob_avg", "entropy_weighted"):  # equal weights: the rule; a padding row never counts
+        torch.testing.assert_close(fuse_logits(logits, rule, ones, valid), fuse_logits(logits, rule, None, valid))
+        odd = torch.tensor([[1.0, 1.0, 50.0], [1.0, 1.0, 1.0]])
+        torch.testing.assert_close(fuse_logits(logits, rule, odd, valid)[0], fuse_logits(logits, rule, None, valid)[0])
+
+
+def test_a_weighted_vote_lets_the_original_hold_against_a_split():
+    answers, logprobs = ["Paris", "Lyon", "Lyon"], [[-1.0], [-0.5], [-0.5]]
+    assert vote(answers, logprobs) == (1, 2)  # one vote each: Lyon
+    assert vote(answers, logprobs, weights=[1.8, 0.6, 0.6]) == (0, 1.8)  # share 0.6: Paris
+    assert weighted_support(answers, [1.5, 0.75, 0.75]) == [1.5, 1.5, 1.5]  # share 0.5: a tie ...
+    assert vote(answers, logprobs, weights=[1.5, 0.75, 0.75])[0] == 1  # ... to the surer answer
+    gens = [Generation(token_ids=[1], text=" " + a, logprobs=lp) for a, lp in zip(answers, logprobs)]
+    group = {"id": "g", "paraphrases": ["q0", "q1", "q2"], "answers": ["Paris"]}
+    rec = VoteHead(0.6).decide(group, gens)
+    assert (rec["prediction"], rec["voted_index"], rec["method"]) == ("Paris", 0, "vote_origin0.6")
+    assert rec["agreement"] == pytest.approx(1.8 / 3)
+    assert VoteHead().decide(group, gens)["prediction"] == "Lyon"
+
+
+def test_each_rescoring_rule_weighs_its_members_as_written():
+    table = [[-1.0, -3.0], [-2.0, -0.5]]  # member m, candidate c
+    lengths, support, w = [1, 2], [1.0, 1.5], [1.5, 0.5]
+    mix = [math.log((1.5 * math.exp(-1.0) + 0.5 * math.exp(-2.0)) / 2),
+           math.log((1.5 * math.exp(-3.0) + 0.5 * math.exp(-0.5)) / 2)]
+    assert combine(table, lengths, "mixture", weights=w) == pytest.approx(mix)
+    assert combine(table, lengths, "product", weights=w) == pytest.approx([-2.5, -4.75])
+    assert combine(table, lengths, "mean_token", weights=w) == pytest.approx([-1.25, -4.75 / 4])
+    assert combine(table, lengths, "max", weights=w) == pytest.approx([math.log(1.5) - 1.0, math.log(0.5) - 0.5])
+    assert combine(table, lengths, "vote", support, weights=w) == pytest.approx([1e6 + mix[0], 1.5e6 + mix[1]])
+    for rule in ("mixture", "product", "mean_token", "max", "vote"):  # equal weights: the rule itself
+        assert combine(table, lengths, rule, support, [1.0, 1.0]) == combine(table, lengths, rule, support)
+
+
+def answers_of(records):
+    return [(r["id"], r["generation"]) for r in records]
+
+
+HEADS = [lambda s: LogitFusion("avg", origin_share=s), lambda s: LogitFusion("prob_avg", origin_share=s),
+         lambda s: LogitFusion("entropy_weighted", origin_share=s), lambda s: VoteHead(s),
+         lambda s: RerankHead("mixture", origin_share=s), lambda s: RerankHead("max", origin_share=s),
+         lambda s: RerankHead("vote", origin_share=s)]
+
+
+@pytest.mark.parametrize("make", HEADS, ids=["avg", "prob_avg", "entropy_weighted", "vote", "rerank_mixture",
+                                              "rerank_max", "rerank_vote"])
+def test_equal_weights_answer_as_the_head_without_a_share_and_batched_equals_alone(make, tiny_lm, template, groups):
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    three = [dict(g, paraphrases=g["paraphrases"][:3]) for g in groups]
+    assert answers_of(make(1 / 3).generate(tiny_lm.decoder, prompts, three)) == \
+        answers_of(make(None).generate(tiny_lm.decoder, prompts, three))
+    ragged = with_blocks([dict(g, paraphrases=g["paraphrases"][:k]) for g, k in zip(groups, [3, 1, 2])], m=2)
+    head = make(0.7)
+    batched = head.generate(tiny_lm.decoder, prompts, ragged)
+    assert answers_of(batched) == [answers_of(head.generate(tiny_lm.decoder, prompts, [g]))[0] for g in ragged]
+
+
+@pytest.mark.parametrize("make", HEADS[:4], ids=["avg", "prob_avg", "entropy_weighted", "vote"])
+def test_a_share_near_one_answers_as_origin(make, tiny_lm, template, groups):
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    three = [dict(g, paraphrases=g["paraphrases"][:3]) for g in groups]
+    origin = OriginHead().generate(tiny_lm.decoder, prompts, three)
+    assert [r["prediction"] for r in make(0.999).generate(tiny_lm.decoder, prompts, three)] == \
+        [r["prediction"] for r in origin]
+
+
+SWEPT = [{"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg", "origin_share": 0.5}},
+         {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "prob_avg", "origin_share": 0.7}},
+         {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
+         {"class_path": "selfens_pl.heads.VoteHead", "init_args": {"origin_share": 0.5}},
+         {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "max", "origin_share": 0.5}},
+         {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "vote", "origin_share": 0.5}}]
+CHECKS = [("avg_origin0.5", lambda: LogitFusion("avg", origin_share=0.5)),
+          ("prob_avg_origin0.7", lambda: LogitFusion("prob_avg", origin_share=0.7)),
+          ("avg", lambda: LogitFusion("avg")),
+          ("vote_origin0.5", lambda: VoteHead(0.5)),
+          ("rerank_max_origin0.5", lambda: RerankHead("max", origin_share=0.5)),
+          ("rerank_vote_origin0.5", lambda: RerankHead("vote", origin_share=0.5))]
+
+
+@pytest.fixture(scope="module")
+def swept_shares(tiny_model_dir, uneven_file, tmp_path_factory):  # noqa: F811
+    return sweep_uneven(tiny_model_dir, uneven_file, tmp_path_factory.mktemp("sweep_shares") / "out", SWEPT, "1,2,3")
+
+
+@pytest.mark.parametrize("k,m", [(3, 2), (2, 1), (3, 1)])
+@pytest.mark.parametrize("label,make", CHECKS, ids=[c[0] for c in CHECKS])
+def test_every_swept_run_with_a_share_is_what_the_head_answers(label, make, k, m, swept_shares, direct):  # noqa: F811
+    assert_run_is_the_head(swept_shares / "runs" / f"{label}_k{k}_m{m}", make(), direct, k, m)
+
+
+def test_the_engine_decodes_the_weighted_rules_beside_the_plain_one(swept_shares):
+    settings = json.loads((swept_shares / "facts.settings.json").read_text())
+    assert settings["rules"] == ["avg@0.5", "prob_avg@0.7", "avg"]
+    table = (swept_shares / "sweep.md").read_text()
+    assert "| vote_origin0.5 |" in table and "| avg_origin0.5 |" in table
+
+
+def test_the_fused_training_loss_weighs_the_rows_as_the_head_predicts(tiny_lm, template, groups):
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    three = [dict(g, paraphrases=g["paraphrases"][:3]) for g in groups]
+    with torch.no_grad():
+        plain = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg"), prompts, three, "\n")
+        equal = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg", origin_share=1 / 3), prompts, three,
+                            "\n")
+        near = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, LogitFusion("avg", origin_share=0.999), prompts, three,
+                           "\n")
+        origin = answer_loss(tiny_lm.lm, tiny_lm.tokenizer, OriginHead(), prompts, three, "\n")
+    torch.testing.assert_close(equal, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(near, origin, atol=2e-2, rtol=2e-2)
+    assert not torch.allclose(near, plain, atol=1e-3)
