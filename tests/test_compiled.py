@@ -37,6 +37,7 @@ HEADS = {
     "cascade": lambda: CascadeHead(first=2, threshold=0.75),
     "rerank_learned": lambda: RerankHead("learned", chooser=_chooser_file()),
     "rerank_mixture_demos": lambda: RerankHead(demo_answers=True),  # the demonstrations' answers scored too
+    "prob_avg_origin0.5": lambda: LogitFusion("prob_avg", origin_share=0.5),  # the rows' weights ride the decode
 }
 
 
@@ -52,7 +53,7 @@ def _chooser_file() -> str:
         Path(tempfile.mkdtemp()) / "chooser.json"))
 #: Heads that decode one row per member, run again on groups with extra few-shot blocks (several prefixes).
 MEMBER_HEADS = ["per_prompt", "vote", "avg", "entropy_weighted", "rerank_mixture", "rerank_learned", "cascade",
-                "rerank_mixture_demos"]
+                "rerank_mixture_demos", "prob_avg_origin0.5"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from torch import nn
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.engine.decoding import Generation, GreedyDecoder
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.scoring.agreement import Lemmas, agreement_share
 
 
@@ -79,7 +79,8 @@ class FusionHead(nn.Module):
         """Greedy rows (decode streams) this head decodes for a group of ``members`` members: one per member."""
         return members
 
-    def decide(self, group: dict, gens: list[Generation], scores=None, lemmas=None) -> dict:
+    def decide(self, group: dict, gens: list[Generation], scores=None, lemmas=None, alternatives=None,
+               demos=None) -> dict:
         """The record of ``group`` from its members' already decoded answers, without decoding (heads with
         :attr:`derivable`): what ``generate`` answers from the same answers.
 
@@ -89,12 +90,23 @@ class FusionHead(nn.Module):
             scores: ``scores(candidates) -> [N][C]``, the sequence log-probability of each candidate answer
                 (:class:`~selfens_pl.scoring.rescoring.Candidate`) under each member's prompt (heads that rescore).
             lemmas: A shared :class:`~selfens_pl.scoring.agreement.Lemmas` (each answer lemmatised once).
+            alternatives: ``[N][first_tokens - 1]`` each member's answers from its 2nd.. most likely first token
+                (heads with :attr:`first_tokens` > 1), else ``None``.
+            demos: ``[D] (prediction, tokens)`` the answers of the group's demonstrations (heads with
+                :attr:`demo_answers`), else ``None``.
         """
         raise NotImplementedError(f"{type(self).__name__} decodes its own answers: it has no decide() (derivable "
                                   "is False)")
 
     def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
         raise NotImplementedError
+
+    def check_no_extras(self, alternatives, demos) -> None:
+        """A head that reads only its members' greedy answers is handed no alternatives or demonstration answers
+        (a caller that passes them expects them read: an InternalError, not a silent drop)."""
+        if alternatives is not None or demos is not None:
+            raise InternalError(f"{self.method}: decide() takes no alternatives or demonstration answers "
+                                f"(first_tokens={self.first_tokens}, demo_answers={self.demo_answers})")
 
     def check_groups(self, groups: list[dict]) -> None:
         """One clear error naming the record for input this head cannot answer. Groups may differ in size."""

@@ -155,20 +155,20 @@ class CascadeHead(FusionHead):
         return rec
 
     def outcomes(self, group: dict, gens: list[Generation], scores=None, lemmas: Lemmas | None = None,
-                 alternatives: list[list[Generation]] | None = None) -> tuple[FirstStage, dict, dict]:
+                 alternatives: list[list[Generation]] | None = None,
+                 demos: list[tuple[str, list[int]]] | None = None) -> tuple[FirstStage, dict, dict]:
         """Both answers ``group`` can get from all its members' answers ``gens`` ``[N]`` (member order): the first
         stage over its cheap members, the record it keeps and the record of the ensemble's ``decide`` over all
         members (``alternatives``: the members' answers from other first tokens, for a RerankHead ensemble with
         ``first_tokens > 1``). The sweep reads both (its curve over thresholds); :meth:`decide` keeps one."""
         cheap = [gens[i] for i in cheap_members(group, self.first)]
         stage = self.first_stage(cheap, lemmas)
-        decided = (self.ensemble.decide(group, gens, scores, lemmas) if alternatives is None
-                   else self.ensemble.decide(group, gens, scores, lemmas, alternatives))
+        decided = self.ensemble.decide(group, gens, scores, lemmas, alternatives, demos)
         escalated = self.escalated(decided, group, stage)
         return stage, self.first_record(group, cheap, stage), escalated
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None) -> dict:
-        stage, first, escalated = self.outcomes(group, gens, scores, lemmas, alternatives)
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
+        stage, first, escalated = self.outcomes(group, gens, scores, lemmas, alternatives, demos)
         return first if self.keeps(stage) else escalated
 
     # -- decoding ------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class OriginHead(FusionHead):
         records = [self.decide(g, [gen]) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
 
-    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """Member 0's answer (paraphrase 0 with the standard few-shot block): ``gens[0]``."""
+        self.check_no_extras(alternatives, demos)
         return self.record(group, gens[0], 0, group["paraphrases"][:1])

@@ -52,9 +52,10 @@ class VoteHead(FusionHead):
         return [self.decide(group, gens, lemmas=lemmas)
                 for group, gens in zip(groups, paraphrase_generations(decoder, prompts, groups, known))]
 
-    def decide(self, group, gens, scores=None, lemmas=None) -> dict:
+    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """The vote record of ``group`` from its members' answers ``gens`` ``[N]`` (member order):
         :func:`~selfens_pl.scoring.agreement.vote` picks the winner and its support."""
+        self.check_no_extras(alternatives, demos)
         answers = [g.prediction for g in gens]
         best, support = vote(answers, [g.logprobs for g in gens], lemmas, member_weights(group, self.origin_share))
         rec = self.record(group, gens[best], None, list(group["paraphrases"]))

@@ -182,10 +182,8 @@ class Deriver:
         records, fed = [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
             scores = self.scores(g, k, m)
-            # only the heads that take them are handed alternatives / demonstration answers (decide's own kwargs)
-            extra = {key: value for key, value in (("alternatives", self.alternatives(g, k, m, head.first_tokens)),
-                                                   ("demos", self.demos(g, group, head))) if value is not None}
-            decided = head.decide(group, gens, scores, self.lemmas, **extra)
+            decided = head.decide(group, gens, scores, self.lemmas, self.alternatives(g, k, m, head.first_tokens),
+                                  self.demos(g, group, head))
             records.append(self.finish(decided, label, k, m))
             fed += scores.fed
         run = self._run(label, k, m, records, self.rows(head, k, m))
