@@ -219,3 +219,26 @@ def test_compiled_equals_eager_with_wider_candidates(tiny_lm, template, data, ao
             for x, y in zip(e, c):
                 torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5, rtol=1e-5)
         assert [(r["generation"], r["candidates"]) for r in got] == [(r["generation"], r["candidates"]) for r in want]
+
+
+def test_the_sweeps_fused_rules_compiled_equal_eager(tiny_lm, template, data, aot_decoder):
+    """The sweep's engine decodes every LogitFusion rule from one encoding, one decode per rule (a weighted one,
+    ``prob_avg@0.5``, with its rows' weights): the same answers compiled, batch after batch."""
+    from test_demos import with_blocks
+
+    from selfens_pl.heads.rerank import encode_members, fused_answers, member_rows
+
+    prompts = tiny_lm.prompts(template)
+    rules = ["avg", "prob_avg@0.5", "entropy_weighted"]
+
+    def fused(dec, batch):
+        items, encoded, starts = encode_members(dec, prompts, batch)
+        rows = member_rows(items, starts)
+        shapes = [(len(g["paraphrases"]), len(own) // len(g["paraphrases"])) for g, own in zip(batch, rows)]
+        return [[gen.token_ids for gen in own] for own in fused_answers(dec, encoded, rows, rules, shapes)]
+
+    eager_decoder = decoder(tiny_lm, compile=False)
+    for batch in (data, data[:3], with_blocks(data, m=2), with_blocks(data, m=2)[:2]):
+        want = fused(eager_decoder, batch)
+        assert fused(aot_decoder, batch) == want
+        assert len({tuple(map(tuple, own)) for own in want}) > 1

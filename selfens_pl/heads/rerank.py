@@ -387,35 +387,34 @@ def score_tables(decoder, encoded: EncodedPrompts, rows: list[list[int]],
 def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str],
                   shapes: list[tuple[int, int]] | None = None) -> list[list[Generation]]:
     """``[g][h]``: group g's answer under LogitFusion rule ``rules[h]``, fused over its members' rows ``rows[g]`` of
-    ``encoded``. Every (group, rule) pair is one fused group of one batched decode; a group with fewer rows than the
-    largest is padded with its last row and masked (``valid``); each pair's rule rides as its weight, which the
-    decoder keeps aligned with the groups still decoding. A rule may carry the original question's share
-    (:func:`~selfens_pl.engine.fusion.rule_key`, ``avg@0.5``): its rows' weights ride after the rule's index, from
-    ``shapes[g]`` = (paraphrases, blocks) of group g's rows (block-major)."""
-    keys = [split_rule_key(key) for key in rules]
+    ``encoded``. One batched decode per rule (one decode of every (group, rule) pair would fuse each pair by every
+    rule: a cost in the square of the rules); a group with fewer rows than the largest is padded with its last row
+    and masked (``valid``). A rule may carry the original question's share (:func:`~selfens_pl.engine.fusion.
+    rule_key`, ``avg@0.5``): its rows' weights come from ``shapes[g]`` = (paraphrases, blocks) of group g's rows
+    (block-major) and ride the decode as the rule's weights."""
     n = max(len(own) for own in rows)
-    sizes = [len(own) for own in rows for _ in rules]
-    flat = [own[min(m, len(own) - 1)] for own in rows for _ in rules for m in range(n)]
-    batch = encoded.batch(torch.tensor(flat, device=decoder.device), n)
-    if any(size < n for size in sizes):
-        batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
-    if any(share is not None for _, share in keys) and (shapes is None or len(shapes) != len(rows)):
-        raise InternalError(f"fused_answers: rules {rules} weigh the original question; give each group's shape")
-    table = []
-    for g, own in enumerate(rows):
-        for h, (_, share) in enumerate(keys):
-            weights = share_weights(*shapes[g], share) if share is not None else None
-            weights = weights or [1.0] * len(own)  # (one paraphrase: every member equal)
-            table.append([float(h)] + weights + [1.0] * (n - len(own)))
-    batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
+    sizes = [len(own) for own in rows]
+    flat = torch.tensor([own[min(m, len(own) - 1)] for own in rows for m in range(n)], device=decoder.device)
+    out: list[list[Generation]] = [[] for _ in rows]
+    for key in rules:
+        rule, share = split_rule_key(key)
+        batch = encoded.batch(flat, n)
+        if any(size < n for size in sizes):
+            batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
+        if share is not None:
+            if shapes is None or len(shapes) != len(rows):
+                raise InternalError(f"fused_answers: rule {key!r} weighs the original question; give each group's "
+                                    "shape (paraphrases, blocks)")
+            table = [(share_weights(*shape, share) or [1.0] * size) + [1.0] * (n - size)  # one paraphrase: equal
+                     for shape, size in zip(shapes, sizes)]
+            batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
+        fuse = partial(fuse_rule, rule)
+        for own, gen in zip(out, decoder.decode_n_tokens(batch, fuse, fuse)):
+            own.append(gen)
+    return out
 
-    def fuse(logits, weights=None, valid=None):
-        """``logits [g, n, V]`` -> ``[g, V]``: each group fused by the rule its first weight names (with the row
-        weights after it where the rule weighs the original question)."""
-        scores = torch.stack([fuse_logits(logits, rule, weights[:, 1:] if share is not None else None, valid)
-                              for rule, share in keys], dim=1)  # [g, H, V]
-        index = weights[:, :1].long()[..., None].expand(-1, 1, scores.shape[-1])
-        return scores.gather(1, index)[:, 0]
 
-    gens = decoder.decode_n_tokens(batch, fuse, fuse)
-    return [gens[g * len(rules):(g + 1) * len(rules)] for g in range(len(rows))]
+def fuse_rule(rule: str, logits: torch.Tensor, weights: torch.Tensor | None = None,
+              valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder's ``fuse`` for one LogitFusion ``rule`` (``weights``: its rows' weights, or None)."""
+    return fuse_logits(logits, rule, weights, valid)
