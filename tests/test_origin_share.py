@@ -89,7 +89,7 @@ def test_a_weighted_vote_lets_the_original_hold_against_a_split():
     answers, logprobs = ["Paris", "Lyon", "Lyon"], [[-1.0], [-0.5], [-0.5]]
     assert vote(answers, logprobs) == (1, 2)  # one vote each: Lyon
     assert vote(answers, logprobs, weights=[1.8, 0.6, 0.6]) == (0, 1.8)  # share 0.6: Paris
-    assert weighted_support(answers, [1.5, 0.75, 0.75]) == [1.5, 1.5, 1.5]  # share 0.5: a tie ...
+    assert weighted_support(answers, answers, [1.5, 0.75, 0.75]) == [1.5, 1.5, 1.5]  # share 0.5: a tie ...
     assert vote(answers, logprobs, weights=[1.5, 0.75, 0.75])[0] == 1  # ... to the surer answer
     gens = [Generation(token_ids=[1], text=" " + a, logprobs=lp) for a, lp in zip(answers, logprobs)]
     group = {"id": "g", "paraphrases": ["q0", "q1", "q2"], "answers": ["Paris"]}

@@ -42,9 +42,21 @@ def share_weights(paraphrases: int, blocks: int, share: float | None) -> list[fl
     return [own if p == 0 else other for _ in range(blocks) for p in range(paraphrases)]
 
 
+def padded_weights(paraphrases: int, blocks: int, share: float, n: int) -> list[float]:
+    """``[n]`` the weights of a group's ``paraphrases x blocks`` members for ``share`` (all 1 for one paraphrase),
+    then 1 for the padding rows up to ``n`` (a batch pads every group to its largest; padding is masked out)."""
+    own = share_weights(paraphrases, blocks, share) or [1.0] * (paraphrases * blocks)
+    return own + [1.0] * (n - len(own))
+
+
+def group_shape(group: dict) -> tuple[int, int]:
+    """``(paraphrases, blocks)`` of ``group``'s members."""
+    return len(group["paraphrases"]), 1 + len(group.get("blocks") or ())
+
+
 def member_weights(group: dict, share: float | None) -> list[float] | None:
     """:func:`share_weights` of ``group``'s members (its paraphrases x few-shot blocks)."""
-    return share_weights(len(group["paraphrases"]), 1 + len(group.get("blocks") or ()), share)
+    return share_weights(*group_shape(group), share)
 
 
 def share_suffix(share: float | None) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.data.content_free import Calibration, check_calibration, content_free_prompts
-from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix
+from selfens_pl.data.origin_share import check_origin_share, group_shape, padded_weights, share_suffix
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.fusion import (ROW_WEIGHTED, WEIGHTED, FusionMethod, check_method, check_prior_floor,
                                      fuse_logits, rule_key)
@@ -135,12 +135,9 @@ class LogitFusion(FusionHead):
 
 
 def share_tensor(groups: list[dict], share: float, n: int, device) -> torch.Tensor:
-    """``[g, n]`` each group's member weights for ``share`` (:func:`~selfens_pl.data.origin_share.member_weights`;
-    all 1 for a group of one paraphrase), padding rows 1 (they are masked out)."""
-    rows = []
-    for group in groups:
-        own = member_weights(group, share) or [1.0] * len(member_items(group))
-        rows.append(own + [1.0] * (n - len(own)))
+    """``[g, n]`` each group's member weights for ``share`` (:func:`~selfens_pl.data.origin_share.padded_weights`:
+    all 1 for a group of one paraphrase, padding rows 1)."""
+    rows = [padded_weights(*group_shape(group), share, n) for group in groups]
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
 

@@ -40,15 +40,15 @@ from typing import Literal
 
 import torch
 
+from selfens_pl.data.origin_share import check_origin_share, member_weights, padded_weights, share_suffix
 from selfens_pl.engine.alternatives import decode_alternatives
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
-from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix, share_weights
 from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits, split_rule_key
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.logit import group_valid
-from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.agreement import Lemmas, weighted_support
 from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, candidate_features
 from selfens_pl.scoring.rescoring import DEMO_MEMBER, Candidate, RerankRule, best, candidates, check_rule, combine
 
@@ -245,8 +245,10 @@ class RerankHead(FusionHead):
         weights = member_weights(group, self.origin_share)
         if weights is None:
             return combine(table, lengths, self.rule, [c.support for c in cands])
-        answers = [x.prediction for x in gens]
-        support = [sum(w for a, w in zip(answers, weights) if self._lemmas.agree(c.prediction, a)) for c in cands]
+        support = None
+        if self.rule == "vote":  # (the other rules read no support)
+            support = weighted_support([c.prediction for c in cands], [x.prediction for x in gens], weights,
+                                       self._lemmas)
         return combine(table, lengths, self.rule, support, weights)
 
     @staticmethod
@@ -395,18 +397,18 @@ def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules
     n = max(len(own) for own in rows)
     sizes = [len(own) for own in rows]
     flat = torch.tensor([own[min(m, len(own) - 1)] for own in rows for m in range(n)], device=decoder.device)
+    valid = group_valid(sizes, n, decoder.device) if any(size < n for size in sizes) else None
     out: list[list[Generation]] = [[] for _ in rows]
     for key in rules:
         rule, share = split_rule_key(key)
         batch = encoded.batch(flat, n)
-        if any(size < n for size in sizes):
-            batch.valid = batch.step_valid = group_valid(sizes, n, decoder.device)
+        if valid is not None:
+            batch.valid = batch.step_valid = valid
         if share is not None:
             if shapes is None or len(shapes) != len(rows):
                 raise InternalError(f"fused_answers: rule {key!r} weighs the original question; give each group's "
                                     "shape (paraphrases, blocks)")
-            table = [(share_weights(*shape, share) or [1.0] * size) + [1.0] * (n - size)  # one paraphrase: equal
-                     for shape, size in zip(shapes, sizes)]
+            table = [padded_weights(*shape, share, n) for shape in shapes]
             batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
         fuse = partial(fuse_rule, rule)
         for own, gen in zip(out, decoder.decode_n_tokens(batch, fuse, fuse)):

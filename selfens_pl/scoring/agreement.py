@@ -54,11 +54,12 @@ def mean_logprob(logprobs: list[float]) -> float:
     return sum(logprobs) / len(logprobs) if logprobs else -math.inf
 
 
-def weighted_support(answers: list[str], weights: list[float], lemmas: Lemmas | None = None) -> list[float]:
-    """``[n]``: for each answer, the summed weight of the ``answers`` that agree with it (:func:`support` with
-    ``weights[j]`` for answer j)."""
+def weighted_support(texts: list[str], answers: list[str], weights: list[float],
+                     lemmas: Lemmas | None = None) -> list[float]:
+    """``[t]``: for each of ``texts``, the summed weight of the ``answers`` that agree with it (``weights[j]`` for
+    answer j; :func:`support` with equal weights when ``texts`` are the answers)."""
     lemmas = lemmas or Lemmas()
-    return [sum(w for b, w in zip(answers, weights) if lemmas.agree(a, b)) for a in answers]
+    return [sum(w for b, w in zip(answers, weights) if lemmas.agree(a, b)) for a in texts]
 
 
 def vote(answers: list[str], logprobs: list[list[float]], lemmas: Lemmas | None = None,
@@ -70,6 +71,6 @@ def vote(answers: list[str], logprobs: list[list[float]], lemmas: Lemmas | None 
         raise InternalError(f"vote needs one list of log-probabilities (and one weight, if any) per answer "
                             f"({len(answers)} answers, {len(logprobs)} lists, "
                             f"{None if weights is None else len(weights)} weights)")
-    counts = support(answers, lemmas) if weights is None else weighted_support(answers, weights, lemmas)
+    counts = support(answers, lemmas) if weights is None else weighted_support(answers, answers, weights, lemmas)
     best = max(range(len(answers)), key=lambda i: (counts[i], mean_logprob(logprobs[i]), -i))
     return best, counts[best]

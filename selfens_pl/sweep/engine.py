@@ -16,8 +16,8 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
    demonstrations in every extra block, ``fact["demos"]``) under every member's prompt, from the same encoding
    (answer-level rescoring of every ``(K, M)`` and every rule follows, see :mod:`selfens_pl.sweep.derive`);
 5. decodes each LogitFusion rule (uncalibrated, without sampled confidences; a rule may weigh the original
-   question, ``avg@0.5``) for every ``(K, M)`` with ``K x M >= 2``, all rules of a
-   configuration in one batch, again from the same encoding.
+   question, ``avg@0.5``) for every ``(K, M)`` with ``K x M >= 2``: one batched decode per rule and
+   configuration, all the batch's facts together, again from the same encoding.
 
 What one fact yields is one JSON line of ``facts.jsonl`` (appended per batch, so an interrupted sweep resumes fact
 by fact; ``facts.settings.json`` guards that the file belongs to the same settings).
