@@ -16,6 +16,9 @@ source lines or bytecode. The user's:
 * a command-line parse error (an unknown flag or config key, a value of the wrong type or outside its choices, a
   missing argument): jsonargparse's and argparse's own errors, raised as :class:`UsageError` while a command runs
   (:func:`parse_errors_raise`); multi-line jsonargparse messages are cut to the flag and the problem;
+* a :class:`UserError` a configured class's constructor raised (a head checking its ``init_args``) that
+  jsonargparse, instantiating the classes, re-raised from it as its own ``ValueError`` (the innermost frame is
+  jsonargparse's): the constructor's message;
 * Lightning's ``MisconfigurationException``, wherever it is raised;
 * a ``ValueError`` / ``TypeError`` raised by Lightning's own code (the innermost frame is in Lightning) while its
   accelerator connector (:data:`LIGHTNING_FLAG_CHECK`, a frame the traceback passes through) checks the Trainer's
@@ -204,6 +207,8 @@ def user_error_message(exc: BaseException, argv: list[str] | None = None) -> str
         return _remote_message(*remote)
     if isinstance(exc, UserError) or _is_misconfiguration(type(exc)):
         return one_line(exc)
+    if (wrapped := _instantiation_cause(exc)) is not None:
+        return one_line(wrapped)
     if isinstance(exc, OSError):
         return _os_error_message(exc)
     if isinstance(exc, ModuleNotFoundError) and not _is_own_module(exc.name):
@@ -211,6 +216,17 @@ def user_error_message(exc: BaseException, argv: list[str] | None = None) -> str
     if isinstance(exc, (ValueError, TypeError)) and _lightning_flag_check(exc):
         return one_line(exc)
     return None
+
+
+def _instantiation_cause(exc: BaseException) -> UserError | None:
+    """The :class:`UserError` a class's constructor raised (a head checking its ``init_args``) when jsonargparse,
+    instantiating the configured classes, re-raised it as its own ``ValueError`` (``raise ... from`` it: "Does not
+    validate against any of the Union subtypes", the failed constructor's message among the others); ``None`` for
+    anything else."""
+    if not isinstance(exc, ValueError) or not isinstance(exc.__cause__, UserError):
+        return None
+    files = list(_frame_files(exc))
+    return exc.__cause__ if files and "jsonargparse" in files[-1].parts else None
 
 
 def _os_error_message(exc: OSError) -> str:

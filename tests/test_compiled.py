@@ -223,19 +223,22 @@ def test_compiled_equals_eager_with_wider_candidates(tiny_lm, template, data, ao
 
 def test_the_sweeps_fused_rules_compiled_equal_eager(tiny_lm, template, data, aot_decoder):
     """The sweep's engine decodes every LogitFusion rule from one encoding, one decode per rule (a weighted one,
-    ``prob_avg@0.5``, with its rows' weights): the same answers compiled, batch after batch."""
+    ``prob_avg@0.5``, with its rows' weights, and ``avg@auto`` with some groups' paraphrases generated): the same
+    answers compiled, batch after batch."""
     from test_demos import with_blocks
 
     from selfens_pl.heads.rerank import encode_members, fused_answers, member_rows
 
     prompts = tiny_lm.prompts(template)
-    rules = ["avg", "prob_avg@0.5", "entropy_weighted"]
+    rules = ["avg", "prob_avg@0.5", "entropy_weighted", "avg@auto"]
 
     def fused(dec, batch):
         items, encoded, starts = encode_members(dec, prompts, batch)
         rows = member_rows(items, starts)
         shapes = [(len(g["paraphrases"]), len(own) // len(g["paraphrases"])) for g, own in zip(batch, rows)]
-        return [[gen.token_ids for gen in own] for own in fused_answers(dec, encoded, rows, rules, shapes)]
+        generated = [i % 2 == 0 for i in range(len(batch))]  # auto: the share for every other group
+        return [[gen.token_ids for gen in own]
+                for own in fused_answers(dec, encoded, rows, rules, shapes, generated)]
 
     eager_decoder = decoder(tiny_lm, compile=False)
     for batch in (data, data[:3], with_blocks(data, m=2), with_blocks(data, m=2)[:2]):

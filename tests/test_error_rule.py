@@ -123,6 +123,26 @@ def test_rule_on_real_raise_sites(tmp_path):
     assert isinstance(exc, UserError) and errors.user_error_message(exc) == str(exc)
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("origin_share", "2", "--model.head.init_args.origin_share=2.0: give the original question's share"),
+    ("prior_floor", "2", "--model.head.init_args.prior_floor=2.0: must lie in [0, 1]"),
+])
+def test_a_heads_own_check_under_the_cli_is_the_users(flag, value, message, monkeypatch):
+    """jsonargparse, instantiating the configured head, re-raises the constructor's UserError as its own
+    ValueError (with every Union subtype's complaint); the message is the head's, on one line. The same wrapper
+    around anything else stays a bug."""
+    from selfens_pl.lit.cli import build_cli
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(sys, "argv", ["selfens_pl"])
+    exc = caught(build_cli, ["predict", "--config", "configs/demo.yaml", f"--model.head.init_args.{flag}", value],
+                 run=False)
+    assert type(exc) is ValueError and isinstance(exc.__cause__, UserError), repr(exc)
+    assert errors.user_error_message(exc) == str(exc.__cause__) and str(exc.__cause__).startswith(message)
+    exc.__cause__ = ValueError("a bug in a constructor")
+    assert errors.user_error_message(exc) is None
+
+
 # -- Lightning -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags, message", [
     ({"accelerator": "bogus"}, "You selected an invalid accelerator name: `accelerator='bogus'`"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,10 @@ from test_sweep import assert_run_is_the_head
 from test_sweep_short_groups import direct, uneven_file  # noqa: F401  (fixtures)
 from test_sweep_wider import sweep_uneven
 
-from selfens_pl.data.origin_share import check_origin_share, member_weights, share_weights
+from selfens_pl.commands import sweep
+from selfens_pl.data.datamodule import demo_path, load_groups
+from selfens_pl.data.origin_share import (GENERATED_SHARE, check_origin_share, group_share, member_weights,
+                                          share_weights)
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.decode_batches import Generation
 from selfens_pl.engine.fusion import fuse_logits, rule_key, split_rule_key
@@ -54,15 +58,47 @@ def test_heads_refuse_a_share_they_cannot_weigh():
     for make in (lambda: RerankHead("learned", origin_share=0.5), lambda: RerankHead(fused="avg", origin_share=0.5)):
         with pytest.raises(UserError, match="origin_share=0.5 weighs the members of a fixed rule"):
             make()
-    assert check_origin_share(None) is None and check_origin_share(0.5) == 0.5
+    assert check_origin_share(None) is None and check_origin_share(0.5) == 0.5 and check_origin_share("auto") == "auto"
+    # the default ("auto") on a rule that weighs nothing is every member equal, named as before
+    for head, name in ((LogitFusion("max"), "max"), (LogitFusion("weighted_avg"), "weighted_avg"),
+                       (LogitFusion("avg", calibration="question"), "calibrated_avg"),
+                       (RerankHead("learned"), "rerank_learned"), (RerankHead(fused="avg"), "rerank_mixture_avg"),
+                       (LogitFusion("max", origin_share=None), "max")):
+        assert head.origin_share is None and head.method == name
 
 
 def test_labels_and_engine_rules():
     assert VoteHead(0.5).method == "vote_origin0.5" and VoteHead().method == "vote"
+    assert VoteHead(None).method == "vote_equal" and VoteHead().origin_share == "auto"
     assert LogitFusion("prob_avg", origin_share=0.5).method == "prob_avg_origin0.5"
     assert LogitFusion("avg", origin_share=0.5).engine_rule == "avg@0.5" == rule_key("avg", 0.5)
-    assert LogitFusion("avg").engine_rule == "avg" and split_rule_key("avg@0.5") == ("avg", 0.5)
+    assert LogitFusion("avg").engine_rule == "avg@auto" and split_rule_key("avg@auto") == ("avg", "auto")
+    assert LogitFusion("avg", origin_share=None).engine_rule == "avg" and split_rule_key("avg@0.5") == ("avg", 0.5)
+    assert LogitFusion("avg", origin_share=None).method == "avg_equal" and LogitFusion("avg").method == "avg"
     assert RerankHead("max", origin_share=0.25).method == "rerank_max_origin0.25"
+    assert RerankHead("max", origin_share=None).method == "rerank_max_equal" and RerankHead().method == "rerank_mixture"
+
+
+def test_auto_weighs_the_original_of_generated_paraphrases_only():
+    written = {"paraphrases": ["q", "q1", "q2"]}
+    generated = dict(written, paraphraser="smollm2-135m-instruct")
+    assert GENERATED_SHARE == 0.5
+    assert member_weights(generated, "auto") == member_weights(generated, 0.5) == [1.5, 0.75, 0.75]
+    assert member_weights(written, "auto") is None and member_weights(generated, None) is None
+    assert group_share(generated, "auto") == 0.5 and group_share(written, "auto") is None
+    assert group_share(written, 0.3) == 0.3  # an explicit number holds for every group
+
+
+def test_the_loader_keeps_which_groups_were_generated(tmp_path):
+    path = tmp_path / "g.jsonl"
+    rows = [{"id": "a", "paraphrases": ["q", "q1"], "answers": ["x"], "paraphraser": "smollm2-135m-instruct"},
+            {"id": "b", "paraphrases": ["r", "r1"], "answers": ["y"]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = load_groups(str(path))
+    assert a["paraphraser"] == "smollm2-135m-instruct" and "paraphraser" not in b
+    path.write_text(json.dumps(dict(rows[0], paraphraser=3)) + "\n")
+    with pytest.raises(UserError, match=r"line 1: field 'paraphraser' must be a non-empty string, got 3"):
+        load_groups(str(path))
 
 
 def test_each_logit_rule_weighs_its_rows_as_written():
@@ -172,7 +208,7 @@ def test_every_swept_run_with_a_share_is_what_the_head_answers(label, make, k, m
 
 def test_the_engine_decodes_the_weighted_rules_beside_the_plain_one(swept_shares):
     settings = json.loads((swept_shares / "facts.settings.json").read_text())
-    assert settings["rules"] == ["avg@0.5", "prob_avg@0.7", "avg"]
+    assert settings["rules"] == ["avg@0.5", "prob_avg@0.7", "avg@auto"]
     table = (swept_shares / "sweep.md").read_text()
     assert "| vote_origin0.5 |" in table and "| avg_origin0.5 |" in table
 
@@ -190,3 +226,83 @@ def test_the_fused_training_loss_weighs_the_rows_as_the_head_predicts(tiny_lm, t
     torch.testing.assert_close(equal, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(near, origin, atol=2e-2, rtol=2e-2)
     assert not torch.allclose(near, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("make", HEADS, ids=["avg", "prob_avg", "entropy_weighted", "vote", "rerank_mixture",
+                                              "rerank_max", "rerank_vote"])
+def test_auto_is_the_share_on_generated_groups_and_equal_on_written_ones(make, tiny_lm, template, groups):
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    mixed = [dict(g, paraphrases=g["paraphrases"][:3], **({"paraphraser": "tiny"} if i % 2 == 0 else {}))
+             for i, g in enumerate(groups)]
+    auto = answers_of(make("auto").generate(tiny_lm.decoder, prompts, mixed))  # one batch, generated and written
+    share = answers_of(make(GENERATED_SHARE).generate(tiny_lm.decoder, prompts, mixed))
+    equal = answers_of(make(None).generate(tiny_lm.decoder, prompts, mixed))
+    assert auto == [s if i % 2 == 0 else e for i, (s, e) in enumerate(zip(share, equal))]
+
+
+@pytest.fixture(scope="module")
+def generated_file(tmp_path_factory):
+    """Four demo groups of 3 paraphrases, the first and third marked as `paraphrase` marks its records
+    (``paraphraser``)."""
+    rows = [json.loads(line) for line in Path(demo_path()).read_text().splitlines()[:4]]
+    rows = [{"id": r["id"], "paraphrases": r["paraphrases"][:3], "answers": r["answers"],
+             **({"paraphraser": "tiny"} if i % 2 == 0 else {})} for i, r in enumerate(rows)]
+    path = tmp_path_factory.mktemp("generated") / "groups.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def generated_args(model_dir, data, out=None):
+    """The sweep's (``out`` given) or the datamodule's settings for the generated groups: two random blocks."""
+    from test_sweep_short_groups import FIXTURES, SHOTS
+
+    data_args = {"path": str(data), "task": "webqa", "few_shot": SHOTS,
+                 "few_shot_pool": str(FIXTURES / "webqa_tiny.jsonl")}
+    if out is None:
+        return data_args
+    return ["--model", str(model_dir), *[x for key, value in data_args.items()
+                                         for x in (f"--data.{key}", value if isinstance(value, str)
+                                                   else json.dumps(value))],
+            "--heads", json.dumps(SWEPT_AUTO), "--ks", "1,3", "--ms", "1,2", "--resamples", "100",
+            "--max_new_tokens", "8", "--stop", "null", "--batch_rows", "12", "--output_dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def generated_direct(tiny_model_dir, generated_file):
+    from selfens_pl.data.datamodule import ParaphraseDataModule
+    from selfens_pl.lit.module import SelfEnsembleLM
+
+    dm = ParaphraseDataModule(**generated_args(tiny_model_dir, generated_file), demo_blocks=2)
+    dm.setup()
+    lm = SelfEnsembleLM(model=str(tiny_model_dir), max_new_tokens=8, stop=None)
+    lm.configure_model()
+    return lm, lm.prompts(dm.template), dm.groups
+
+
+SWEPT_AUTO = [{"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
+              {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg", "origin_share": None}},
+              {"class_path": "selfens_pl.heads.VoteHead", "init_args": {"origin_share": None}},
+              {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "vote"}},
+              {"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "max", "origin_share": None}}]
+CHECKS_AUTO = [("avg", lambda: LogitFusion("avg")), ("avg_equal", lambda: LogitFusion("avg", origin_share=None)),
+               ("vote", lambda: VoteHead()), ("vote_equal", lambda: VoteHead(None)),
+               ("rerank_vote", lambda: RerankHead("vote")),
+               ("rerank_max_equal", lambda: RerankHead("max", origin_share=None))]
+
+
+@pytest.fixture(scope="module")
+def swept_auto(tiny_model_dir, generated_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep_auto") / "out"
+    sweep.main(generated_args(tiny_model_dir, generated_file, out))
+    return out
+
+
+@pytest.mark.parametrize("k,m", [(3, 2), (3, 1)])
+@pytest.mark.parametrize("label,make", CHECKS_AUTO, ids=[c[0] for c in CHECKS_AUTO])
+def test_the_swept_default_weighs_the_generated_groups_as_the_head_does(label, make, k, m, swept_auto,
+                                                                       generated_direct):
+    assert any("paraphraser" in g for g in generated_direct[2]) and not all("paraphraser" in g
+                                                                           for g in generated_direct[2])
+    assert_run_is_the_head(swept_auto / "runs" / f"{label}_k{k}_m{m}", make(), generated_direct, k, m)
+    settings = json.loads((swept_auto / "facts.settings.json").read_text())
+    assert settings["rules"] == ["avg@auto", "avg"]

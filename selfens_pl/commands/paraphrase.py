@@ -16,7 +16,9 @@ sampled again with the next attempt's seed, up to ``max_retries`` times. A quest
 filled is written with fewer paraphrases and ``short: true``; a bad candidate never pads a group.
 
 The paraphrasing model (``--model``) need not be the answering model: paraphrase once with a larger model and
-answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``.
+answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``, which is
+how the heads' default ``origin_share: auto`` knows the paraphrases were generated and gives the original question
+half of the group's weight (:mod:`selfens_pl.data.origin_share`).
 
 Output: JSONL ``{id, question, answers, paraphrases: [original, kept...], short, rejected: [{text, seed, attempt,
 failed: [check, ...]}], paraphraser}`` with ids ``webqa-<split>-<index>`` (as :func:`selfens_pl.data.sources.webqa_groups`

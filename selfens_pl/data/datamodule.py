@@ -65,8 +65,12 @@ def load_groups(path: str) -> list[dict]:
         if key in seen:
             raise UserError(f"{path}: {unit} {number}: id {key!r} repeats {unit} {seen[key]}")
         seen[key] = number
-        groups.append({"id": key, "paraphrases": list(paraphrases), "answers": list(answers),
-                       "confidences": None if conf is None else [float(c) for c in conf]})
+        group = {"id": key, "paraphrases": list(paraphrases), "answers": list(answers),
+                 "confidences": None if conf is None else [float(c) for c in conf]}
+        check_str(path, unit, number, rec, "paraphraser", optional=True)
+        if rec.get("paraphraser"):  # written by `paraphrase`: the heads' origin_share "auto" weighs the original
+            group["paraphraser"] = rec["paraphraser"]
+        groups.append(group)
     if not groups:
         raise UserError(f"{path}: no records")
     return groups

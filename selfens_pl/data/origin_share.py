@@ -15,6 +15,13 @@ paraphrases x ``M`` blocks gives each of the original's ``M`` members ``s * n`` 
 its members are equal whatever ``s`` is (:func:`member_weights` returns ``None``, the unweighted rule).
 The heads that take it (LogitFusion's avg / prob_avg / entropy_weighted, VoteHead, RerankHead's fixed rules) say
 how a weight enters their rule.
+
+Their default is ``"auto"``: a group whose paraphrases ``paraphrase`` generated (its record names its
+``paraphraser``, as every record ``paraphrase`` writes does) gets :data:`GENERATED_SHARE`; a group of hand-written
+paraphrases (MyriadLAMA's templates, a user's own file) keeps every member equal. The value was fixed a priori
+(the question as asked counts as much as all its rewordings together), not fit on any slice. A head whose rule
+cannot weigh its members (``max``, the ``weighted_*`` rules, calibration, a learned chooser, a fused candidate)
+takes ``"auto"`` as every member equal; an explicit number there is refused.
 """
 
 from __future__ import annotations
@@ -22,15 +29,39 @@ from __future__ import annotations
 from selfens_pl.errors import UserError
 
 
-def check_origin_share(share, flag: str = "--model.head.init_args.origin_share") -> float | None:
-    """``share`` as a float in ``(0, 1)``, or ``None`` (every member equal); else one error naming ``flag``."""
-    if share is None:
-        return None
+AUTO = "auto"
+GENERATED_SHARE = 0.5  # fixed a priori (module docstring), never tuned on an evaluation slice
+
+
+def check_origin_share(share, flag: str = "--model.head.init_args.origin_share") -> float | str | None:
+    """``share`` as a float in ``(0, 1)``, ``"auto"`` or ``None`` (every member equal); else one error naming
+    ``flag``."""
+    if share is None or share == AUTO:
+        return share
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < float(share) < 1.0:
         raise UserError(f"{flag}={share!r}: give the original question's share of a group's weight, a number "
                          "strictly between 0 and 1 (0.5: the original counts as much as all its paraphrases "
-                         "together), or null for every member equal")
+                         "together), \"auto\" (0.5 for generated paraphrases, else every member equal) or null "
+                         "for every member equal")
     return float(share)
+
+
+def is_generated(group: dict) -> bool:
+    """Whether ``group``'s paraphrases were generated (its record names the ``paraphraser`` that wrote them)."""
+    return bool(group.get("paraphraser"))
+
+
+def resolve_share(share: float | str | None, generated: bool) -> float | None:
+    """The share a group's original gets under the setting ``share``: ``"auto"`` is :data:`GENERATED_SHARE` for
+    generated paraphrases and ``None`` (every member equal) for written ones; a number or ``None`` is itself."""
+    if share == AUTO:
+        return GENERATED_SHARE if generated else None
+    return share
+
+
+def group_share(group: dict, share: float | str | None) -> float | None:
+    """:func:`resolve_share` for ``group``."""
+    return resolve_share(share, is_generated(group))
 
 
 def share_weights(paraphrases: int, blocks: int, share: float | None) -> list[float] | None:
@@ -42,11 +73,21 @@ def share_weights(paraphrases: int, blocks: int, share: float | None) -> list[fl
     return [own if p == 0 else other for _ in range(blocks) for p in range(paraphrases)]
 
 
-def padded_weights(paraphrases: int, blocks: int, share: float, n: int) -> list[float]:
-    """``[n]`` the weights of a group's ``paraphrases x blocks`` members for ``share`` (all 1 for one paraphrase),
-    then 1 for the padding rows up to ``n`` (a batch pads every group to its largest; padding is masked out)."""
+def padded_weights(paraphrases: int, blocks: int, share: float | None, n: int) -> list[float]:
+    """``[n]`` the weights of a group's ``paraphrases x blocks`` members for ``share`` (all 1 without one or for one
+    paraphrase), then 1 for the padding rows up to ``n`` (a batch pads every group to its largest; padding is masked
+    out)."""
     own = share_weights(paraphrases, blocks, share) or [1.0] * (paraphrases * blocks)
     return own + [1.0] * (n - len(own))
+
+
+def weight_table(shapes: list[tuple[int, int]], shares: list[float | None], n: int) -> list[list[float]] | None:
+    """``[g][n]`` :func:`padded_weights` of each group's ``shapes[g]`` = (paraphrases, blocks) under its resolved
+    ``shares[g]``; ``None`` when no group weighs its members (the rule then runs unweighted, exactly as without
+    a share)."""
+    if all(share_weights(*shape, share) is None for shape, share in zip(shapes, shares)):
+        return None
+    return [padded_weights(*shape, share, n) for shape, share in zip(shapes, shares)]
 
 
 def group_shape(group: dict) -> tuple[int, int]:
@@ -54,11 +95,27 @@ def group_shape(group: dict) -> tuple[int, int]:
     return len(group["paraphrases"]), 1 + len(group.get("blocks") or ())
 
 
-def member_weights(group: dict, share: float | None) -> list[float] | None:
-    """:func:`share_weights` of ``group``'s members (its paraphrases x few-shot blocks)."""
-    return share_weights(*group_shape(group), share)
+def member_weights(group: dict, share: float | str | None) -> list[float] | None:
+    """:func:`share_weights` of ``group``'s members (its paraphrases x few-shot blocks) under the setting
+    ``share`` (``"auto"`` resolved for the group, :func:`group_share`)."""
+    return share_weights(*group_shape(group), group_share(group, share))
 
 
-def share_suffix(share: float | None) -> str:
-    """What a head's method name gets for its share: ``""`` without one, ``"_origin0.5"`` with ``0.5``."""
-    return "" if share is None else f"_origin{share:g}"
+def share_suffix(share: float | str | None, weighs: bool = True) -> str:
+    """What a head's method name gets for its setting: ``""`` for ``"auto"`` (the default) and for a rule that
+    weighs nothing (``weighs`` False), ``"_equal"`` for an explicit ``None`` (every member equal, also for generated
+    paraphrases), ``"_origin0.5"`` for ``0.5``."""
+    if share == AUTO or not weighs:
+        return ""
+    return "_equal" if share is None else f"_origin{share:g}"
+
+
+def head_share(share, weighs: bool, refusal: str) -> float | str | None:
+    """A head's checked setting: ``"auto"`` on a rule that cannot weigh is ``None`` (every member equal); a number
+    there is refused with ``refusal`` (which names the flag and the rule)."""
+    share = check_origin_share(share)
+    if weighs:
+        return share
+    if share not in (None, AUTO):
+        raise UserError(refusal)
+    return None

@@ -60,16 +60,19 @@ WEIGHTED: tuple[str, ...] = ("weighted_avg", "weighted_max")
 ROW_WEIGHTED: tuple[str, ...] = ("avg", "prob_avg", "entropy_weighted")
 
 
-def rule_key(rule: str, share: float | None) -> str:
-    """The name the sweep's engine decodes a rule under: ``avg``, or ``avg@0.5`` weighing the original question
-    with share 0.5 (:mod:`selfens_pl.data.origin_share`)."""
-    return rule if share is None else f"{rule}@{share:g}"
+def rule_key(rule: str, share: float | str | None) -> str:
+    """The name the sweep's engine decodes a rule under: ``avg``, ``avg@0.5`` weighing the original question with
+    share 0.5, or ``avg@auto`` with each group's share resolved from its paraphrases
+    (:mod:`selfens_pl.data.origin_share`)."""
+    if share is None:
+        return rule
+    return f"{rule}@{share}" if isinstance(share, str) else f"{rule}@{share:g}"
 
 
-def split_rule_key(key: str) -> tuple[str, float | None]:
+def split_rule_key(key: str) -> tuple[str, float | str | None]:
     """``(rule, share)`` of a :func:`rule_key`."""
     rule, _, share = key.partition("@")
-    return check_method(rule, "engine rule"), float(share) if share else None
+    return check_method(rule, "engine rule"), (share if share == "auto" else float(share)) if share else None
 
 
 def check_method(method: str, flag: str = "--model.head.init_args.method") -> str:

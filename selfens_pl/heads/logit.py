@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.data.content_free import Calibration, check_calibration, content_free_prompts
-from selfens_pl.data.origin_share import check_origin_share, group_shape, padded_weights, share_suffix
+from selfens_pl.data.origin_share import group_shape, group_share, head_share, share_suffix, weight_table
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.fusion import (ROW_WEIGHTED, WEIGHTED, FusionMethod, check_method, check_prior_floor,
                                      fuse_logits, rule_key)
@@ -34,7 +34,7 @@ class LogitFusion(FusionHead):
     training_loss = "fused"
 
     def __init__(self, method: FusionMethod = "avg", calibration: Calibration = "none", prior_floor: float = 0.1,
-                 agreement: bool = False, origin_share: float | None = None):
+                 agreement: bool = False, origin_share: float | str | None = "auto"):
         """
         Args:
             method: Fusion rule: ``avg`` (mean logits), ``max`` (max probability), ``prob_avg`` (mean probability),
@@ -50,7 +50,9 @@ class LogitFusion(FusionHead):
                 ``agreement``.
             origin_share: The original question's (paraphrase 0's) share of each group's weight in the rule
                 (``avg``, ``prob_avg``, ``entropy_weighted``; :mod:`selfens_pl.data.origin_share`): 0.5 counts it
-                as much as all its paraphrases together. ``None``: every member equal. The method gets
+                as much as all its paraphrases together. ``auto`` (default): 0.5 for paraphrases ``paraphrase``
+                generated, every member equal for written ones (and for the rules that weigh no rows). ``None``:
+                every member equal always (the method gets ``_equal``). A number: the method gets
                 ``_origin{share}``.
         """
         super().__init__()
@@ -58,16 +60,20 @@ class LogitFusion(FusionHead):
         self.calibration = check_calibration(calibration)
         self.prior_floor = check_prior_floor(prior_floor)
         self.agreement = agreement
-        self.origin_share = check_origin_share(origin_share)
-        if self.origin_share is not None and (self.fusion not in ROW_WEIGHTED or self.calibration != "none"):
-            raise UserError(f"--model.head.init_args.origin_share={origin_share!r} weighs the rows of the "
-                             f"uncalibrated {', '.join(ROW_WEIGHTED)} rules; method={self.fusion!r} with "
-                             f"calibration={self.calibration!r} takes none")
+        self.origin_share = head_share(
+            origin_share, self.weighs_rows,
+            f"--model.head.init_args.origin_share={origin_share!r} weighs the rows of the uncalibrated "
+            f"{', '.join(ROW_WEIGHTED)} rules; method={self.fusion!r} with calibration={self.calibration!r} takes none")
+
+    @property
+    def weighs_rows(self) -> bool:
+        """Whether the rule can weigh its rows by the original's share (``origin_share``)."""
+        return self.fusion in ROW_WEIGHTED and self.calibration == "none"
 
     @property
     def method(self) -> str:  # type: ignore[override]
         name = self.fusion if self.calibration == "none" else f"calibrated_{self.fusion}"
-        return name + share_suffix(self.origin_share)
+        return name + share_suffix(self.origin_share, self.weighs_rows)
 
     def content_free_rows(self, n: int) -> int:
         """``m``: content-free rows per group for groups padded to ``n`` paraphrases."""
@@ -79,7 +85,8 @@ class LogitFusion(FusionHead):
     @property
     def engine_rule(self) -> str | None:  # type: ignore[override]
         """The sweep's engine decodes an uncalibrated rule without sampled confidences itself (it needs nothing per
-        group but the original's share): ``avg``, or ``avg@0.5`` with ``origin_share = 0.5``."""
+        group but the original's share): ``avg``, ``avg@0.5`` with ``origin_share = 0.5``, ``avg@auto`` with the
+        default (each group's share resolved by the engine)."""
         if self.fusion in WEIGHTED or self.calibration != "none":
             return None
         return rule_key(self.fusion, self.origin_share)
@@ -127,18 +134,21 @@ class LogitFusion(FusionHead):
             if m:
                 weights = torch.cat([weights, weights.new_zeros(len(groups), m)], dim=1)
             batch.weights = batch.step_weights = weights
-        elif self.origin_share is not None:
-            batch.weights = batch.step_weights = share_tensor(groups, self.origin_share, n, decoder.device)
+        elif (weights := share_tensor(groups, self.origin_share, n, decoder.device)) is not None:
+            batch.weights = batch.step_weights = weights
         gens = decoder.decode_n_tokens(batch, self.fuse, self.fuse)
         records = [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
 
 
-def share_tensor(groups: list[dict], share: float, n: int, device) -> torch.Tensor:
-    """``[g, n]`` each group's member weights for ``share`` (:func:`~selfens_pl.data.origin_share.padded_weights`:
-    all 1 for a group of one paraphrase, padding rows 1)."""
-    rows = [padded_weights(*group_shape(group), share, n) for group in groups]
-    return torch.tensor(rows, dtype=torch.float32, device=device)
+def share_tensor(groups: list[dict], share: float | str | None, n: int, device) -> torch.Tensor | None:
+    """``[g, n]`` each group's member weights under the setting ``share`` (``"auto"`` resolved per group;
+    :func:`~selfens_pl.data.origin_share.weight_table`: all 1 for a group of one paraphrase or of written
+    paraphrases under ``auto``, padding rows 1), or ``None`` when no group of the batch weighs its members."""
+    if share is None:
+        return None
+    table = weight_table([group_shape(g) for g in groups], [group_share(g, share) for g in groups], n)
+    return None if table is None else torch.tensor(table, dtype=torch.float32, device=device)
 
 
 def padded(items: list, n: int) -> list:

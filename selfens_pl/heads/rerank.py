@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 
-from selfens_pl.data.origin_share import check_origin_share, member_weights, padded_weights, share_suffix
+from selfens_pl.data.origin_share import head_share, member_weights, resolve_share, share_suffix, weight_table
 from selfens_pl.engine.alternatives import decode_alternatives
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
@@ -61,7 +61,7 @@ class RerankHead(FusionHead):
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
                  chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False,
-                 origin_share: float | None = None):
+                 origin_share: float | str | None = "auto"):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
@@ -82,8 +82,10 @@ class RerankHead(FusionHead):
                 nearest agreeing one as features. The method gets ``_demos``.
             origin_share: The original question's (paraphrase 0's) share of the members' weight in a fixed rule
                 (:mod:`selfens_pl.data.origin_share`, :func:`~selfens_pl.scoring.rescoring.weighted_combine`): 0.5
-                counts it as much as all its paraphrases together. ``None``: every member equal. Not with
-                ``learned`` (the chooser weighs its own features) or ``fused``. The method gets ``_origin{share}``.
+                counts it as much as all its paraphrases together. ``auto`` (default): 0.5 for paraphrases
+                ``paraphrase`` generated, every member equal for written ones (and with ``learned``, whose chooser
+                weighs its own features, or ``fused``). ``None``: every member equal always (the method gets
+                ``_equal``). A number (not with ``learned`` or ``fused``): the method gets ``_origin{share}``.
         """
         super().__init__()
         self.rule = rule if rule == "learned" else check_rule(rule)
@@ -105,17 +107,22 @@ class RerankHead(FusionHead):
             raise UserError(f"--model.head.init_args.first_tokens must be an integer >= 1 (1: the members' greedy "
                             f"answers only), got {first_tokens!r}")
         self.first_tokens = first_tokens
-        self.origin_share = check_origin_share(origin_share)
-        if self.origin_share is not None and (rule == "learned" or fused is not None):
-            raise UserError(f"--model.head.init_args.origin_share={origin_share!r} weighs the members of a fixed "
-                             f"rule (mixture, product, max, mean_token, vote) without a fused candidate; got "
-                             f"rule={rule!r}, fused={fused!r}")
+        self.origin_share = head_share(
+            origin_share, self.weighs_members,
+            f"--model.head.init_args.origin_share={origin_share!r} weighs the members of a fixed rule (mixture, "
+            f"product, max, mean_token, vote) without a fused candidate; got rule={rule!r}, fused={fused!r}")
 
     @property
     def method(self) -> str:  # type: ignore[override]
         return (f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
                 + (f"_top{self.first_tokens}" if self.first_tokens > 1 else "")
-                + ("_demos" if self.demo_answers else "") + share_suffix(self.origin_share))
+                + ("_demos" if self.demo_answers else "") + share_suffix(self.origin_share, self.weighs_members))
+
+    @property
+    def weighs_members(self) -> bool:
+        """Whether the rule can weigh its members by the original's share (``origin_share``): a fixed rule without
+        a fused candidate."""
+        return self.rule != "learned" and self.fused is None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -387,13 +394,15 @@ def score_tables(decoder, encoded: EncodedPrompts, rows: list[list[int]],
 
 
 def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str],
-                  shapes: list[tuple[int, int]] | None = None) -> list[list[Generation]]:
+                  shapes: list[tuple[int, int]] | None = None,
+                  generated: list[bool] | None = None) -> list[list[Generation]]:
     """``[g][h]``: group g's answer under LogitFusion rule ``rules[h]``, fused over its members' rows ``rows[g]`` of
     ``encoded``. One batched decode per rule (one decode of every (group, rule) pair would fuse each pair by every
     rule: a cost in the square of the rules); a group with fewer rows than the largest is padded with its last row
     and masked (``valid``). A rule may carry the original question's share (:func:`~selfens_pl.engine.fusion.
-    rule_key`, ``avg@0.5``): its rows' weights come from ``shapes[g]`` = (paraphrases, blocks) of group g's rows
-    (block-major) and ride the decode as the rule's weights."""
+    rule_key`, ``avg@0.5``, or ``avg@auto``: each group's share from ``generated[g]``, whether its paraphrases were
+    generated): its rows' weights come from ``shapes[g]`` = (paraphrases, blocks) of group g's rows (block-major)
+    and ride the decode as the rule's weights (none when no group weighs, the plain rule)."""
     n = max(len(own) for own in rows)
     sizes = [len(own) for own in rows]
     flat = torch.tensor([own[min(m, len(own) - 1)] for own in rows for m in range(n)], device=decoder.device)
@@ -405,11 +414,12 @@ def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules
         if valid is not None:
             batch.valid = batch.step_valid = valid
         if share is not None:
-            if shapes is None or len(shapes) != len(rows):
+            if shapes is None or len(shapes) != len(rows) or generated is None or len(generated) != len(rows):
                 raise InternalError(f"fused_answers: rule {key!r} weighs the original question; give each group's "
-                                    "shape (paraphrases, blocks)")
-            table = [padded_weights(*shape, share, n) for shape in shapes]
-            batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
+                                    "shape (paraphrases, blocks) and whether its paraphrases were generated")
+            table = weight_table(shapes, [resolve_share(share, gen) for gen in generated], n)
+            if table is not None:
+                batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
         fuse = partial(fuse_rule, rule)
         for own, gen in zip(out, decoder.decode_n_tokens(batch, fuse, fuse)):
             own.append(gen)

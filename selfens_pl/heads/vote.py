@@ -29,14 +29,15 @@ class VoteHead(FusionHead):
     reuses_known = True
     derivable = True
 
-    def __init__(self, origin_share: float | None = None):
+    def __init__(self, origin_share: float | str | None = "auto"):
         """
         Args:
             origin_share: The original question's (paraphrase 0's) share of the votes
                 (:mod:`selfens_pl.data.origin_share`): 0.5 counts it as much as all its paraphrases together, so
                 the paraphrases overturn its answer only when they agree on another; ``support`` is then the
-                winner's summed vote weight (members weigh 1 on average). ``None``: one vote per member. The method
-                gets ``_origin{share}``.
+                winner's summed vote weight (members weigh 1 on average). ``auto`` (default): 0.5 for paraphrases
+                ``paraphrase`` generated, one vote per member for written ones. ``None``: one vote per member
+                always (the method gets ``_equal``). A number: the method gets ``_origin{share}``.
         """
         super().__init__()
         self.origin_share = check_origin_share(origin_share)

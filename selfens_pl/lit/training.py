@@ -130,8 +130,8 @@ def answer_loss(model, tokenizer, head, prompts, groups: list[dict], stop: str |
     weights = None
     if head.fusion in WEIGHTED:
         weights = confidence_weights(groups, head.fusion, device).repeat_interleave(a, dim=0)
-    elif head.origin_share is not None:  # the loss fuses as the head predicts
-        weights = share_tensor(groups, head.origin_share, n, device).repeat_interleave(a, dim=0)
+    elif (shares := share_tensor(groups, head.origin_share, n, device)) is not None:  # fuses as the head predicts
+        weights = shares.repeat_interleave(a, dim=0)
     scores = fuse_logits(per_position, head.fusion, weights).reshape(g, a, v)
     return _loss(scores, _labels(answers, device))
 

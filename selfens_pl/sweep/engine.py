@@ -16,7 +16,7 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
    demonstrations in every extra block, ``fact["demos"]``) under every member's prompt, from the same encoding
    (answer-level rescoring of every ``(K, M)`` and every rule follows, see :mod:`selfens_pl.sweep.derive`);
 5. decodes each LogitFusion rule (uncalibrated, without sampled confidences; a rule may weigh the original
-   question, ``avg@0.5``) for every ``(K, M)`` with ``K x M >= 2``: one batched decode per rule and
+   question, ``avg@0.5`` or ``avg@auto``) for every ``(K, M)`` with ``K x M >= 2``: one batched decode per rule and
    configuration, all the batch's facts together, again from the same encoding.
 
 What one fact yields is one JSON line of ``facts.jsonl`` (appended per batch, so an interrupted sweep resumes fact
@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from selfens_pl.data.origin_share import is_generated
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
 from selfens_pl.heads.rerank import (answer_continuation, decode_members, demo_candidates, encode_members,
@@ -125,7 +126,7 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
         if rules:
             fused = fused_answers(decoder, encoded, [[start + j for j in grid.subset(k, m, n)]
                                                      for start, n in zip(starts, sizes)], rules,
-                                  [(min(k, n), m) for n in sizes])
+                                  [(min(k, n), m) for n in sizes], [is_generated(g) for g in groups])
             for fact, own in zip(out, fused):
                 for rule, gen in zip(rules, own):
                     fact["fused"].setdefault(rule, {})[config_name(k, m)] = {
