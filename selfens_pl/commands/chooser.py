@@ -7,7 +7,9 @@ scored by the sweep's one engine pass (``facts.jsonl`` in ``--output_dir``, reus
 settings already wrote it), every member's answer of every fact at ``(--k, --m)`` becomes a candidate (with
 ``--first_tokens k`` also its answers from its 2nd .. k-th most likely first token; with ``--demo_answers true`` also
 the answers of the demonstrations of its extra blocks), and the chooser is fit on all
-of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``. It also
+of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``, with the layout it was fit at
+(``--k`` paraphrases x ``--m`` blocks: a head with the file refuses other member sets, and ``sweep`` reports it at
+that configuration only). It also
 prints the chooser's accuracy cross-validated over the same facts (``--chooser_folds`` folds by fact: no fact is
 scored by a chooser fit on it) beside origin and the mixture rule, each gain with its paired bootstrap interval.
 """
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> Path:
     _, _, feats, labels, _ = data
     kept = [g for g in range(len(feats)) if feats[g]]
     chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C, head.features)
+    chooser.layout = (cfg.k, cfg.m)  # a head with the file answers member sets of this layout only
     out = chooser.save(cfg.out)
     mixture = RerankHead("mixture", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),

@@ -87,6 +87,22 @@ def prepare(parser, argv: list[str] | None):
     return cfg, heads, labels, Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
 
 
+def chooser_layout(head) -> tuple[int, int] | None:
+    """The layout ``(K, M)`` the chooser file of ``head`` (or of its ensemble, a cascade's) was fit at, if any."""
+    for own in (head, getattr(head, "ensemble", None)):
+        model = getattr(own, "model", None)
+        if getattr(model, "layout", None) is not None:
+            return model.layout
+    return None
+
+
+def fits_layout(head, k: int, m: int) -> bool:
+    """Whether the sweep reports ``head`` at ``(k, m)``: a head with a chooser file only at the layout it was fit at
+    (``RerankHead.fits_layout``: its records would refuse the others), every other head everywhere."""
+    return all(getattr(own, "fits_layout", lambda *_: True)(k, m)
+               for own in (head, getattr(head, "ensemble", None)) if own is not None)
+
+
 def main(argv: list[str] | None = None) -> Path:
     start, cpu_start = time.perf_counter(), time.process_time()
     cfg, heads, labels, sweep = prepare(build_parser(), argv)
@@ -96,6 +112,12 @@ def main(argv: list[str] | None = None) -> Path:
     rescore = any(how == "derived" for how in kinds)
     first_tokens = max((h.first_tokens for h, how in zip(heads, kinds) if how == "derived"), default=1)
     demos = any(h.demo_answers for h, how in zip(heads, kinds) if how == "derived")
+    for head, label in zip(heads, labels):
+        skipped = [(k, m) for k, m in grid.configs() if not fits_layout(head, k, m)]
+        if skipped:
+            k_fit, m_fit = chooser_layout(head)
+            print(f"[sweep] {label}: its chooser file was fit at K={k_fit} M={m_fit}; not reported at "
+                  f"{', '.join(f'K={k} M={m}' for k, m in skipped)}")
     facts, engine_seconds = sweep.engine(rules, rescore, first_tokens, demos)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
@@ -108,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
                 runs.append(derive.fused(head, k, m))
             elif how == "derived" and head.learns_from_facts:
                 runs.append(derive.cross_validated(label, head, k, m, cfg.chooser_folds))
-            elif how == "derived":
+            elif how == "derived" and fits_layout(head, k, m):
                 runs.append(derive.derived(label, head, k, m))
     for run in runs:
         run.seconds = 0.0
@@ -116,7 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     for head, label, how in zip(heads, labels, kinds):
         if how == "generic":
             for k, m in grid.configs():
-                if not (k * m == 1 and head.one_member_is_origin):
+                if not (k * m == 1 and head.one_member_is_origin) and fits_layout(head, k, m):
                     runs.append(sweep.generic(head, label, k, m))
     return write_outputs(sweep, runs, baselines, engine_seconds, time.perf_counter() - start,
                          time.process_time() - cpu_start)

@@ -40,7 +40,8 @@ from typing import Literal
 
 import torch
 
-from selfens_pl.data.origin_share import head_share, member_weights, resolve_share, share_suffix, weight_table
+from selfens_pl.data.origin_share import (group_shape, head_share, member_weights, resolve_share, share_suffix,
+                                          weight_table)
 from selfens_pl.engine.alternatives import decode_alternatives
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
@@ -164,6 +165,9 @@ class RerankHead(FusionHead):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
         self._check_chooser()  # before the pass, not after it
+        if self.rule == "learned":
+            for group in groups:
+                self.check_layout(group)
         scored = rerank_pass(decoder, prompts, groups, self.fused, known, self.first_tokens, self.demo_answers)
         return [self.pick(group, scored.gens[g], scored.fused[g], scored.candidates[g], scored.tables[g],
                           scored.alternatives[g])
@@ -215,6 +219,22 @@ class RerankHead(FusionHead):
             raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
                             "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
 
+    def fits_layout(self, paraphrases: int, blocks: int) -> bool:
+        """Whether this head answers member sets of ``paraphrases x blocks``: always, but with a chooser file only
+        in the layout it was fit at (:attr:`~selfens_pl.scoring.chooser.Chooser.layout`)."""
+        return self.model is None or self.model.fits(paraphrases, blocks)
+
+    def check_layout(self, group: dict) -> None:
+        """One error naming the record and the file when ``group``'s members are not of the chooser's layout: its
+        features (support by paraphrase and by block, the demonstrations') mean something else there."""
+        paraphrases, blocks = group_shape(group)
+        if not self.fits_layout(paraphrases, blocks):
+            k, m = self.model.layout
+            raise UserError(f"record {group['id']!r}: --model.head.init_args.chooser={self.chooser!r} was fit on "
+                            f"member sets of {k} paraphrase(s) x {m} few-shot block(s), this group has {paraphrases} "
+                            f"x {blocks}: ask with --data.num_paraphrases {k} --data.demo_blocks {m}, or fit a "
+                            f"chooser for this layout (python -m selfens_pl chooser --k K --m M)")
+
     def pick(self, group: dict, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
              table: list[list[float]], alternatives: list[list[Generation]] | None = None) -> dict:
         """The record of ``group``: the candidate ``rule`` ranks first (``table [N][C]``: sequence log-probability
@@ -227,6 +247,7 @@ class RerankHead(FusionHead):
             chosen, scores = None, []
         elif self.rule == "learned":
             self._check_chooser()  # e.g. a cascade's ensemble in a sweep: only a plain RerankHead is cross-validated
+            self.check_layout(group)
             scores = self.model.scores(self.candidate_features(group, gens, cands, table))
         else:
             scores = self.combined(group, gens, cands, table)

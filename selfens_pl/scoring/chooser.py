@@ -118,6 +118,13 @@ class Chooser:
     scale: list[float]
     features: tuple[str, ...] = FEATURES
     trained_on: int = 0
+    #: ``(K, M)``: the paraphrases x few-shot blocks of the member sets it was fit on (``chooser --k --m``; groups
+    #: with fewer paraphrases, short groups, included). ``None``: not recorded (a file written before it was).
+    layout: tuple[int, int] | None = None
+
+    def fits(self, paraphrases: int, blocks: int) -> bool:
+        """Whether a member set of ``paraphrases x blocks`` is of the layout it was fit on (any without one)."""
+        return self.layout is None or (blocks == self.layout[1] and 1 <= paraphrases <= self.layout[0])
 
     def scores(self, features: list[list[float]]) -> list[float]:
         return [self.bias + sum(w * (x - mu) / s for w, x, mu, s in zip(self.weights, row, self.mean, self.scale))
@@ -132,7 +139,10 @@ class Chooser:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps({"format": FORMAT, "features": list(self.features), "weights": self.weights,
                                        "bias": self.bias, "mean": self.mean, "scale": self.scale,
-                                       "trained_on": self.trained_on}, indent=2) + "\n")
+                                       "trained_on": self.trained_on,
+                                       **({} if self.layout is None else
+                                          {"layout": {"paraphrases": self.layout[0], "blocks": self.layout[1]}})},
+                                      indent=2) + "\n")
         return path
 
     @classmethod
@@ -152,8 +162,15 @@ class Chooser:
             raise UserError(f"{flag}={str(path)!r}: its features {data.get('features')} are not those of a head "
                             f"{demos} demo_answers {list(features)}: fit it again (`python -m selfens_pl chooser fit`"
                             f"{' --demo_answers true' if features == DEMO_FEATURES else ''})")
+        layout = data.get("layout")
+        if layout is not None:
+            shape = (layout.get("paraphrases"), layout.get("blocks")) if isinstance(layout, dict) else (None, None)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape):
+                raise UserError(f"{flag}={str(path)!r}: its 'layout' {layout!r} must be {{\"paraphrases\": K, "
+                                "\"blocks\": M}} with whole numbers >= 1")
+            layout = shape
         return cls([float(w) for w in data["weights"]], float(data["bias"]), [float(v) for v in data["mean"]],
-                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)))
+                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)), layout)
 
 
 def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0,
