@@ -87,20 +87,20 @@ def prepare(parser, argv: list[str] | None):
     return cfg, heads, labels, Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
 
 
-def chooser_layout(head) -> tuple[int, int] | None:
-    """The layout ``(K, M)`` the chooser file of ``head`` (or of its ensemble, a cascade's) was fit at, if any."""
+def chooser_file(head):
+    """The chooser file (:class:`~selfens_pl.scoring.chooser.Chooser`) ``head`` answers with, or its ensemble (a
+    cascade's) does; ``None`` without one."""
     for own in (head, getattr(head, "ensemble", None)):
-        model = getattr(own, "model", None)
-        if getattr(model, "layout", None) is not None:
-            return model.layout
+        if getattr(own, "model", None) is not None:
+            return own.model
     return None
 
 
 def fits_layout(head, k: int, m: int) -> bool:
     """Whether the sweep reports ``head`` at ``(k, m)``: a head with a chooser file only at the layout it was fit at
-    (``RerankHead.fits_layout``: its records would refuse the others), every other head everywhere."""
-    return all(getattr(own, "fits_layout", lambda *_: True)(k, m)
-               for own in (head, getattr(head, "ensemble", None)) if own is not None)
+    (``Chooser.fits``: the head refuses the others), every other head everywhere."""
+    model = chooser_file(head)
+    return model is None or model.fits(k, m)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
     for head, label in zip(heads, labels):
         skipped = [(k, m) for k, m in grid.configs() if not fits_layout(head, k, m)]
         if skipped:
-            k_fit, m_fit = chooser_layout(head)
+            k_fit, m_fit = chooser_file(head).layout
             print(f"[sweep] {label}: its chooser file was fit at K={k_fit} M={m_fit}; not reported at "
                   f"{', '.join(f'K={k} M={m}' for k, m in skipped)}")
     facts, engine_seconds = sweep.engine(rules, rescore, first_tokens, demos)

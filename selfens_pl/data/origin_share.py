@@ -73,21 +73,15 @@ def share_weights(paraphrases: int, blocks: int, share: float | None) -> list[fl
     return [own if p == 0 else other for _ in range(blocks) for p in range(paraphrases)]
 
 
-def padded_weights(paraphrases: int, blocks: int, share: float | None, n: int) -> list[float]:
-    """``[n]`` the weights of a group's ``paraphrases x blocks`` members for ``share`` (all 1 without one or for one
-    paraphrase), then 1 for the padding rows up to ``n`` (a batch pads every group to its largest; padding is masked
-    out)."""
-    own = share_weights(paraphrases, blocks, share) or [1.0] * (paraphrases * blocks)
-    return own + [1.0] * (n - len(own))
-
-
 def weight_table(shapes: list[tuple[int, int]], shares: list[float | None], n: int) -> list[list[float]] | None:
-    """``[g][n]`` :func:`padded_weights` of each group's ``shapes[g]`` = (paraphrases, blocks) under its resolved
-    ``shares[g]``; ``None`` when no group weighs its members (the rule then runs unweighted, exactly as without
-    a share)."""
-    if all(share_weights(*shape, share) is None for shape, share in zip(shapes, shares)):
+    """``[g][n]`` each group's member weights (:func:`share_weights` of its ``shapes[g]`` = (paraphrases, blocks)
+    under its resolved ``shares[g]``; all 1 without one or for one paraphrase), then 1 for the padding rows up to
+    ``n`` (a batch pads every group to its largest; padding is masked out). ``None`` when no group weighs its
+    members (the rule then runs unweighted, exactly as without a share)."""
+    own = [share_weights(*shape, share) for shape, share in zip(shapes, shares)]
+    if all(weights is None for weights in own):
         return None
-    return [padded_weights(*shape, share, n) for shape, share in zip(shapes, shares)]
+    return [(weights or [1.0] * (p * b)) + [1.0] * (n - p * b) for weights, (p, b) in zip(own, shapes)]
 
 
 def group_shape(group: dict) -> tuple[int, int]:

@@ -219,16 +219,12 @@ class RerankHead(FusionHead):
             raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
                             "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
 
-    def fits_layout(self, paraphrases: int, blocks: int) -> bool:
-        """Whether this head answers member sets of ``paraphrases x blocks``: always, but with a chooser file only
-        in the layout it was fit at (:attr:`~selfens_pl.scoring.chooser.Chooser.layout`)."""
-        return self.model is None or self.model.fits(paraphrases, blocks)
-
     def check_layout(self, group: dict) -> None:
-        """One error naming the record and the file when ``group``'s members are not of the chooser's layout: its
-        features (support by paraphrase and by block, the demonstrations') mean something else there."""
+        """One error naming the record and the file when ``group``'s members are not of the layout the chooser
+        file was fit at (:meth:`~selfens_pl.scoring.chooser.Chooser.fits`): its features (support by paraphrase
+        and by block, the demonstrations') mean something else there."""
         paraphrases, blocks = group_shape(group)
-        if not self.fits_layout(paraphrases, blocks):
+        if self.model is not None and not self.model.fits(paraphrases, blocks):
             k, m = self.model.layout
             raise UserError(f"record {group['id']!r}: --model.head.init_args.chooser={self.chooser!r} was fit on "
                             f"member sets of {k} paraphrase(s) x {m} few-shot block(s), this group has {paraphrases} "
