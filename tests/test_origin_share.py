@@ -21,6 +21,7 @@ from test_sweep_short_groups import direct, uneven_file  # noqa: F401  (fixtures
 from test_sweep_wider import sweep_uneven
 
 from selfens_pl.commands import sweep
+from selfens_pl.commands.report import load_run
 from selfens_pl.data.datamodule import demo_path, load_groups
 from selfens_pl.data.origin_share import (GENERATED_SHARE, check_origin_share, group_share, member_weights,
                                           share_weights)
@@ -234,10 +235,27 @@ def test_auto_is_the_share_on_generated_groups_and_equal_on_written_ones(make, t
     prompts = PromptTokenizer(tiny_lm.tokenizer, template)
     mixed = [dict(g, paraphrases=g["paraphrases"][:3], **({"paraphraser": "tiny"} if i % 2 == 0 else {}))
              for i, g in enumerate(groups)]
-    auto = answers_of(make("auto").generate(tiny_lm.decoder, prompts, mixed))  # one batch, generated and written
+    auto_records = make("auto").generate(tiny_lm.decoder, prompts, mixed)  # one batch, generated and written
+    auto = answers_of(auto_records)
     share = answers_of(make(GENERATED_SHARE).generate(tiny_lm.decoder, prompts, mixed))
-    equal = answers_of(make(None).generate(tiny_lm.decoder, prompts, mixed))
+    equal_records = make(None).generate(tiny_lm.decoder, prompts, mixed)
+    equal = answers_of(equal_records)
     assert auto == [s if i % 2 == 0 else e for i, (s, e) in enumerate(zip(share, equal))]
+    # each record says what its group's original got: the share on generated groups, null (equal) on written ones
+    assert [r["origin_share"] for r in auto_records] == [GENERATED_SHARE if i % 2 == 0 else None
+                                                        for i in range(len(mixed))]
+    assert [r["origin_share"] for r in equal_records] == [None] * len(mixed)
+    one = make("auto").generate(tiny_lm.decoder, prompts, [dict(mixed[0], paraphrases=mixed[0]["paraphrases"][:1])])
+    assert one[0]["origin_share"] is None  # one paraphrase: nothing to share
+
+
+def test_heads_without_the_flag_or_a_rule_that_weighs_say_so_in_their_records(tiny_lm, template, groups):
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    generated = [dict(g, paraphrases=g["paraphrases"][:3], paraphraser="tiny") for g in groups[:2]]
+    assert all(r["origin_share"] is None for r in LogitFusion("max").generate(tiny_lm.decoder, prompts, generated))
+    assert all("origin_share" not in r for r in OriginHead().generate(tiny_lm.decoder, prompts, generated))
+    assert all(r["origin_share"] == 0.3
+               for r in RerankHead("mixture", origin_share=0.3).generate(tiny_lm.decoder, prompts, generated))
 
 
 @pytest.fixture(scope="module")
@@ -304,5 +322,9 @@ def test_the_swept_default_weighs_the_generated_groups_as_the_head_does(label, m
     assert any("paraphraser" in g for g in generated_direct[2]) and not all("paraphraser" in g
                                                                            for g in generated_direct[2])
     assert_run_is_the_head(swept_auto / "runs" / f"{label}_k{k}_m{m}", make(), generated_direct, k, m)
+    weighs = not label.endswith("_equal")
+    generated = {g["id"]: "paraphraser" in g for g in generated_direct[2]}
+    shares = {r["id"]: r["origin_share"] for r in load_run(swept_auto / "runs" / f"{label}_k{k}_m{m}").records}
+    assert shares == {i: GENERATED_SHARE if weighs and gen else None for i, gen in generated.items()}
     settings = json.loads((swept_auto / "facts.settings.json").read_text())
     assert settings["rules"] == ["avg@auto", "avg"]

@@ -2,7 +2,7 @@
 
 A group's paraphrase 0 is the question as the user (or the dataset) asked it; the others are rewordings. With
 hand-written paraphrases (MyriadLAMA's manual templates) every rewording is as good a question as the original, and
-every member counts the same (``origin_share: None``, the default: each rule exactly as it always was). With
+every member counts the same (``origin_share: None``: each rule exactly as it always was). With
 paraphrases a small model generated (``python -m selfens_pl paraphrase``) each rewording alone is a worse question
 than the original (measured on WebQuestions, README), and a rule that weighs them like the original can fall below
 asking the original alone. ``origin_share = s`` gives the original's members (paraphrase 0 with every few-shot
@@ -21,7 +21,9 @@ Their default is ``"auto"``: a group whose paraphrases ``paraphrase`` generated 
 paraphrases (MyriadLAMA's templates, a user's own file) keeps every member equal. The value was fixed a priori
 (the question as asked counts as much as all its rewordings together), not fit on any slice. A head whose rule
 cannot weigh its members (``max``, the ``weighted_*`` rules, calibration, a learned chooser, a fused candidate)
-takes ``"auto"`` as every member equal; an explicit number there is refused.
+takes ``"auto"`` as every member equal; an explicit number there is refused. Every record of a head that takes
+the flag says what its group got (``"origin_share"``, :func:`applied_share`): the share, or ``null`` for members
+that weighed the same.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ def resolve_share(share: float | str | None, generated: bool) -> float | None:
 def group_share(group: dict, share: float | str | None) -> float | None:
     """:func:`resolve_share` for ``group``."""
     return resolve_share(share, is_generated(group))
+
+
+def applied_share(group: dict, share: float | str | None) -> float | None:
+    """The share ``group``'s original question got under the setting ``share`` (what its record says): ``None``
+    when every member weighed the same (no share resolved, or one paraphrase: nothing to share)."""
+    resolved = group_share(group, share)
+    return resolved if resolved is not None and len(group["paraphrases"]) > 1 else None
 
 
 def share_weights(paraphrases: int, blocks: int, share: float | None) -> list[float] | None:

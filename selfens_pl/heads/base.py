@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfens_pl.data.origin_share import applied_share
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.engine.decoding import Generation, GreedyDecoder
@@ -115,7 +116,10 @@ class FusionHead(nn.Module):
                 raise UserError(f"record {group.get('id')!r}: empty paraphrase list")
 
     def record(self, group: dict, gen: Generation, paraphrase_index: int | None, paraphrases: list[str]) -> dict:
-        return {
+        """``group``'s record answering ``gen``. A head that takes ``origin_share`` also says what the group's
+        original question got (``"origin_share"``: ``auto`` resolved for the group, ``None`` when every member
+        weighed the same; :func:`~selfens_pl.data.origin_share.applied_share`)."""
+        rec = {
             "id": group["id"],
             "method": self.method,
             "paraphrase_index": paraphrase_index,
@@ -126,6 +130,9 @@ class FusionHead(nn.Module):
             "mean_prob": gen.mean_prob,
             "agreement": None,
         }
+        if hasattr(self, "origin_share"):
+            rec["origin_share"] = applied_share(group, self.origin_share)
+        return rec
 
     def add_agreement(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict],
                       records: list[dict]) -> list[dict]:
