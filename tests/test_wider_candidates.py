@@ -79,6 +79,8 @@ def test_one_first_token_writes_the_records_of_the_head_before_it(tiny_lm, templ
         for gname, groups in [("plain", data), ("blocks", with_blocks(data, m=2))]:
             for hname, make in heads.items():
                 got, calls = counted(dec, make(), prompts, groups)
+                # records gained "origin_share" after these were written: written groups, every member equal
+                assert [r.pop("origin_share") for r in got] == [None] * len(got)
                 assert_records_equal(got, today[f"{dname}/{gname}/{hname}"])
                 assert len(calls) == (2 if hname == "fused_avg" else 1)  # no decode of alternatives
                 checked += 1
