@@ -100,8 +100,8 @@ def group_shape(group: dict) -> tuple[int, int]:
 
 def member_weights(group: dict, share: float | str | None) -> list[float] | None:
     """:func:`share_weights` of ``group``'s members (its paraphrases x few-shot blocks) under the setting
-    ``share`` (``"auto"`` resolved for the group, :func:`group_share`)."""
-    return share_weights(*group_shape(group), group_share(group, share))
+    ``share``: the share its record says it got (:func:`applied_share`)."""
+    return share_weights(*group_shape(group), applied_share(group, share))
 
 
 def share_suffix(share: float | str | None, weighs: bool = True) -> str:
