@@ -2,7 +2,8 @@
 
 Checked by hand on made-up logits, answers and score tables (each rule's weighted form; equal weights are the
 unweighted rule), and on the tiny real model: equal weights (``share = 1 / K``) answer as the head without a share,
-a share near 1 answers as origin, batched equals alone, every swept run with a share is what the head answers on
+a share near 1 answers as origin (a rescoring rule: as the original's own scores rank the candidates), batched
+equals alone, every swept run with a share is what the head answers on
 the cut groups itself, and the fine-tuning loss fuses as the head predicts. Bad values are one error naming the
 flag.
 """
@@ -30,9 +31,10 @@ from selfens_pl.engine.decode_batches import Generation
 from selfens_pl.engine.fusion import fuse_logits, rule_key, split_rule_key
 from selfens_pl.errors import UserError
 from selfens_pl.heads import LogitFusion, OriginHead, RerankHead, VoteHead
+from selfens_pl.heads.rerank import rerank_pass
 from selfens_pl.lit.training import answer_loss
 from selfens_pl.scoring.agreement import vote, weighted_support
-from selfens_pl.scoring.rescoring import combine
+from selfens_pl.scoring.rescoring import best, combine
 
 
 def test_member_weights_on_a_hand_made_group():
@@ -180,6 +182,19 @@ def test_a_share_near_one_answers_as_origin(make, tiny_lm, template, groups):
     origin = OriginHead().generate(tiny_lm.decoder, prompts, three)
     assert [r["prediction"] for r in make(0.999).generate(tiny_lm.decoder, prompts, three)] == \
         [r["prediction"] for r in origin]
+
+
+@pytest.mark.parametrize("rule", ["mixture", "max", "product"])
+def test_a_rescoring_share_near_one_ranks_by_the_original_alone(rule, tiny_lm, template, groups):
+    """A rescoring rule's limit is not origin: as the share nears 1 the candidate the original's own prompt scores
+    highest wins, which need not be its greedy answer (a short answer of another member can outscore it)."""
+    prompts = PromptTokenizer(tiny_lm.tokenizer, template)
+    three = [dict(g, paraphrases=g["paraphrases"][:3]) for g in groups]
+    scored = rerank_pass(tiny_lm.decoder, prompts, three)
+    own_best = [cands[best(table[0])].prediction for cands, table in zip(scored.candidates, scored.tables)]
+    near_one = RerankHead(rule, origin_share=1 - 1e-9).generate(tiny_lm.decoder, prompts, three)
+    assert [r["prediction"] for r in near_one] == own_best
+    assert any(len(cands) > 1 for cands in scored.candidates)  # a choice was made somewhere
 
 
 SWEPT = [{"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg", "origin_share": 0.5}},
