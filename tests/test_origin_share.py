@@ -3,9 +3,8 @@
 Checked by hand on made-up logits, answers and score tables (each rule's weighted form; equal weights are the
 unweighted rule), and on the tiny real model: equal weights (``share = 1 / K``) answer as the head without a share,
 a share near 1 answers as origin (a rescoring rule: as the original's own scores rank the candidates), batched
-equals alone, every swept run with a share is what the head answers on
-the cut groups itself, and the fine-tuning loss fuses as the head predicts. Bad values are one error naming the
-flag.
+equals alone, every swept run with a share is what the head answers on the cut groups itself, and the fine-tuning
+loss fuses as the head predicts. Bad values are one error naming the flag.
 """
 
 from __future__ import annotations
