@@ -84,10 +84,10 @@ def test_labels_and_engine_rules():
 def test_auto_weighs_the_original_of_generated_paraphrases_only():
     written = {"paraphrases": ["q", "q1", "q2"]}
     generated = dict(written, paraphraser="smollm2-135m-instruct")
-    assert GENERATED_SHARE == 0.5
-    assert member_weights(generated, "auto") == member_weights(generated, 0.5) == [1.5, 0.75, 0.75]
+    assert GENERATED_SHARE == 0.9
+    assert member_weights(generated, "auto") == member_weights(generated, 0.9) == pytest.approx([2.7, 0.15, 0.15])
     assert member_weights(written, "auto") is None and member_weights(generated, None) is None
-    assert group_share(generated, "auto") == 0.5 and group_share(written, "auto") is None
+    assert group_share(generated, "auto") == 0.9 and group_share(written, "auto") is None
     assert group_share(written, 0.3) == 0.3  # an explicit number holds for every group
 
 
@@ -342,3 +342,53 @@ def test_the_swept_default_weighs_the_generated_groups_as_the_head_does(label, m
     assert shares == {i: GENERATED_SHARE if weighs and gen else None for i, gen in generated.items()}
     settings = json.loads((swept_auto / "facts.settings.json").read_text())
     assert settings["rules"] == ["avg@auto", "avg"]
+    assert settings["generated_share"] == GENERATED_SHARE  # what "auto" meant for the rows fused with it
+
+
+def test_a_sweep_never_reuses_rows_fused_under_another_default_share(swept_auto, tiny_model_dir, generated_file,
+                                                                      generated_direct, tmp_path, monkeypatch,
+                                                                      capsys):
+    """The rows fused with ``avg@auto`` hold the share ``auto`` resolved to when they were decoded: after the
+    default changes, the same sweep decodes them again (and says so) instead of reporting the old share's answers
+    under the new one."""
+    import shutil
+
+    from selfens_pl.data import origin_share
+
+    out = tmp_path / "out"
+    shutil.copytree(swept_auto, out)
+    monkeypatch.setattr(origin_share, "GENERATED_SHARE", 0.6)
+    sweep.main(generated_args(tiny_model_dir, generated_file, out))
+    assert "written with other settings; its rows are not reused" in capsys.readouterr().out
+    assert json.loads((out / "facts.settings.json").read_text())["generated_share"] == 0.6
+    generated = {g["id"]: "paraphraser" in g for g in generated_direct[2]}
+    shares = {r["id"]: r["origin_share"] for r in load_run(out / "runs" / "avg_k3_m1").records}
+    assert shares == {i: 0.6 if gen else None for i, gen in generated.items()}
+    assert_run_is_the_head(out / "runs" / "avg_k3_m1", LogitFusion("avg"), generated_direct, 3, 1)
+
+
+def test_the_share_grid_script_gives_each_head_s_own_swept_gain(swept_auto, tiny_model_dir, generated_file):
+    """``scripts/origin_share_grid.py`` (the table the default share was chosen from) reads a sweep's engine rows and
+    decodes nothing: at the default share its runs answer every fact as the swept default runs did, and it prints one
+    row per head and a column per share."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from origin_share_grid import deriver, grid_runs, main
+
+    from selfens_pl.commands.sweep import build_parser, prepare
+
+    args = generated_args(tiny_model_dir, generated_file, swept_auto)
+    sweep_ = prepare(build_parser(), args)[3]
+    generated = {g["id"] for g in sweep_.groups if "paraphraser" in g}  # a number weighs written groups too
+    derive = deriver(sweep_)
+    for k, m in [(3, 1), (3, 2)]:
+        runs = grid_runs(derive, [0.5, GENERATED_SHARE], k, m)
+        for label in ("vote", "rerank_vote"):
+            swept = {r["id"]: r["prediction"] for r in load_run(swept_auto / "runs" / f"{label}_k{k}_m{m}").records
+                     if r["id"] in generated}
+            assert {r["id"]: r["prediction"] for r in runs[label][1].records if r["id"] in generated} == swept
+            assert [r["origin_share"] for r in runs[label][0].records if r["origin_share"] is not None]  # 0.5 there
+    text = main(args + ["--shares", "0.5,0.9"])
+    assert text.count("| head | share 0.5 | share 0.9 |") == 2  # K=3 at M = 1 and 2 (K = 1 shares nothing)
+    assert all(f"| {name} | " in text for name in ("vote", "rerank_mixture", "rerank_max", "rerank_vote"))

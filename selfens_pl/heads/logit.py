@@ -50,7 +50,7 @@ class LogitFusion(FusionHead):
                 ``agreement``.
             origin_share: The original question's (paraphrase 0's) share of each group's weight in the rule
                 (``avg``, ``prob_avg``, ``entropy_weighted``; :mod:`selfens_pl.data.origin_share`): 0.5 counts it
-                as much as all its paraphrases together. ``auto`` (default): 0.5 for paraphrases ``paraphrase``
+                as much as all its paraphrases together. ``auto`` (default): 0.9 for paraphrases ``paraphrase``
                 generated, every member equal for written ones (and for the rules that weigh no rows). ``None``:
                 every member equal always (the method gets ``_equal``). A number: the method gets
                 ``_origin{share}``.

@@ -83,7 +83,7 @@ class RerankHead(FusionHead):
                 nearest agreeing one as features. The method gets ``_demos``.
             origin_share: The original question's (paraphrase 0's) share of the members' weight in a fixed rule
                 (:mod:`selfens_pl.data.origin_share`, :func:`~selfens_pl.scoring.rescoring.weighted_combine`): 0.5
-                counts it as much as all its paraphrases together. ``auto`` (default): 0.5 for paraphrases
+                counts it as much as all its paraphrases together. ``auto`` (default): 0.9 for paraphrases
                 ``paraphrase`` generated, every member equal for written ones (and with ``learned``, whose chooser
                 weighs its own features, or ``fused``). ``None``: every member equal always (the method gets
                 ``_equal``). A number (not with ``learned`` or ``fused``): the method gets ``_origin{share}``.

@@ -35,7 +35,7 @@ class VoteHead(FusionHead):
             origin_share: The original question's (paraphrase 0's) share of the votes
                 (:mod:`selfens_pl.data.origin_share`): 0.5 counts it as much as all its paraphrases together, so
                 the paraphrases overturn its answer only when they agree on another; ``support`` is then the
-                winner's summed vote weight (members weigh 1 on average). ``auto`` (default): 0.5 for paraphrases
+                winner's summed vote weight (members weigh 1 on average). ``auto`` (default): 0.9 for paraphrases
                 ``paraphrase`` generated, one vote per member for written ones. ``None``: one vote per member
                 always (the method gets ``_equal``). A number: the method gets ``_origin{share}``.
         """

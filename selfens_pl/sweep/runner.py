@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 from selfens_pl.data.demos import cut_blocks
+from selfens_pl.data import origin_share
+from selfens_pl.engine.fusion import split_rule_key
 from selfens_pl.errors import UserError
 from selfens_pl.jsonl import read_jsonl, write_records
 from selfens_pl.progress import ProgressBar
@@ -123,6 +125,9 @@ class Sweep:
         ``demo_answers``: with the demonstrations' answers scored too."""
         settings = {**self.base, "ks": list(self.grid.ks), "ms": list(self.grid.ms), "rules": rules,
                     "rescore": rescore}
+        if any(split_rule_key(rule)[1] == origin_share.AUTO for rule in rules):
+            # what "auto" resolves to for generated paraphrases: rows fused under another default are not reused
+            settings["generated_share"] = origin_share.GENERATED_SHARE
         if first_tokens > 1:  # (rows without alternatives keep the settings they were written with)
             settings["first_tokens"] = first_tokens
         if demo_answers:
@@ -155,7 +160,10 @@ class Sweep:
 
     # -- runs on disk ---------------------------------------------------------------------------------------------
     def settings(self, spec: dict, k: int, m: int) -> dict:
-        return {**self.base, "head": spec, "k": k, "m": m}
+        own = {**self.base, "head": spec, "k": k, "m": m}
+        if origin_share.AUTO in (spec.get("origin_share"), spec.get("ensemble", {}).get("origin_share")):
+            own["generated_share"] = origin_share.GENERATED_SHARE  # what "auto" meant when the run was made
+        return own
 
     def reuse(self, name: str, settings: dict):
         """``(records, seconds, prompt tokens)`` of ``runs/<name>`` if it finished with exactly ``settings``."""
