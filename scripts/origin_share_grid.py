@@ -19,6 +19,7 @@ import json
 import sys
 
 from selfens_pl.commands.sweep import build_parser, prepare
+from selfens_pl.data.origin_share import check_origin_share
 from selfens_pl.heads import RerankHead, VoteHead
 from selfens_pl.jsonl import read_objects, records_by_id
 from selfens_pl.scoring.stats import paired_bootstrap
@@ -72,7 +73,12 @@ def main(argv: list[str] | None = None) -> str:
     shares = [0.5, 0.6, 0.7, 0.8, 0.9]
     if "--shares" in argv:
         at = argv.index("--shares")
-        shares = [float(x) for x in argv[at + 1].split(",")]
+        try:
+            shares = [float(x) for x in argv[at + 1].split(",")]
+        except (IndexError, ValueError):
+            raise SystemExit("--shares: give shares separated by commas, e.g. 0.5,0.7,0.9") from None
+        for share in shares:
+            check_origin_share(share, "--shares")  # each strictly between 0 and 1, or one error naming the flag
         del argv[at:at + 2]
     _, _, _, sweep = prepare(build_parser(), argv)
     derive = deriver(sweep)

@@ -392,3 +392,5 @@ def test_the_share_grid_script_gives_each_head_s_own_swept_gain(swept_auto, tiny
     text = main(args + ["--shares", "0.5,0.9"])
     assert text.count("| head | share 0.5 | share 0.9 |") == 2  # K=3 at M = 1 and 2 (K = 1 shares nothing)
     assert all(f"| {name} | " in text for name in ("vote", "rerank_mixture", "rerank_max", "rerank_vote"))
+    with pytest.raises(UserError, match=r"--shares=1\.5"):
+        main(args + ["--shares", "0.5,1.5"])
