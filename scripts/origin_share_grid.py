@@ -21,9 +21,9 @@ import sys
 from selfens_pl.commands.sweep import build_parser, prepare
 from selfens_pl.data.origin_share import check_origin_share
 from selfens_pl.heads import RerankHead, VoteHead
-from selfens_pl.jsonl import read_objects, records_by_id
 from selfens_pl.scoring.stats import paired_bootstrap
 from selfens_pl.sweep.derive import Deriver
+from selfens_pl.sweep.facts import FactsFile
 
 RULES = ("mixture", "max", "vote")
 
@@ -47,7 +47,7 @@ def engine_rows(sweep) -> dict[str, dict]:
     if not (same and covers and old.get("rescore")):
         raise SystemExit(f"{path}: written for other facts, settings or (K, M), or without rescoring; run the sweep "
                          "with these flags first")
-    rows = records_by_id(path, read_objects(path, tool="sweep"))
+    rows = FactsFile(sweep.out, old).load()  # the sweep's own reading of its rows (the JSONL policy included)
     missing = [g["id"] for g in sweep.groups if g["id"] not in rows]
     if missing:
         raise SystemExit(f"{path}: {len(missing)} facts not answered yet (first {missing[0]!r}); finish the sweep")

@@ -388,9 +388,29 @@ def test_the_share_grid_script_gives_each_head_s_own_swept_gain(swept_auto, tiny
             swept = {r["id"]: r["prediction"] for r in load_run(swept_auto / "runs" / f"{label}_k{k}_m{m}").records
                      if r["id"] in generated}
             assert {r["id"]: r["prediction"] for r in runs[label][1].records if r["id"] in generated} == swept
-            assert [r["origin_share"] for r in runs[label][0].records if r["origin_share"] is not None]  # 0.5 there
+            assert {r["origin_share"] for r in runs[label][0].records} - {None} == {0.5}  # (None: one paraphrase)
     text = main(args + ["--shares", "0.5,0.9"])
     assert text.count("| head | share 0.5 | share 0.9 |") == 2  # K=3 at M = 1 and 2 (K = 1 shares nothing)
     assert all(f"| {name} | " in text for name in ("vote", "rerank_mixture", "rerank_max", "rerank_vote"))
     with pytest.raises(UserError, match=r"--shares=1\.5"):
         main(args + ["--shares", "0.5,1.5"])
+
+
+def test_a_generic_run_under_auto_records_what_auto_meant(monkeypatch):
+    """A head the sweep runs on its own (here a cascade escalating to avg, decoded per configuration) keeps its
+    runs on disk by their settings: under ``auto`` those name the default share, so a run made under another default
+    is not reused; a head with an explicit share or none does not depend on the default."""
+    from types import SimpleNamespace
+
+    from selfens_pl.data import origin_share
+    from selfens_pl.heads import CascadeHead
+    from selfens_pl.sweep.runner import Sweep, head_spec
+
+    sweep_ = SimpleNamespace(base={"model": "m"})
+    auto = head_spec(CascadeHead(ensemble=LogitFusion("avg")))
+    assert Sweep.settings(sweep_, auto, 3, 1)["generated_share"] == GENERATED_SHARE
+    for fixed in (LogitFusion("avg", origin_share=0.5), LogitFusion("avg", origin_share=None), LogitFusion("max")):
+        assert "generated_share" not in Sweep.settings(sweep_, head_spec(fixed), 3, 1)
+    before = Sweep.settings(sweep_, auto, 3, 1)
+    monkeypatch.setattr(origin_share, "GENERATED_SHARE", 0.6)
+    assert Sweep.settings(sweep_, auto, 3, 1) != before

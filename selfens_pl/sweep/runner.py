@@ -33,8 +33,8 @@ import json
 import time
 from pathlib import Path
 
-from selfens_pl.data.demos import cut_blocks
 from selfens_pl.data import origin_share
+from selfens_pl.data.demos import cut_blocks
 from selfens_pl.engine.fusion import split_rule_key
 from selfens_pl.errors import UserError
 from selfens_pl.jsonl import read_jsonl, write_records
