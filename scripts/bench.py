@@ -6,7 +6,7 @@
 
 Rows: ``hf_generate`` (one plain prompt per question through ``model.generate``: with ``--hf-compile`` a static
 cache and ``torch.compile``, which is HF's own auto-compile on CUDA; the floor every row is divided by), ``origin``,
-``logit_avg``, FlexFusion ``concat`` / ``shared_prefix`` per attention backend, and optionally the seed's no-cache
+``logit_avg``, FlexFusion ``concat`` / ``shared_prefix`` per attention backend, and optionally the reference code's no-cache
 recompute. Every method generates exactly T tokens (EOS and the stop string are switched off), so the work compared
 is equal. Each row first answers every batch once (warm-up: compilation, CUDA-graph recording), then is timed on a
 second pass; ``graphs`` counts graphs compiled in the warm-up and in the timed pass (should be 0), ``peak MiB`` the
@@ -97,7 +97,7 @@ def long_few_shot(tok, asked: set[str], tokens: int = 1000) -> list[dict]:
 
 @torch.inference_mode()
 def seed_recompute(model, prompts, group, tokens_out: int) -> list[int]:
-    """The seed's algorithm: rebuild and re-encode the whole fused sequence for every new token, batch 1."""
+    """The reference code's algorithm: rebuild and re-encode the whole fused sequence for every new token, batch 1."""
     lay = build_layout(prompts, group["paraphrases"], "shared_prefix", "sequential")
     tokens, segments, out = list(lay.tokens), list(lay.segments), []
     device = next(model.parameters()).device

@@ -2,7 +2,7 @@
 # The paraphrase study of the README ("Paraphrases and confidences"), embedded model, CPU:
 #   dev:      WebQuestions train questions 200-299: temperature 0.5 / 0.7 / 1.0 / 1.5 (top_p 0.9) -> acceptance and
 #             the accuracy of origin, avg and max over the checked paraphrases (and avg over the unchecked samples
-#             at 1.5, the seed's setting); the temperature is chosen here.
+#             at 1.5, the reference code's setting); the temperature is chosen here.
 #   held-out: the first 200 train questions at the chosen temperature, default checks: origin, per_prompt, avg,
 #             max, prob_avg, entropy_weighted, vote, flex shared_prefix.
 # Every step resumes or reuses what is already written. Then: python scripts/paraphrase_table.py
@@ -46,7 +46,7 @@ case "${1:-}" in
       predict "dev_t$t" "dev_t${t}_max" "$MAX"
     done
     predict dev_t1.0 dev_origin "$ORIGIN"  # paraphrase 0 is the original question in every file
-    # the seed's setting without the checks: the same first-attempt samples, unfiltered
+    # the reference code's setting without the checks: the same first-attempt samples, unfiltered
     $PY scripts/paraphrase_unchecked.py "$OUT/dev_t1.5.jsonl" "$OUT/dev_t1.5_unchecked.jsonl"
     predict dev_t1.5_unchecked dev_t1.5_unchecked_avg "$AVG"
     ;;

@@ -1,5 +1,5 @@
 """Rebuild the unchecked groups from a checked paraphrase file: the original plus every first-attempt sample that is
-not empty, not the original again and not a repeat (what the seed's method kept, minus its regeneration of those),
+not empty, not the original again and not a repeat (what the reference code's method kept, minus its regeneration of those),
 so that checked and unchecked groups are compared on the very same samples without sampling again.
 
     python scripts/paraphrase_unchecked.py outputs/paraphrase_study/dev_t1.5.jsonl outputs/paraphrase_study/dev_t1.5_unchecked.jsonl

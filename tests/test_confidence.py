@@ -1,5 +1,5 @@
 """The confidence tool: one value in [0, 1] per paraphrase, the greedy answer of each prompt, reproducible samples,
-reuse/resume, and the confidences driving ``weighted_avg`` exactly as the seed's formula says."""
+reuse/resume, and the confidences driving ``weighted_avg`` exactly as the reference code's formula says."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_weighted_avg_uses_the_written_confidences(written, tiny_lm, tmp_path):
     logits = decoder.prefill(batch).reshape(len(data.groups), n, -1)  # first-token logits
     weights = torch.tensor([g["confidences"] for g in data.groups])
     fused = fuse_logits(logits, "weighted_avg", weights)
-    for gi, group in enumerate(data.groups):  # the seed's formula: sum_i c_i / sum_j c_j * logits_i
+    for gi, group in enumerate(data.groups):  # the reference code's formula: sum_i c_i / sum_j c_j * logits_i
         total = sum(group["confidences"])
         by_hand = sum(c / total * logits[gi, i] for i, c in enumerate(group["confidences"]))
         torch.testing.assert_close(fused[gi], by_hand)

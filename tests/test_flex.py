@@ -46,7 +46,7 @@ def test_aligned_final_logits_equal_each_paraphrase_alone(tiny_lm, prompts, grou
 
 
 def test_sequential_positions_change_the_encoding(tiny_lm, prompts, groups):
-    """Control for the test above: with the seed's sequential positions the paraphrases are NOT encoded alone."""
+    """Control for the test above: with the reference code's sequential positions the paraphrases are NOT encoded alone."""
     dec = tiny_lm.decoder
     fused = dec.prefill(FlexFusion(layout="shared_prefix", positions="sequential", backend="dense")
                         .build_batch(dec, prompts, groups[:1]))

@@ -151,7 +151,7 @@ def test_each_member_is_encoded_as_if_asked_alone_with_its_block(tiny_lm, unshar
 
 
 def test_sequential_positions_do_not_encode_later_blocks_alone(tiny_lm, template, groups):
-    """Control for the test above: with the seed's sequential positions a block-1 question that does not directly
+    """Control for the test above: with the reference code's sequential positions a block-1 question that does not directly
     follow its prefix is not encoded alone (rotary attention sees only distances, so the first one still is)."""
     dec, prompts = tiny_lm.decoder, tiny_lm.prompts(template)
     data = with_blocks(groups[:1])

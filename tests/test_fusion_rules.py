@@ -1,4 +1,4 @@
-"""Each fusion rule on hand-made logits: the seed's (avg, max, weighted_*) and prob_avg, entropy_weighted and
+"""Each fusion rule on hand-made logits: the reference code's (avg, max, weighted_*) and prob_avg, entropy_weighted and
 contextual calibration."""
 
 from __future__ import annotations

@@ -292,7 +292,7 @@ def test_configs_parse(monkeypatch):
     assert cfg.checks == ["question", "type", "length", "content", "numbers", "new"] and cfg.output is None
     assert (cfg.min_content, cfg.max_new) == (CheckSettings.min_content, CheckSettings.max_new)  # the defaults
     seed = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_seed_webqa.yaml"])
-    assert (seed.temperature, seed.top_p, seed.max_new_tokens) == (1.5, 0.9, 30)  # the seed's values
+    assert (seed.temperature, seed.top_p, seed.max_new_tokens) == (1.5, 0.9, 30)  # the reference code's values
     assert seed.output != cfg.output
     assert paraphrase.source_tag(cfg.source, cfg.split) == "webquestions"
     assert paraphrase.source_tag("stanfordnlp/web_questions", "test") == "web_questions"

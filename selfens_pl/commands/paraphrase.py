@@ -3,7 +3,7 @@ and write a groups file.
 
     python -m selfens_pl paraphrase --config configs/paraphrase_webqa.yaml
     python -m selfens_pl paraphrase --source stanfordnlp/web_questions --split test --limit 100 --batch_size 16
-    python -m selfens_pl paraphrase --config configs/paraphrase_seed_webqa.yaml    # the seed's sampling settings
+    python -m selfens_pl paraphrase --config configs/paraphrase_seed_webqa.yaml    # the reference code's sampling settings
 
 Method (:mod:`selfens_pl.scoring.paraphrasing`): a paraphrasing instruction plus five worked examples in the
 package's ``Q:``/``A:`` few-shot format; ``num_paraphrases`` sampling slots per question,

@@ -1,6 +1,7 @@
-"""Prompt text in the seed's format, split into a shared prefix and a question segment.
+"""Prompt text in the reference code's format (the research code of the Self-Ensemble paper, Xu et al. 2025, which
+this package reimplements), split into a shared prefix and a question segment.
 
-The seed's prompt is ``"{instruction}\\n\\n{few_shot}\\n\\nQ: {question}\\nA:"`` with few-shot examples
+The reference code's prompt is ``"{instruction}\\n\\n{few_shot}\\n\\nQ: {question}\\nA:"`` with few-shot examples
 ``"Q: {q}\\nA: {answer}"`` joined by blank lines. We keep it as two pieces, ``prefix`` (instruction + few-shot
 + the blank line) and ``question`` (``"Q: ...\\nA:"``), and tokenise them separately. Every head uses the same
 two token lists, so a paraphrase inside a fused sequence is token-for-token the paraphrase asked alone.
@@ -30,7 +31,7 @@ def format_example(question: str, answer: str | None = None) -> str:
 
 
 def format_few_shot(examples: list[dict[str, str]]) -> str:
-    """Few-shot block: examples joined by blank lines (the seed's format, byte for byte)."""
+    """Few-shot block: examples joined by blank lines (the reference code's format, byte for byte)."""
     return "\n\n".join(format_example(e["question"], e["answer"]) for e in examples)
 
 

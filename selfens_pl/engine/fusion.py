@@ -17,7 +17,7 @@ Contract shared by every rule (LogitFusion at every step, FlexFusion for its fir
 
 Rules (``l_i`` = row i's logits, ``p_i = softmax(l_i)``, sums over the group's real rows, ``m`` of them):
 
-* ``avg``: ``mean_i l_i`` (a product of experts, the seed's default);
+* ``avg``: ``mean_i l_i`` (a product of experts, the reference code's default);
 * ``max``: ``log max_i p_i`` (``softmax`` renormalises);
 * ``weighted_avg``: ``sum_i w_i / sum_j w_j * l_i`` (``w``: sampled confidences, ``python -m selfens_pl confidence``);
 * ``weighted_max``: ``l_k`` of the most confident real row ``k`` (first one on ties);

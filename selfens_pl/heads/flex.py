@@ -3,16 +3,16 @@ cached decode stream.
 
 Layouts (segments in sequence order):
 
-* ``concat``: N full prompts ``[prefix + Q_0] [prefix + Q_1] ...`` (the seed's WebQA format);
+* ``concat``: N full prompts ``[prefix + Q_0] [prefix + Q_1] ...`` (the reference code's WebQA format);
 * ``shared_prefix``: ``[prefix] [Q_0] [Q_1] ...``: instruction + few-shot encoded once.
 
 The mask (:mod:`selfens_pl.engine.attention`) keeps paraphrases isolated during the prefill; generated tokens attend to
 everything, which is where the paraphrases fuse. With ``positions="aligned"`` every paraphrase restarts right after
 the shared prefix (at 0 in ``concat``), so each one is encoded exactly as if it were asked alone; generated tokens
-continue after the longest one. ``"sequential"`` (the seed's) numbers the whole sequence 0..L-1.
+continue after the longest one. ``"sequential"`` (the reference code's) numbers the whole sequence 0..L-1.
 
 The first token comes from the final-token logits of every paraphrase, fused with a LogitFusion rule
-(``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the seed's behaviour). With
+(``first_token="fused"``), or from the last paraphrase alone (``"last_segment"``, the reference code's behaviour). With
 ``calibration=subject|question`` the fused first token is calibrated (:mod:`selfens_pl.engine.fusion`): the content-free
 prompts (:mod:`selfens_pl.data.content_free`) are prefilled once as independent rows beside the batch (one per paraphrase
 for ``subject``, one per group for ``question``; no decoding; each encoded as if asked alone, whatever
@@ -119,8 +119,8 @@ class FlexFusion(FusionHead):
         """
         Args:
             layout: ``concat`` (N full prompts) or ``shared_prefix`` (instruction + few-shot once, then N questions).
-            positions: ``aligned`` (each paraphrase positioned as if alone) or ``sequential`` (the seed's).
-            first_token: ``fused`` (combine every paraphrase's final-token logits) or ``last_segment`` (the seed's).
+            positions: ``aligned`` (each paraphrase positioned as if alone) or ``sequential`` (the reference code's).
+            first_token: ``fused`` (combine every paraphrase's final-token logits) or ``last_segment`` (the reference code's).
             fusion: LogitFusion rule for the fused first token (``weighted_*`` read the groups' confidences).
             backend: ``flex`` (BlockMask + flex_attention), ``dense`` (bool mask + SDPA), ``auto`` (flex on CUDA,
                 dense elsewhere). A backend that cannot run raises; there is no silent fallback.

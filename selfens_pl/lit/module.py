@@ -77,8 +77,8 @@ class SelfEnsembleLM(LightningModule):
                 selfens_pl[peft]``); only the adapters train. Use the same value to predict from such a checkpoint.
             lora_alpha: LoRA scaling numerator.
             lora_targets: Module names that get adapters (default: the attention projections q/k/v/o_proj).
-            device_map: Spread the model over several devices in ONE process (accelerate dispatch, as the seed
-                loaded its models): ``auto`` (also ``balanced``, ``balanced_low_0``, ``sequential``) or a dict
+            device_map: Spread the model over several devices in ONE process (accelerate dispatch, as the
+                reference code loaded its models): ``auto`` (also ``balanced``, ``balanced_low_0``, ``sequential``) or a dict
                 ``{module name: GPU index | cpu | disk}``. For models larger than one GPU; predict only. Tensor
                 parallelism (``--trainer.strategy model_parallel``) is the faster alternative.
             max_memory: Budget per device for ``device_map``, e.g. ``{0: 70GiB, 1: 70GiB, cpu: 200GiB}``; what does

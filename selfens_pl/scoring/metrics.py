@@ -2,7 +2,7 @@
 
 Two families are provided:
 
-* The *lemma-match* rule used by the seed paper: a prediction is correct when
+* The *lemma-match* rule used by the Self-Ensemble paper (Xu et al. 2025): a prediction is correct when
   the lemmatised gold answer appears contiguously inside the lemmatised
   prediction (optionally also the other way round).  Exposed as the plain
   functions :func:`normalize_lemmas` / :func:`is_match` and as the
