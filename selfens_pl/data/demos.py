@@ -29,7 +29,12 @@ A pool is a list of demonstrations ``{id, question, answer}``:
 * MyriadLAMA: grouped facts (``../shared/data/myriadlama/*.jsonl``) or hub rows; a demonstration is one of the
   fact's manual paraphrases (picked by its uuid) and its first answer, id the uuid (= the group id of that fact);
 * WebQuestions: questions in the WebQuestions schema (a local file or the hub id ``stanfordnlp/web_questions``,
-  split ``train``); a demonstration is the question and its first answer.
+  split ``train``); a demonstration is the question and its first answer;
+* a built-in pool, by name (:data:`BUILT_IN_POOLS`; no hub, no file of the user's): ``webquestions-train``, the
+  WebQuestions train split shipped in the package (``selfens_pl/resources/webquestions_train.jsonl``, 3,778
+  questions, the hub's ``stanfordnlp/web_questions`` train split record for record; CC BY 4.0, Berant et al. 2013,
+  ``selfens_pl/resources/NOTICE.txt``), for ``--data.task webqa``. The name wins over a hub id or a file of the
+  same name in the working directory (write ``./webquestions-train`` for such a file).
 
 The extra blocks ride in each group as ``group["blocks"]`` (``M - 1`` lists of ``{question, answer}``);
 :func:`members` lists a group's members block-major, so the first ``K`` members are block 0's paraphrases, exactly
@@ -42,6 +47,7 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Literal
 
 import numpy as np
@@ -58,6 +64,8 @@ from selfens_pl.errors import InternalError, UserError
 
 DemoSelection = Literal["random", "similar"]
 DEMO_SELECTIONS: tuple[str, ...] = ("random", "similar")
+#: Pools shipped in the package, by ``--data.few_shot_pool`` name: ``(task, file in selfens_pl/resources)``.
+BUILT_IN_POOLS: dict[str, tuple[str, str]] = {"webquestions-train": ("webqa", "webquestions_train.jsonl")}
 
 
 @dataclass(frozen=True)
@@ -103,12 +111,24 @@ def load_pool(source: str | list[str], task: Literal["webqa", "myriadlama"], spl
         raise UserError("--data.few_shot_pool: no source given")
     pool: dict[str, dict] = {}
     for src in sources:
+        if src in BUILT_IN_POOLS:
+            src = built_in_pool(src, task)
         entries = _myriadlama_pool(src, split) if task == "myriadlama" else _webqa_pool(src, split)
         if not entries:
             raise UserError(f"--data.few_shot_pool={src!r}: no demonstrations in it")
         for entry in entries:
             pool.setdefault(entry["id"], entry)
     return [pool[k] for k in sorted(pool)]
+
+
+def built_in_pool(name: str, task: str) -> str:
+    """The file of the built-in pool ``name`` (:data:`BUILT_IN_POOLS`), shipped in the package; one error naming
+    the flag when it is another task's pool."""
+    own_task, file = BUILT_IN_POOLS[name]
+    if task != own_task:
+        raise UserError(f"--data.few_shot_pool={name!r} is a built-in {own_task} pool; --data.task is {task!r}: "
+                         f"give a {task} pool (a file or hub id)")
+    return str(resources.files("selfens_pl.resources") / file)
 
 
 def _myriadlama_pool(source: str, split: str) -> list[dict]:
