@@ -70,11 +70,15 @@ def test_oracle_and_paraphrase_accuracy_by_hand():
     assert oracle_accuracy([rec(1, "per_prompt", 0, False), rec("1", "per_prompt", 1, True)]) == (1.0, 1)
 
 
-def test_report_table_values(runs, tmp_path, capsys):
+def test_report_table_values(runs, tmp_path, capsys, monkeypatch):
     origin, per_prompt, avg = runs
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
     out, png = main([str(origin), str(per_prompt), str(avg)])
-    assert out == tmp_path / "outputs" / "report.md"  # default: first dir's parent
-    assert png == out.with_suffix(".png")
+    assert out.resolve() == here / "report.md"  # default: the current directory, not the runs' parent
+    assert out.is_file() and png.resolve() == here / "report.png" and png.is_file()
+    assert not (tmp_path / "outputs" / "report.md").exists()
     text = out.read_text().split("## Gains")[0]  # the first table (gains and coverage: their own tests)
     printed = capsys.readouterr().out.split("\n\n")[0]
     rows = table_rows(text)
@@ -91,12 +95,13 @@ def test_report_table_values(runs, tmp_path, capsys):
     assert table_rows(printed) == rows  # the printed table is the file's table
 
 
-def test_report_gains_with_paired_intervals(runs, tmp_path, capsys):
+def test_report_gains_with_paired_intervals(runs, tmp_path, capsys, monkeypatch):
     """avg vs origin: per fact [1, 1, 0, 1] - [1, 0, 0, 1], +25.0; vs the mean single paraphrase (per fact the
     mean of per_prompt's three answers: 1/3, 1/3, 0, 2/3): 75.0 - 33.3 = +41.7; origin vs itself: exactly 0."""
     from selfens_pl.scoring.stats import paired_bootstrap
 
     origin, per_prompt, avg = runs
+    monkeypatch.chdir(tmp_path)  # the report goes to ./report.md
     out, _ = main([str(origin), str(per_prompt), str(avg), "--resamples", "1000", "--seed", "3"])
     section = out.read_text().split("## Gains")[1].split("## Accuracy against coverage")[0]
     rows = table_rows(section)
@@ -214,14 +219,15 @@ def test_report_through_cli_dispatch(runs, tmp_path):
     assert (tmp_path / "one.md").is_file() and (tmp_path / "one.png").is_file()
 
 
-def test_missing_summary_names_the_dir(runs, tmp_path):
+def test_missing_summary_names_the_dir(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     broken = tmp_path / "outputs" / "half_done"
     broken.mkdir()
     (broken / "predictions.jsonl").write_text(json.dumps(rec("q1", "avg", None, True)) + "\n")
     with pytest.raises(FileNotFoundError, match=r"half_done: no summary\.json") as e:
         main([str(runs[0]), str(broken)])
     assert "\n" not in str(e.value)
-    assert not (tmp_path / "outputs" / "report.md").exists()  # nothing written before every run is read
+    assert not (tmp_path / "report.md").exists()  # nothing written before every run is read
 
 
 def test_missing_predictions_and_dir(runs, tmp_path):

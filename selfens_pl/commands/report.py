@@ -1,7 +1,10 @@
 """Compare predict runs: one markdown table (and a bar chart) from their output directories.
 
-    python -m selfens_pl report outputs/origin_webqa outputs/per_prompt_webqa outputs/avg_webqa
+    python -m selfens_pl report outputs/origin_webqa outputs/per_prompt_webqa outputs/avg_webqa   # ./report.md
     python -m selfens_pl report outputs/*_webqa --out docs/report.md --png docs/report.png
+
+The report goes to ``--out``, by default ``report.md`` in the current directory, with its charts beside it
+(``report.png``, ``report_coverage.png``).
 
 Each directory is what ``predict`` (or ``sweep``) wrote (``summary.json`` + ``predictions.jsonl``). The table has one
 row per run (method, model, n, accuracy, EM, F1, questions/s); a ``per_prompt`` run also gets the accuracy of each
@@ -349,7 +352,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m selfens_pl report", allow_abbrev=False,
         description="Compare predict runs: a markdown table and a bar chart from their output directories.")
     parser.add_argument("dirs", nargs="+", help="predict output directories (summary.json + predictions.jsonl)")
-    parser.add_argument("--out", default=None, help="markdown file to write (default: <first dir's parent>/report.md)")
+    parser.add_argument("--out", default="report.md",
+                        help="markdown file to write (default: report.md in the current directory)")
     parser.add_argument("--png", default=None, help="bar chart to write (default: --out with the suffix .png)")
     parser.add_argument("--coverage_png", default=None,
                         help="accuracy-coverage chart to write (default: --out's name + _coverage.png)")
@@ -369,7 +373,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     runs = [load_run(d) for d in args.dirs]
-    out = Path(args.out) if args.out else Path(args.dirs[0]).parent / "report.md"
+    out = Path(args.out)
     png = Path(args.png) if args.png else out.with_suffix(".png")
     coverage_png = Path(args.coverage_png) if args.coverage_png else out.with_name(out.stem + "_coverage.png")
     curves = [coverage_curve(r.records, args.confidence) for r in runs]  # once per run: table, note and chart
