@@ -9,7 +9,7 @@ settings already wrote it), every member's answer of every fact at ``(--k, --m)`
 the answers of the demonstrations of its extra blocks), and the chooser is fit on all
 of them and written to ``--out`` for ``RerankHead(rule="learned", chooser=<file>)``, with the layout it was fit at
 (``--k`` paraphrases x ``--m`` blocks: a head with the file refuses other member sets, and ``sweep`` reports it at
-that configuration only). It also
+that configuration only) and the model it was fit with (a head with the file refuses another model). It also
 prints the chooser's accuracy cross-validated over the same facts (``--chooser_folds`` folds by fact: no fact is
 scored by a chooser fit on it) beside origin and the mixture rule, each gain with its paired bootstrap interval.
 """
@@ -22,7 +22,7 @@ from selfens_pl.commands.sweep import build_parser as sweep_parser
 from selfens_pl.commands.sweep import prepare
 from selfens_pl.errors import UserError
 from selfens_pl.heads import OriginHead, RerankHead
-from selfens_pl.scoring.chooser import fit_chooser
+from selfens_pl.scoring.chooser import FitModel, fit_chooser
 from selfens_pl.scoring.stats import paired_bootstrap
 from selfens_pl.sweep.derive import Deriver
 
@@ -44,6 +44,12 @@ def build_parser():
     return p
 
 
+def model_flag(cfg) -> str:
+    """The model as the flags named it (``--model`` or ``--model.model``)."""
+    model = cfg.model
+    return model if isinstance(model, str) else model.model
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg, _, _, sweep = prepare(build_parser(), argv)
     if (cfg.k, cfg.m) not in sweep.grid.configs():
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> Path:
     kept = [g for g in range(len(feats)) if feats[g]]
     chooser = fit_chooser([feats[g] for g in kept], [labels[g] for g in kept], cfg.C, head.features)
     chooser.layout = (cfg.k, cfg.m)  # a head with the file answers member sets of this layout only
+    chooser.fit_with = FitModel.of(model_flag(cfg), sweep.decoder.model)  # ... and with this model only
     out = chooser.save(cfg.out)
     mixture = RerankHead("mixture", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
     runs = {"origin": derive.derived("origin", OriginHead(), 1, 1),

@@ -166,6 +166,8 @@ class RerankHead(FusionHead):
         self.check_groups(groups)
         self._check_chooser()  # before the pass, not after it
         if self.rule == "learned":
+            if self.model.fit_with is not None:  # a file fit with one model refuses another
+                self.model.check_model(decoder.model)
             for group in groups:
                 self.check_layout(group)
         scored = rerank_pass(decoder, prompts, groups, self.fused, known, self.first_tokens, self.demo_answers)

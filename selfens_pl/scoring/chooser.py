@@ -26,6 +26,14 @@ sequence log-probabilities ``s[m][c]`` and ``L_c`` tokens, the features (:data:`
 Fit and use never mix facts: :func:`fold_choosers` assigns facts to folds by a hash of their id, and a
 fact's choice comes from the chooser fit on the other folds. The fitted chooser is saved as a small JSON file
 (feature names, standardisation, weights) that :class:`Chooser` loads without scikit-learn.
+
+A chooser file also says the model it was fit with (``"model": {"name", "identity", "name_or_path"}``, written by
+``python -m selfens_pl chooser``): its features are that model's scores, ranks and margins, so a head with the file
+refuses another model (:meth:`Chooser.check_model`), naming the file, both models and how to fit one for the model
+in use. Models are compared by :func:`model_identity` (the embedded alias and its converted cache directory, an alias
+and its hub id, a hub id and its hub-cache snapshot, a relative and an absolute path to one directory are one
+model). ``"model": null`` is a chooser fit with no model (hand-made weights, tests): used with any. A file without
+the field (written before files recorded it) is refused: fit it again, or add the field naming its model.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfens_pl.errors import InternalError, UserError
@@ -108,6 +117,58 @@ def candidate_features(predictions: list[str], candidates: list[str], table: lis
     return out
 
 
+def model_identity(name: str) -> str:
+    """What every name of one model resolves to, for :meth:`Chooser.check_model`: the embedded alias (also its
+    converted directory in the cache), the hub id of an alias (``llama3.2_3b_it`` -> ``meta-llama/...``) or of a
+    hub-cache snapshot directory (``.../models--org--name/snapshots/<rev>``), the absolute path of any other local
+    directory, a hub id as it is."""
+    from selfens_pl.engine.models import EMBEDDED_MODEL, MODEL_ALIASES, cache_root
+
+    name = str(name)
+    if name == EMBEDDED_MODEL:
+        return EMBEDDED_MODEL
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    path = Path(name).expanduser()
+    if not (path.is_dir() or name.startswith((".", "/", "~")) or name.count("/") != 1):
+        return name  # a hub id (org/name)
+    path = path.resolve()
+    if path == (cache_root() / EMBEDDED_MODEL).expanduser().resolve():
+        return EMBEDDED_MODEL
+    hub = re.search(r"/models--([^/]+?)--([^/]+)/snapshots/[^/]+$", path.as_posix())
+    return f"{hub[1]}/{hub[2]}" if hub else str(path)
+
+
+def loaded_model_name(lm) -> str:
+    """The name or path a loaded model (a Hugging Face ``PreTrainedModel``, or a PEFT model around one) was loaded
+    from: its config's ``_name_or_path``; one error when it has none (a model built in memory)."""
+    config = getattr(lm, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    if not name:
+        raise UserError("a chooser file was given, but this model says nothing of where it was loaded from "
+                        "(config._name_or_path is empty): load it from a directory or hub id")
+    return str(name)
+
+
+@dataclass(frozen=True)
+class FitModel:
+    """The model a chooser was fit with: ``name`` as ``--model.model`` gave it, ``identity`` its
+    :func:`model_identity` (what :meth:`Chooser.check_model` compares), ``name_or_path`` what was loaded."""
+
+    name: str
+    identity: str
+    name_or_path: str | None = None
+
+    @classmethod
+    def of(cls, name: str, lm) -> FitModel:
+        """The record of model ``lm``, loaded as ``name`` (``--model.model``)."""
+        loaded = loaded_model_name(lm)
+        return cls(str(name), model_identity(loaded), loaded)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "identity": self.identity, "name_or_path": self.name_or_path}
+
+
 @dataclass
 class Chooser:
     """A fitted linear chooser: ``score = w . (x - mean) / scale + bias`` per candidate."""
@@ -121,6 +182,26 @@ class Chooser:
     #: ``(K, M)``: the paraphrases x few-shot blocks of the member sets it was fit on (``chooser --k --m``; groups
     #: with fewer paraphrases, short groups, included). ``None``: not recorded (a file written before it was).
     layout: tuple[int, int] | None = None
+    #: The model it was fit with (``chooser`` records it); ``None``: fit with no model (hand-made), used with any.
+    fit_with: FitModel | None = None
+    #: ``(flag, path)`` it was loaded from (:meth:`load`), for the errors that name the file.
+    source: tuple[str, str] | None = field(default=None, compare=False)
+
+    def check_model(self, lm) -> None:
+        """One error naming the file, the model it was fit with and the model in use (``lm``, loaded: its
+        :func:`loaded_model_name`) when they are not one model (:func:`model_identity`); nothing without a
+        recorded model."""
+        if self.fit_with is None:
+            return
+        fit, in_use = self.fit_with, model_identity(loaded_model_name(lm))
+        if in_use != fit.identity:
+            flag, path = self.source or ("--model.head.init_args.chooser", "<chooser>")
+            raise UserError(f"{flag}={path!r} was fit with the model {fit.name!r}"
+                            + (f" ({fit.identity})" if fit.identity != fit.name else "")
+                            + f", but this run's model is {in_use!r}: its scores mean something else under another "
+                            "model; fit a chooser with this one (python -m selfens_pl chooser --model.model "
+                            "<this model> --data.path <questions with answers> ... --out <file>) or drop the file "
+                            "(rule: mixture)")
 
     def fits(self, paraphrases: int, blocks: int) -> bool:
         """Whether a member set of ``paraphrases x blocks`` is of the layout it was fit on (any without one)."""
@@ -141,7 +222,8 @@ class Chooser:
                                        "bias": self.bias, "mean": self.mean, "scale": self.scale,
                                        "trained_on": self.trained_on,
                                        **({} if self.layout is None else
-                                          {"layout": {"paraphrases": self.layout[0], "blocks": self.layout[1]}})},
+                                          {"layout": {"paraphrases": self.layout[0], "blocks": self.layout[1]}}),
+                                       "model": None if self.fit_with is None else self.fit_with.to_json()},
                                       indent=2) + "\n")
         return path
 
@@ -170,7 +252,27 @@ class Chooser:
                                 "\"blocks\": M}} with whole numbers >= 1")
             layout = shape
         return cls([float(w) for w in data["weights"]], float(data["bias"]), [float(v) for v in data["mean"]],
-                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)), layout)
+                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)), layout,
+                   _fit_model(data, flag, path), (flag, str(path)))
+
+
+def _fit_model(data: dict, flag: str, path) -> FitModel | None:
+    """The ``"model"`` of a chooser file's ``data`` (module docstring): null, or ``{"name", "identity"?,
+    "name_or_path"?}`` (a missing identity is the name's); one error for a file without it or a malformed one."""
+    if "model" not in data:
+        raise UserError(f"{flag}={str(path)!r} does not say which model it was fit with (written before chooser files "
+                        "recorded it): fit it again with your model (python -m selfens_pl chooser --model.model "
+                        "<model> ...), or add \"model\": {\"name\": \"<the model it was fit with>\"} to it")
+    model = data["model"]
+    if model is None:
+        return None
+    fields = ("name", "identity", "name_or_path")
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"]
+            and set(model) <= set(fields)
+            and all(model.get(k) is None or isinstance(model[k], str) for k in fields)):
+        raise UserError(f"{flag}={str(path)!r}: its 'model' {model!r} must be null or {{\"name\": \"<model>\", "
+                        "\"identity\": ..., \"name_or_path\": ...}} with strings")
+    return FitModel(model["name"], model.get("identity") or model_identity(model["name"]), model.get("name_or_path"))
 
 
 def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0,
