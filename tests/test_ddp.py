@@ -85,9 +85,9 @@ def test_ddp_two_processes_match_one_process(tmp_path, tiny_model_dir, monkeypat
     for key in ("n", "records", "accuracy", "exact_match", "f1"):
         assert s_multi[key] == pytest.approx(s_one[key]), key
     assert s_multi["n"] == N_GROUPS
-    # the torchmetrics numbers reduced across the processes agree with the scores of the merged file
-    for key in ("accuracy", "exact_match", "f1"):
-        assert s_multi["run"][key] == pytest.approx(s_multi[key], abs=1e-4), key
+    # the torchmetrics numbers reduced across the processes agreed with the scores of the merged file (the writer
+    # checks it, raising otherwise), so the summary states them once
+    assert not {"accuracy", "exact_match", "f1"} & s_multi["run"].keys()
 
 
 def test_shard_sampler_splits_without_repeats():

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"heads"},  # the head contract and one module per head
     {"sweep"},  # the grid, the engine pass, derivation through the heads, the report
     {"lit"},  # LightningModule, training losses, writer callback, pre-flight checks, LightningCLI
+    {"api"},  # the Python face: SelfEnsemble, Group, Answer
     {"commands"},  # the verbs
     {"cli", "__main__", "__init__"},  # the entry point
 ]

@@ -136,3 +136,14 @@ def test_read_merged_refuses_a_bad_middle_line_and_skips_a_half_written_last_one
     path.write_text(lines(rec("q0"), rec("q1")) + json.dumps(rec("q2"))[:20])
     assert [r["id"] for r in read_merged(path)] == ["q0", "q1"]
     assert f"{path}: line 3: skipped a half-written last line" in capsys.readouterr().out
+
+
+def test_synced_scores_must_equal_the_merged_files():
+    """The writer's check that makes the summary's one set of scores trustworthy under DDP: it fails when the synced
+    metrics and the merged records disagree, and passes when they agree."""
+    from selfens_pl.errors import InternalError
+    from selfens_pl.lit.writer import check_synced_scores
+
+    check_synced_scores({"accuracy": 0.25, "f1": 0.5}, {"accuracy": 0.25, "f1": 0.50001})
+    with pytest.raises(InternalError, match="accuracy from the synced metrics"):
+        check_synced_scores({"accuracy": 0.3}, {"accuracy": 0.25})

@@ -79,7 +79,7 @@ def test_model_parallel_matches_one_process(tmp_path, tiny_model_dir, monkeypatc
         s_one, s_split = json.loads((one_dir / SUMMARY).read_text()), json.loads((out_dir / SUMMARY).read_text())
         for key in ("n", "records", "accuracy", "exact_match", "f1"):
             assert s_split[key] == pytest.approx(s_one[key]), (name, key)
-        assert s_split["run"]["accuracy"] == pytest.approx(s_one["accuracy"], abs=1e-4), name
+        assert "accuracy" not in s_split["run"], name  # synced metrics equal the merged file's (writer-checked)
         # only the first process of each tensor-parallel group writes; groups split over the data-parallel replicas
         expected = [3, 0, 2, 0] if "dp2" in name else [N_GROUPS, 0]
         assert s_split["run"]["n_per_process"] == expected, name

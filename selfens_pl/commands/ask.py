@@ -3,30 +3,34 @@
     python -m selfens_pl ask "what is the capital of france?" \\
         --paraphrases "which city is the capital of france?" "what city is france's capital?"
 
-The question is paraphrase 0 (what ``origin`` answers); ``--paraphrases`` adds the others. The model is loaded once
-and the group is answered by ``origin``, ``per_prompt`` (each paraphrase on its own), LogitFusion ``avg`` and
-``max``, and FlexFusion ``concat`` and ``shared_prefix`` (dense attention backend on CPU, ``auto`` otherwise), then
-a table method -> answer is printed. ``--paraphrases`` with no values asks the question alone (every method then
-answers as ``origin`` does). Without ``--paraphrases`` the model writes ``--num_paraphrases`` of them itself, with the
-paraphrase tool's method (:func:`selfens_pl.scoring.paraphrasing.paraphrase_groups`: seeded sampling, empty or
-duplicate paraphrases regenerated with new seeds).
+The question is paraphrase 0 (what ``origin`` answers); ``--paraphrases`` adds the others, and without it the model
+writes up to ``--num_paraphrases`` itself with the ``paraphrase`` verb's checked method and defaults (a candidate
+that fails the checks is sampled again, then left out: a bad paraphrase never pads the group). The model is loaded
+once (:class:`selfens_pl.api.SelfEnsemble`) and the group is answered by ``origin``, ``per_prompt`` (each
+paraphrase on its own), LogitFusion ``avg`` and ``max``, FlexFusion ``concat`` and ``shared_prefix`` (the dense
+attention backend on CPU, ``auto`` otherwise), the ``vote`` and the ``rerank_mixture`` rule (with
+``--data.demo_blocks`` > 1 also ``rerank_mixture_demos``, with the demonstrations' answers among the candidates;
+``per_prompt [j]`` is member ``j``: paraphrase ``j % K`` with block ``j // K``). Each method runs twice and its
+second run is timed, so no row pays the model's warm-up. Flags name what predict's do (``--model.model``,
+``--trainer.accelerator``, ``--data.few_shot``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-import torch
+import yaml
 
-from selfens_pl.data.datamodule import demo_few_shot
-from selfens_pl.data.prompts import WEBQA_INSTRUCTION, PromptTemplate
-from selfens_pl.engine.models import EMBEDDED_MODEL
+from selfens_pl.api import Group, SelfEnsemble
+from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS, EMBEDDED_MODEL
 from selfens_pl.errors import UserError
-from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead
-from selfens_pl.lit.module import SelfEnsembleLM
-from selfens_pl.scoring.paraphrasing import paraphrase_groups, paraphrase_sampler
+from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
+from selfens_pl.scoring.paraphrasing import DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
+#: Earlier flag names, still accepted (CHANGELOG.md).
+OLD_FLAGS = {"--model": "--model.model", "--device": "--trainer.accelerator", "--max_new_tokens": "--model.max_new_tokens",
+             "--instruction": "--data.instruction"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,45 +40,62 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("question", help="The question (paraphrase 0, the one origin answers)")
     parser.add_argument("--paraphrases", nargs="*", default=None, metavar="P",
                         help="Other phrasings of the question (given with no values: the question alone; "
-                             "left out: the model generates --num_paraphrases of them)")
+                             "left out: the model writes up to --num_paraphrases checked ones)")
     parser.add_argument("--num_paraphrases", type=int, default=4,
                         help="Paraphrases to generate when --paraphrases is left out (default 4)")
-    parser.add_argument("--seed", type=int, default=42, help="Seed of the paraphrase sampling (slot r: seed + r)")
-    parser.add_argument("--temperature", type=float, default=1.5, help="Paraphrase sampling temperature")
-    parser.add_argument("--top_p", type=float, default=0.9, help="Paraphrase nucleus sampling mass")
-    parser.add_argument("--model", default=EMBEDDED_MODEL,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="Seed of the paraphrase sampling")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help=f"Paraphrase sampling temperature (default {DEFAULT_TEMPERATURE}, as paraphrase's)")
+    parser.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help="Paraphrase nucleus sampling mass")
+    parser.add_argument("--model.model", dest="model", default=EMBEDDED_MODEL,
                         help=f"Alias, local directory or hub id (default: {EMBEDDED_MODEL}, embedded)")
-    parser.add_argument("--max_new_tokens", type=int, default=20, help="Most tokens generated per answer")
-    parser.add_argument("--instruction", default=WEBQA_INSTRUCTION, help="Instruction line (default: WebQA's)")
-    parser.add_argument("--zero_shot", action="store_true",
-                        help="No few-shot examples (default: the demo's five WebQuestions examples)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    return parser.parse_args(argv)
+    parser.add_argument("--model.max_new_tokens", dest="max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                        help="Most tokens generated per answer")
+    parser.add_argument("--model.trust_remote_code", dest="trust_remote_code", type=_bool, default=False,
+                        help="Passed to from_pretrained")
+    parser.add_argument("--trainer.accelerator", dest="device", default=None,
+                        help="cpu, cuda, gpu or auto (default: cuda when available)")
+    parser.add_argument("--trainer.precision", dest="precision", default=None,
+                        help="32-true, bf16-true or 16-true: the model's dtype (default: float32)")
+    parser.add_argument("--data.instruction", dest="instruction", default=None,
+                        help="Instruction line (default: the task's)")
+    parser.add_argument("--data.task", dest="task", default="webqa", choices=("webqa", "myriadlama"),
+                        help="Picks the default instruction and few-shot block")
+    parser.add_argument("--data.few_shot", dest="few_shot", type=yaml.safe_load, default=None,
+                        help="Few-shot examples as YAML/JSON, [{question, answer}, ...]; [] for zero-shot "
+                             "(default: the task's standard five)")
+    parser.add_argument("--zero_shot", action="store_true", help="Same as --data.few_shot []")
+    parser.add_argument("--data.demo_blocks", dest="demo_blocks", type=int, default=1,
+                        help="Ask every paraphrase with this many five-shot blocks (blocks 1.. from the pool)")
+    parser.add_argument("--data.few_shot_pool", dest="pool", default=None,
+                        help="Demonstrations for the extra blocks (webquestions-train, or a file)")
+    parser.add_argument("--data.demo_selection", dest="demo_selection", default="similar",
+                        choices=("similar", "random"), help="How the extra blocks are filled (default similar)")
+    return parser.parse_args([OLD_FLAGS.get(a, a) for a in argv])
 
 
-def build_heads(device_type: str) -> list:
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_heads(device_type: str, demo_answers: bool) -> list:
     """Every method, in display order (FlexFusion uses the dense backend on CPU, ``auto`` otherwise)."""
     backend = "dense" if device_type == "cpu" else "auto"
-    return [OriginHead(), PerPromptHead(), LogitFusion("avg"), LogitFusion("max"),
-            FlexFusion(layout="concat", backend=backend), FlexFusion(layout="shared_prefix", backend=backend)]
+    heads = [OriginHead(), PerPromptHead(), LogitFusion("avg"), LogitFusion("max"),
+             FlexFusion(layout="concat", backend=backend), FlexFusion(layout="shared_prefix", backend=backend),
+             VoteHead(), RerankHead(rule="mixture")]
+    if demo_answers:
+        heads.append(RerankHead(rule="mixture", demo_answers=True))
+    return heads
 
 
-def generate_paraphrases(decoder, question: str, k: int, seed: int = 42, temperature: float = 1.5,
-                         top_p: float = 0.9, max_new_tokens: int = 30, max_retries: int = 3) -> tuple[list[str], list[str]]:
-    """``k`` paraphrases of ``question`` sampled with ``decoder``'s model (the paraphrase tool's prompt and retry
-    rule); returns ``(paraphrases, issues)``, the question itself not included."""
-    sample = paraphrase_sampler(decoder, temperature, top_p, max_new_tokens)
-    [record] = paraphrase_groups(sample, [{"id": "ask", "paraphrases": [question], "answers": []}], k, seed,
-                                 max_retries)
-    issues = [f"{k - len(record['paraphrases']) + 1} of {k} paraphrases still empty or duplicate after "
-              f"{max_retries} retries: left out"] if record["short"] else []
-    return record["paraphrases"][1:], issues
-
-
-def row_name(record: dict) -> str:
-    if record["method"] == "per_prompt":
-        return f"per_prompt [{record['paraphrase_index']}]"
-    return record["method"]
+def row_names(answers) -> list[str]:
+    """A row name per answer: the method; ``per_prompt`` answers name their member (paraphrase, then block)."""
+    return [f"per_prompt [{j}]" if a.method == "per_prompt" else a.method for j, a in enumerate(answers)]
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -98,46 +119,60 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if paraphrases is not None and any(not p for p in paraphrases):
         raise UserError("ask: --paraphrases holds an empty paraphrase")
     if args.max_new_tokens < 1:
-        raise UserError(f"ask: --max_new_tokens={args.max_new_tokens} must be >= 1")
+        raise UserError(f"ask: --model.max_new_tokens={args.max_new_tokens} must be >= 1")
+    few_shot = [] if args.zero_shot else args.few_shot
+    if few_shot is not None and not isinstance(few_shot, list):
+        raise UserError(f"ask: --data.few_shot must be a list of {{question, answer}} (got {few_shot!r})")
+    if args.demo_blocks > 1 and args.pool is None:
+        raise UserError(f"ask: --data.demo_blocks={args.demo_blocks} needs --data.few_shot_pool (e.g. "
+                        "webquestions-train)")
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    template = PromptTemplate(instruction=args.instruction, few_shot=[] if args.zero_shot else demo_few_shot())
+    se = _flag_errors(lambda: SelfEnsemble.load(args.model, device=args.device, dtype=args.precision,
+                                                max_new_tokens=args.max_new_tokens,
+                                                trust_remote_code=args.trust_remote_code))
+    issues = []
+    if paraphrases is None:
+        [paraphrases] = se.paraphrase([question], args.num_paraphrases, args.seed, temperature=args.temperature,
+                                      top_p=args.top_p)
+        if len(paraphrases) < args.num_paraphrases:
+            issues.append(f"{args.num_paraphrases - len(paraphrases)} of {args.num_paraphrases} paraphrases failed "
+                          "the checks on every try: left out")
+    group = Group(question, paraphrases, id="ask",
+                  paraphraser=se.module.hparams.model if args.paraphrases is None else None)
 
-    start = time.perf_counter()
-    lm = SelfEnsembleLM(model=args.model, max_new_tokens=args.max_new_tokens, stop="\n")
-    lm.configure_model()
-    lm.to(device)
-    load_seconds = time.perf_counter() - start
-
-    generated, issues, paraphrase_seconds = paraphrases is None, [], 0.0
-    if generated:
-        start = time.perf_counter()
-        paraphrases, issues = generate_paraphrases(lm.decoder, question, args.num_paraphrases, args.seed,
-                                                   args.temperature, args.top_p)
-        paraphrase_seconds = time.perf_counter() - start
-    group = {"id": "ask", "paraphrases": [question, *paraphrases], "answers": [], "confidences": None}
-
+    options = dict(task=args.task, few_shot=few_shot, instruction=args.instruction, demo_blocks=args.demo_blocks,
+                   pool=args.pool, demo_selection=args.demo_selection)
     rows = []
-    with torch.inference_mode():
-        for head in build_heads(device.type):
-            lm.head = head
-            start = time.perf_counter()
-            records = lm.answer([group], template)
-            seconds = time.perf_counter() - start
-            for rec in records:  # per_prompt: one record per paraphrase, sharing the batch's time
-                rows.append({"method": row_name(rec), "answer": rec["prediction"], "generation": rec["generation"],
-                             "seconds": seconds / len(records)})
+    for head in build_heads(se.device.type, demo_answers=args.demo_blocks > 1):
+        se.answer([group], head, **options)  # warm-up: the timed run below pays no first-call cost
+        answers = se.answer([group], head, **options)
+        for name, answer in zip(row_names(answers), answers):
+            rows.append({"method": name, "answer": answer.prediction, "generation": answer.generation,
+                         "seconds": answer.seconds})
 
-    print(f"model: {args.model} on {device} (loaded in {load_seconds:.1f}s); "
-          f"{'zero-shot' if args.zero_shot else f'{len(template.few_shot)}-shot'}")
-    if generated:
-        print(f"paraphrases generated by the model in {paraphrase_seconds:.1f}s (seed {args.seed}):")
-    for i, p in enumerate(group["paraphrases"]):
+    shots = len(se.template(args.task, few_shot, args.instruction).few_shot)
+    print(f"model: {args.model} on {se.device}; {f'{shots}-shot' if shots else 'zero-shot'}"
+          + (f", {args.demo_blocks} blocks ({args.demo_selection} from {args.pool})" if args.demo_blocks > 1 else ""))
+    if args.paraphrases is None:
+        print(f"paraphrases written by the model and checked (seed {args.seed}):")
+    for i, p in enumerate([question, *paraphrases]):
         print(f"  [{i}] {p}{'  (question)' if i == 0 else ''}")
     for issue in issues:
         print(f"  warning: {issue}")
     print(format_rows(rows))
+    print("seconds: the second of two runs of each method (the first warms up)")
     return rows
+
+
+def _flag_errors(load):
+    """The API names its arguments (``device=...``); ask's user typed flags: name those instead."""
+    try:
+        return load()
+    except UserError as exc:
+        message = str(exc)
+        for arg, flag in (("device ", "--trainer.accelerator="), ("dtype ", "--trainer.precision=")):
+            message = message.replace(arg, flag, 1) if message.startswith(arg) else message
+        raise UserError(message) from None
 
 
 if __name__ == "__main__":

@@ -185,17 +185,58 @@ def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_
     return model, tokenizer
 
 
-def load_decoder(model: str, max_new_tokens: int, device: str | None, stop: str | None = "\n",
-                 decoder_class=None):
-    """The model and its tokenizer in a decoder (``decoder_class``, default :class:`GreedyDecoder`; shared prefix)
-    on ``device`` (default: cuda if present); the verbs' way to load a model outside Lightning."""
-    import torch
+#: Most tokens generated per answer, the one default of predict, sweep, confidence, ask and the Python API.
+DEFAULT_MAX_NEW_TOKENS = 20
 
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that this torch can use (default: cuda when present, else cpu); one error
+    naming the device otherwise (a CPU-only torch asked for cuda, an unknown name)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = "cuda" if device == "gpu" else device
+    try:
+        resolved = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"device {device!r} is not a device torch knows ({exc})") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r}: this torch has no usable CUDA (torch {torch.__version__}, "
+                            f"CUDA build {torch.version.cuda}); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif resolved.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError(f"device {device!r}: MPS is not available here")
+    return resolved
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32, "32-true": torch.float32,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "bf16-true": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "16": torch.float16, "16-true": torch.float16}
+
+
+def pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``dtype`` (a torch dtype, ``bfloat16``, ``bf16-true``, ...; default torch's default dtype) as a torch dtype;
+    one error naming the value otherwise."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise UserError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[str(dtype)]
+
+
+def load_decoder(model: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, device: str | torch.device | None = None,
+                 stop: str | None = "\n", decoder_class=None, dtype: str | torch.dtype | None = None,
+                 trust_remote_code: bool = False, compile: bool | str = "auto", share_prefix: bool = True):
+    """The model and its tokenizer in a decoder (``decoder_class``, default :class:`GreedyDecoder`) on ``device``
+    (default: cuda if present), in ``dtype``: how every verb and the Python API load a model outside a Trainer
+    (predict's LightningModule loads through :func:`load_model_and_tokenizer` with the same defaults)."""
     from selfens_pl.engine.decoding import GreedyDecoder
-    from selfens_pl.engine.models import load_model_and_tokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm, tokenizer = load_model_and_tokenizer(model)
+    device = pick_device(device)
+    lm, tokenizer = load_model_and_tokenizer(model, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code)
     lm.to(device)
     return (decoder_class or GreedyDecoder)(lm, tokenizer, max_new_tokens=max_new_tokens, stop=stop,
-                                            share_prefix=True)
+                                            share_prefix=share_prefix, compile=compile)

@@ -11,7 +11,7 @@ from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
 from selfens_pl.distributed import TP_DIM
 from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.engine.kv_cache import CACHE_LENGTHS
-from selfens_pl.engine.models import EMBEDDED_MODEL, load_model_and_tokenizer
+from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS, EMBEDDED_MODEL, load_model_and_tokenizer
 from selfens_pl.engine.parallel import execution_device, execution_devices, is_dispatched, weight_bytes
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, FusionHead, OriginHead
@@ -31,7 +31,7 @@ class SelfEnsembleLM(LightningModule):
         self,
         model: str = EMBEDDED_MODEL,
         head: FusionHead | None = None,
-        max_new_tokens: int = 20,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         stop: str | None = "\n",
         score: bool = True,
         bidirectional: bool = False,
@@ -97,8 +97,9 @@ class SelfEnsembleLM(LightningModule):
         self._prompts: dict[int, PromptTokenizer] = {}
 
     # -- model ---------------------------------------------------------------------------------------------------
-    def configure_model(self) -> None:
-        """Load the LM once, in the dtype the Trainer's precision sets (``bf16-true`` -> bfloat16).
+    def configure_model(self, dtype: torch.dtype | None = None) -> None:
+        """Load the LM once, in ``dtype`` (default: the dtype the Trainer's precision sets, ``bf16-true`` ->
+        bfloat16; the Python API passes its own, :meth:`selfens_pl.api.SelfEnsemble.load`).
 
         Under ``ModelParallelStrategy`` (``--trainer.strategy model_parallel``) each process builds only its slices
         of the model (tensor parallelism over the mesh's ``tensor_parallel`` dimension,
@@ -114,7 +115,7 @@ class SelfEnsembleLM(LightningModule):
         if sharded or hp.device_map is not None:
             self._check_large_model_flags(sharded)
         self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit's train loop switches it
-            hp.model, dtype=torch.get_default_dtype(), trust_remote_code=hp.trust_remote_code,
+            hp.model, dtype=dtype or torch.get_default_dtype(), trust_remote_code=hp.trust_remote_code,
             device_map=hp.device_map, max_memory=hp.max_memory, offload_folder=hp.offload_folder,
             tp_mesh=tp_mesh, device=self.trainer.strategy.root_device if sharded else None)
         if sharded and self.trainer.is_global_zero:
@@ -195,12 +196,12 @@ class SelfEnsembleLM(LightningModule):
         self.squad.reset()
 
     def compute_scores(self) -> dict[str, float]:
-        """Accuracy (0-1), EM and F1 (0-100), reduced across processes."""
+        """Accuracy, EM and F1 as fractions in [0, 1] (``summary.json``'s unit), reduced across processes."""
         if not self.hparams.score:
             return {}
         squad = self.squad.compute()
-        return {"accuracy": float(self.accuracy.compute()), "exact_match": float(squad["exact_match"]),
-                "f1": float(squad["f1"])}
+        return {"accuracy": float(self.accuracy.compute()), "exact_match": float(squad["exact_match"]) / 100,
+                "f1": float(squad["f1"]) / 100}
 
     # -- fine-tuning ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -9,8 +9,10 @@ Files in ``output_dir``:
 * ``predictions.jsonl``: at the end rank 0 merges every part (and the records reused from earlier runs) into this
   file, ordered by (id, paraphrase index), and removes the parts. Written atomically (temporary file + rename).
 * ``summary.json``: written last, only after ``predictions.jsonl`` is complete; removed when a run starts, so a
-  summary never sits beside incomplete predictions. Its scores are computed over the merged records (every id once,
-  reused and new); ``run`` holds this run's own share, reduced across processes by the module's torchmetrics, and
+  summary never sits beside incomplete predictions. Every score is a fraction in [0, 1] (accuracy, EM, F1, oracles),
+  computed over the merged records (every id once, reused and new); ``run`` holds this run's own share (its scores,
+  reduced across processes by the module's torchmetrics, only when some ids were resumed: otherwise they are the
+  whole's, and are checked to equal them), and
   ``questions_per_s`` is this run's own speed: the questions it answered over its predict time (``null`` when every
   id was resumed). A ``per_prompt`` run adds ``accuracy_by_paraphrase`` and ``oracle_accuracy``
   (:mod:`selfens_pl.scoring.summaries`). The same figures are printed as a table at the end.
@@ -41,7 +43,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torchmetrics import Metric
 
 from selfens_pl.distributed import tensor_parallel_rank
-from selfens_pl.errors import UserError
+from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import atomic_write, read_objects, write_records
 from selfens_pl.scoring.paraphrase_checks import file_statistics, format_statistics
 from selfens_pl.scoring.summaries import format_table, paraphrase_scores, record_scores
@@ -158,15 +160,20 @@ class PredictionWriter(BasePredictionWriter):
         records = write_records(self.output_dir / PREDICTIONS, [r for recs in done.values() for r in recs])
         for part in self.output_dir.glob(PART_GLOB):
             part.unlink()
+        scores = record_scores(records)
+        if not self._n_resumed:
+            check_synced_scores(run_scores, scores)
         summary = {
             "method": pl_module.head.method,
             "model": pl_module.hparams.model,
             "n": len(done),
             "records": len(records),
-            **record_scores(records),
+            **scores,
             **paraphrase_scores(pl_module.head.method, records),
             "resumed": self._n_resumed,
-            "run": {"n": n_groups, "records": n_records, "n_per_process": per_process, **run_scores},
+            # this run's own share; its scores only when they differ from the whole's (some ids were resumed)
+            "run": {"n": n_groups, "records": n_records, "n_per_process": per_process,
+                    **({k: round(v, 6) for k, v in run_scores.items()} if self._n_resumed else {})},
             # this run's own speed: the questions it answered (not those resumed) over its predict time
             "seconds": round(seconds, 3),
             "questions_per_s": round(n_groups / seconds, 3) if n_groups and seconds else None,
@@ -182,6 +189,15 @@ class PredictionWriter(BasePredictionWriter):
         if self._n_resumed:
             print(resume_note(summary, self.output_dir))
         print(f"predictions: {self.output_dir / PREDICTIONS}")
+
+
+def check_synced_scores(run_scores: dict, scores: dict) -> None:
+    """A run that resumed nothing scores the same records twice: once through the module's torchmetrics, synced
+    across processes, and once from the merged file. They must agree; a difference is a bug in the sync."""
+    for key, value in run_scores.items():
+        if key in scores and abs(value - scores[key]) > 1e-4:
+            raise InternalError(f"summary: {key} from the synced metrics ({value}) differs from the merged "
+                                f"records' ({scores[key]})")
 
 
 def _paraphrase_file(trainer, ids) -> dict | None:

@@ -37,6 +37,15 @@ PARAPHRASE_FEW_SHOT: list[dict[str, str]] = [
 
 #: ``sample(items, seeds) -> texts``: ``items`` are ``(group, question)`` prompts, ``seeds[i]`` the seeds of the
 #: samples of prompt ``i`` (every list the same length); ``texts[i][j]`` is sample ``j`` of prompt ``i``.
+#: The checked paraphraser's defaults (``paraphrase``, ``ask`` and the Python API share them): sampling temperature and
+#: nucleus mass chosen on WebQuestions train questions 200-299 with the embedded model, the most tokens per
+#: paraphrase, the first seed and the retries of a rejected slot.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+DEFAULT_MAX_NEW_TOKENS = 30
+DEFAULT_SEED = 42
+DEFAULT_MAX_RETRIES = 3
+
 SampleFn = Callable[[list[tuple[dict, str]], list[list[int]]], list[list[str]]]
 #: ``check(pairs) -> failures``: for each ``(original, candidate)`` the names of the checks it fails.
 CheckFn = Callable[[list[tuple[str, str]]], list[list[str]]]
@@ -110,3 +119,14 @@ def paraphrase_sampler(decoder, temperature: float, top_p: float, max_new_tokens
         return [[g.text for g in gens[i * repeat:(i + 1) * repeat]] for i in range(len(items))]
 
     return sample
+
+
+def checked_paraphrases(decoder, groups: list[dict], k: int, seed: int = DEFAULT_SEED,
+                        temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
+                        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_retries: int = DEFAULT_MAX_RETRIES,
+                        check: CheckFn | None = None) -> list[dict]:
+    """Up to ``k`` paraphrases of each group's question sampled with ``decoder``'s model and kept only when they pass
+    the paraphrase checks (``check``; default :class:`ParaphraseChecker` with every text check at its default
+    threshold): :func:`paraphrase_groups`' records, the method of the ``paraphrase`` verb with its defaults."""
+    sample = paraphrase_sampler(decoder, temperature, top_p, max_new_tokens)
+    return paraphrase_groups(sample, groups, k, seed, max_retries, check or ParaphraseChecker(CheckSettings()))

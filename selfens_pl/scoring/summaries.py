@@ -48,7 +48,8 @@ def score_oracles(rec: dict, match: Callable[[str, list[str]], bool]) -> None:
 
 
 def record_scores(records: list[dict]) -> dict[str, float]:
-    """Accuracy (0-1, from each record's ``correct``) and SQuAD EM / F1 (0-100) over ``records``; ``{}`` when the
+    """Accuracy (from each record's ``correct``) and SQuAD EM / F1 over ``records``, every score a fraction in [0, 1]
+    (the one unit of ``summary.json``; tables print percent); ``{}`` when the
     records are not scored. Computed here, on one process, so resumed and new records count alike. When every
     record has them (:func:`score_oracles`): ``candidate_oracle`` and ``member_oracle``, the shares of records
     with some right candidate and some right member answer."""
@@ -58,7 +59,7 @@ def record_scores(records: list[dict]) -> dict[str, float]:
     squad.update([r["prediction"] for r in records], [r["answers"] for r in records])
     scores = squad.compute()
     out = {"accuracy": sum(bool(r["correct"]) for r in records) / len(records),
-           "exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+           "exact_match": float(scores["exact_match"]) / 100, "f1": float(scores["f1"]) / 100}
     for key, field in (("candidate_oracle", "candidate_correct"), ("member_oracle", "member_correct")):
         if all(r.get(field) is not None for r in records):
             out[key] = sum(bool(r[field]) for r in records) / len(records)
@@ -105,6 +106,7 @@ def format_table(summaries: list[dict]) -> str:
     for label, n, acc, em, f1, qps in rows:
         main_row = not label.startswith(" ")
         lines.append(f"{label:<{width}} {n:>5} {'' if acc is None else f'{100 * acc:.1f}%':>9} "
-                     f"{cell(em, '.1f', 7)} {cell(f1, '.1f', 7)} "
+                     f"{cell(None if em is None else 100 * em, '.1f', 7)} "
+                     f"{cell(None if f1 is None else 100 * f1, '.1f', 7)} "
                      f"{cell(qps, '.2f', 8, '-' if main_row else '')}".rstrip())
     return "\n".join(lines)
