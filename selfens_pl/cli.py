@@ -1,7 +1,12 @@
 """Command line: LightningCLI subcommands (``predict``, ``fit``, ...) plus the package's own tools.
 
+    python -m selfens_pl --help                  # every command, one line each (:data:`COMMANDS`)
+    python -m selfens_pl predict --help          # predict's own flags; --help_all: Lightning's every flag
     python -m selfens_pl predict --config configs/flex_webqa.yaml
     python -m selfens_pl mask --config configs/flex_webqa.yaml --out mask.png
+
+The overview is printed before Lightning, transformers or a command's module is imported (:func:`main`), so that
+it costs only the package's own import.
 
 :func:`main` runs every command the same way: a quiet start (:func:`quiet_start`), and a user error (bad flag, bad
 data, bad path, a prompt beyond the context window, a missing optional dependency) printed as one line
@@ -18,10 +23,11 @@ import subprocess
 import sys
 import time
 
-from lightning.pytorch.cli import LightningCLI
-
 from selfens_pl.errors import EXIT_USER_ERROR, PROG, UsageError, debug_enabled, parse_errors_raise, user_error_message
-from selfens_pl.lit.cli import _FAILED_LAUNCHERS, build_cli, quiet_start
+
+#: LightningCLI's subcommands (``LightningCLI.subcommands()``, named here so that ``--help`` need not import
+#: Lightning; a test keeps the two equal).
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 #: Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
 TOOLS = {
@@ -34,18 +40,48 @@ TOOLS = {
     "chooser": "selfens_pl.commands.chooser:main",
 }
 
+#: Every command with its line of the overview (``python -m selfens_pl --help``), in the order shown.
+COMMANDS = {
+    "predict": "answer questions with a fusion head: predictions.jsonl, summary.json (Lightning)",
+    "fit": "fine-tune the model through a fusion head's layout (Lightning)",
+    "validate": "score the model on validation groups, as fit validates (Lightning)",
+    "test": "Lightning's test loop; the model has no test step: use predict or validate (Lightning)",
+    "ask": "answer one question with every method side by side",
+    "report": "compare predict or sweep runs: a markdown table, gains with intervals, charts",
+    "mask": "draw the fused attention mask of a FlexFusion config",
+    "paraphrase": "generate paraphrases of questions and keep those that pass the quality checks",
+    "confidence": "per-paraphrase confidences (sampled agreement) for the weighted rules",
+    "sweep": "every method for K paraphrases x M few-shot blocks: gains, tables, charts",
+    "chooser": "fit the learned chooser of RerankHead(rule=learned) on questions with answers",
+}
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def overview() -> str:
+    """``python -m selfens_pl --help``: every command, one line each, and where each one's flags are."""
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: python -m {PROG} <command> [flags]", "",
+             "Self-ensembles of paraphrased prompts for causal LMs.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {line}" for name, line in COMMANDS.items()]
+    lines += ["", f"A command's flags: python -m {PROG} <command> --help (predict, fit, validate and test show the",
+              "package's own flags and the Trainer's most used ones; --help_all shows every Lightning flag).",
+              "--config FILE gives a command its flags as YAML (configs/ holds examples)."]
+    return "\n".join(lines) + "\n"
+
 
 def run_command(argv: list[str] | None = None) -> None:
     """Run one command (a verb of :data:`TOOLS` or a LightningCLI subcommand); errors propagate."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or not (args[0] in TOOLS or args[0] in LightningCLI.subcommands() or args[0].startswith("-")):
-        commands = ", ".join([*LightningCLI.subcommands(), *TOOLS])
-        raise UsageError(f"unknown command {args[0]!r}: choose one of {commands}" if args
-                         else f"a command is needed: one of {commands} (--help for details)")
+    if not args or not (args[0] in COMMANDS or args[0].startswith("-")):
+        raise UsageError(f"unknown command {args[0]!r}: choose one of {', '.join(COMMANDS)} (--help: what each does)"
+                         if args else f"a command is needed: one of {', '.join(COMMANDS)} (--help: what each does)")
     if args[0] in TOOLS:
         module_name, func = TOOLS[args[0]].split(":")
         getattr(importlib.import_module(module_name), func)(args[1:])
         return
+    from selfens_pl.lit.cli import build_cli
+
     build_cli(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns)
 
 
@@ -58,9 +94,15 @@ def _rank() -> int:
     return 0
 
 
+def _failed_launchers() -> list:
+    lit_cli = sys.modules.get("selfens_pl.lit.cli")  # none launched a process when Lightning's CLI never loaded
+    return lit_cli._FAILED_LAUNCHERS if lit_cli is not None else []
+
+
 def _stop_launched_processes() -> None:
-    while _FAILED_LAUNCHERS:
-        _FAILED_LAUNCHERS.pop().kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+    launchers = _failed_launchers()
+    while launchers:
+        launchers.pop().kill(getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def _failed_process_status(wait_s: float = 5.0) -> int | None:
@@ -68,7 +110,7 @@ def _failed_process_status(wait_s: float = 5.0) -> int | None:
     to end; ``None`` when none has. When rank 0 fails because another process died (a collective finds its peer
     gone), that process has reported the cause."""
     deadline = time.monotonic() + wait_s
-    for launcher in _FAILED_LAUNCHERS:
+    for launcher in _failed_launchers():
         for proc in launcher.procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -82,6 +124,13 @@ def _failed_process_status(wait_s: float = 5.0) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfens_pl <command> ...``: one line and exit status 2 for a user error, a traceback for a bug."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in HELP_FLAGS:  # the overview, before anything heavy is imported
+        print(overview(), end="", flush=True)
+        if not args:  # stderr: the one line of every user error
+            print(f"{PROG}: error: a command is needed: one of those above", file=sys.stderr)
+        sys.exit(0 if args else EXIT_USER_ERROR)
+    from selfens_pl.lit.cli import quiet_start
+
     quiet_start()
     try:
         with parse_errors_raise():

@@ -21,12 +21,12 @@ from selfens_pl.heads import LogitFusion
 
 M = 8
 # one-token answers at temperature 0.5 make the random tiny model agree with itself sometimes: varied confidences
-SETTINGS = {"num_samples": M, "temperature": 0.5, "max_new_tokens": 1, "seed": 3}
+SETTINGS = {"num_samples": M, "temperature": 0.5, "model.max_new_tokens": 1, "seed": 3}
 
 
 def _args(model_dir, output, **extra):
-    args = {"model": str(model_dir), "data.path": "demo", "data.limit": 2, "batch_size": 3, "output": str(output),
-            "device": "cpu", **SETTINGS, **extra}
+    args = {"model.model": str(model_dir), "data.path": "demo", "data.limit": 2, "batch_size": 3,
+            "output": str(output), "trainer.accelerator": "cpu", **SETTINGS, **extra}
     return [f"--{k}={v}" for k, v in args.items()]
 
 
@@ -81,17 +81,17 @@ def test_rerun_reuses_and_resumes(written, tiny_model_dir, tmp_path, monkeypatch
     out, text = written
     copy = tmp_path / "c.jsonl"
     copy.write_text(text)
-    real = confidence.load_decoder
+    real = confidence.load_model
 
     def no_model(*args, **kwargs):
         raise AssertionError("a finished file must not load the model")
 
-    monkeypatch.setattr(confidence, "load_decoder", no_model)
+    monkeypatch.setattr(confidence, "load_model", no_model)
     confidence.main(_args(tiny_model_dir, copy))
     assert "reused" in capsys.readouterr().out and copy.read_text() == text
     with pytest.raises(ValueError, match="settings"):
         confidence.main(_args(tiny_model_dir, copy, num_samples=M + 1))
-    monkeypatch.setattr(confidence, "load_decoder", real)
+    monkeypatch.setattr(confidence, "load_model", real)
     copy.write_text(text[: len(text) - 10])  # the last record half-written
     confidence.main(_args(tiny_model_dir, copy, batch_size=1))
     assert "half-written" in capsys.readouterr().out
@@ -147,4 +147,4 @@ def test_configs_match_the_weighted_predict_configs(task, monkeypatch):
         assert data.pop("confidences") == cfg.output
         data.pop("batch_size")
         assert {k: cfg.data[k] for k in data} == data
-        assert cfg.max_new_tokens == predict["model"]["max_new_tokens"]
+        assert cfg.model.max_new_tokens == predict["model"]["max_new_tokens"]

@@ -65,7 +65,7 @@ def test_tool_config_parses(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     tool = importlib.import_module(f"selfens_pl.commands.{path.stem.split('_')[0]}")
     config = tool.build_parser().parse_args(["--config", str(path)])
-    assert config.model == "smollm2-135m-instruct"
+    assert config.model.model == "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")

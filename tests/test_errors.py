@@ -127,7 +127,7 @@ def test_sweep_over_a_record_without_answers_names_it(tmp_path, tiny_model_dir):
     path = tmp_path / "groups.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(UserError, match=rf"record '{rows[1]['id']}' has no answers.*the sweep scores") as e:
-        sweep.main(["--model", str(tiny_model_dir), "--data.path", str(path), "--data.few_shot", "[]",
-                    "--ks", "1,2", "--max_new_tokens", "2", "--resamples", "10", "--device", "cpu",
+        sweep.main(["--model.model", str(tiny_model_dir), "--data.path", str(path), "--data.few_shot", "[]",
+                    "--ks", "1,2", "--model.max_new_tokens", "2", "--resamples", "10", "--trainer.accelerator", "cpu",
                     "--output_dir", str(tmp_path / "out")])
     one_line(e)

@@ -292,11 +292,11 @@ def generated_args(model_dir, data, out=None):
                  "few_shot_pool": str(FIXTURES / "webqa_tiny.jsonl")}
     if out is None:
         return data_args
-    return ["--model", str(model_dir), *[x for key, value in data_args.items()
+    return ["--model.model", str(model_dir), *[x for key, value in data_args.items()
                                          for x in (f"--data.{key}", value if isinstance(value, str)
                                                    else json.dumps(value))],
             "--heads", json.dumps(SWEPT_AUTO), "--ks", "1,3", "--ms", "1,2", "--resamples", "100",
-            "--max_new_tokens", "8", "--stop", "null", "--batch_rows", "12", "--output_dir", str(out)]
+            "--model.max_new_tokens", "8", "--model.stop", "null", "--batch_rows", "12", "--output_dir", str(out)]
 
 
 @pytest.fixture(scope="module")

@@ -161,8 +161,9 @@ def test_first_line():
 
 # -- the tool end to end ------------------------------------------------------------------------------------------
 def _args(model_dir, output, **extra):
-    args = {"model": str(model_dir), "source": str(WEBQA), "split": "train", "limit": 3, "num_paraphrases": 3,
-            "max_new_tokens": 6, "batch_size": 2, "max_retries": 2, "output": str(output), "device": "cpu", **extra}
+    args = {"model.model": str(model_dir), "data.path": str(WEBQA), "data.source": "webqa", "data.split": "train",
+            "data.limit": 3, "num_paraphrases": 3, "model.max_new_tokens": 6, "data.batch_size": 2, "max_retries": 2,
+            "output": str(output), "trainer.accelerator": "cpu", **extra}
     return [f"--{k}={v}" for k, v in args.items()]
 
 
@@ -173,7 +174,7 @@ def written(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("para")
     loose, strict = out / "loose.jsonl", out / "strict.jsonl"
     paraphrase.main(_args(tiny_model_dir, loose, checks="[]"))
-    paraphrase.main(_args(tiny_model_dir, strict, start=1))
+    paraphrase.main(_args(tiny_model_dir, strict, **{"data.start": 1}))
     return loose, loose.read_text(), strict
 
 
@@ -246,7 +247,7 @@ def test_rerun_reuses_the_file(written, tiny_model_dir, tmp_path, monkeypatch, c
     def no_model(*args, **kwargs):
         raise AssertionError("a finished file must not load the model")
 
-    monkeypatch.setattr(paraphrase, "load_decoder", no_model)
+    monkeypatch.setattr(paraphrase, "load_model", no_model)
     paraphrase.main(_args(tiny_model_dir, copy, checks="[]"))
     printed = capsys.readouterr().out
     assert "reused" in printed and "paraphrases kept" in printed  # the statistics are printed
@@ -278,23 +279,23 @@ def test_resume_after_truncated_file(written, tiny_model_dir, tmp_path, capsys):
 def test_bad_flags(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="--checks=.*unknown check"):
         paraphrase.main(_args(tiny_model_dir, tmp_path / "x.jsonl", checks="[grammar]"))
-    with pytest.raises(ValueError, match="--start=6: .* holds only 6 questions"):
-        paraphrase.main(_args(tiny_model_dir, tmp_path / "x.jsonl", start=6))
+    with pytest.raises(ValueError, match="--data.start=6 skips every group: .* holds 6"):
+        paraphrase.main(_args(tiny_model_dir, tmp_path / "x.jsonl", **{"data.start": 6}))
     assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_configs_parse(monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_webqa.yaml"])
-    assert (cfg.source, cfg.split, cfg.start, cfg.limit, cfg.num_paraphrases) == (
-        "../shared/data/webquestions/train.jsonl", "train", 0, 200, 4)
+    assert (cfg.data.path, cfg.data.source, cfg.data.split, cfg.data.start, cfg.data.limit, cfg.num_paraphrases) == (
+        "../shared/data/webquestions/train.jsonl", "webqa", "train", 0, 200, 4)
     assert (cfg.temperature, cfg.top_p) == (paraphrase.DEFAULT_TEMPERATURE, paraphrase.DEFAULT_TOP_P)
     assert cfg.checks == ["question", "type", "length", "content", "numbers", "new"] and cfg.output is None
     assert (cfg.min_content, cfg.max_new) == (CheckSettings.min_content, CheckSettings.max_new)  # the defaults
     seed = paraphrase.build_parser().parse_args(["--config", "configs/paraphrase_seed_webqa.yaml"])
-    assert (seed.temperature, seed.top_p, seed.max_new_tokens) == (1.5, 0.9, 30)  # the reference code's values
+    assert (seed.temperature, seed.top_p, seed.model.max_new_tokens) == (1.5, 0.9, 30)  # the reference code's values
     assert seed.output != cfg.output
-    assert paraphrase.source_tag(cfg.source, cfg.split) == "webquestions"
+    assert paraphrase.source_tag(cfg.data.path, cfg.data.split) == "webquestions"
     assert paraphrase.source_tag("stanfordnlp/web_questions", "test") == "web_questions"
     assert paraphrase.model_tag("smollm2-135m-instruct") == "smollm2-135m-instruct"
     assert paraphrase.model_tag("Qwen/Qwen2.5-7B-Instruct") == "Qwen--Qwen2.5-7B-Instruct"

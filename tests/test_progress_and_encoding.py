@@ -52,7 +52,7 @@ def test_reader_names_the_file_and_the_byte(tmp_path, name):
 
 def test_command_line_prints_one_line_and_exits_2(tmp_path):
     path = latin1(tmp_path, "questions.jsonl")
-    proc = subprocess.run([sys.executable, "-m", "selfens_pl", "paraphrase", "--source", str(path), "--split",
+    proc = subprocess.run([sys.executable, "-m", "selfens_pl", "paraphrase", "--data.path", str(path), "--data.split",
                            "train", "--output", str(tmp_path / "out.jsonl")], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2

@@ -55,11 +55,11 @@ HEADS = [
 
 
 def sweep_args(model_dir, out: Path, *extra, data: Path = GROUPED) -> list[str]:
-    return ["--model", str(model_dir), "--data.path", str(data), "--data.source", "myriadlama",
+    return ["--model.model", str(model_dir), "--data.path", str(data), "--data.source", "myriadlama",
             "--data.task", "myriadlama", "--data.num_manual", "3", "--data.num_auto", "3",
             "--data.few_shot", json.dumps(SHOTS), "--data.few_shot_pool", str(GROUPED),
             "--heads", json.dumps(HEADS), "--ks", "1,2,4", "--ms", "1,2", "--resamples", "200",
-            "--max_new_tokens", "4", "--stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
+            "--model.max_new_tokens", "4", "--model.stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,10 @@ def uneven_file(tmp_path_factory) -> Path:
 
 
 def args(model_dir, data: Path, out: Path, *extra) -> list[str]:
-    return ["--model", str(model_dir), "--data.path", str(data), "--data.task", "webqa",
+    return ["--model.model", str(model_dir), "--data.path", str(data), "--data.task", "webqa",
             "--data.few_shot", json.dumps(SHOTS), "--data.few_shot_pool", str(FIXTURES / "webqa_tiny.jsonl"),
-            "--heads", json.dumps(HEADS), "--ms", "1,2", "--resamples", "100", "--max_new_tokens", "4",
-            "--stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
+            "--heads", json.dumps(HEADS), "--ms", "1,2", "--resamples", "100", "--model.max_new_tokens", "4",
+            "--model.stop", "null", "--batch_rows", "7", "--output_dir", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ SIZES = [1, 3, 2, 3, 1]  # the groups of test_sweep_short_groups.uneven_file
 
 def sweep_uneven(model_dir, groups_file, out, heads: list[dict], ks: str):
     """The sweep over the uneven groups with random blocks (M in 1, 2), ``heads`` and ``ks``; returns ``out``."""
-    sweep.main(["--model", str(model_dir), "--data.path", str(groups_file), "--data.task", "webqa",
+    sweep.main(["--model.model", str(model_dir), "--data.path", str(groups_file), "--data.task", "webqa",
                 "--data.few_shot", json.dumps(SHOTS), "--data.few_shot_pool", str(FIXTURES / "webqa_tiny.jsonl"),
                 "--heads", json.dumps(heads), "--ks", ks, "--ms", "1,2", "--short_groups", "use_all",
-                "--resamples", "100", "--max_new_tokens", "4", "--stop", "null", "--batch_rows", "7",
+                "--resamples", "100", "--model.max_new_tokens", "4", "--model.stop", "null", "--batch_rows", "7",
                 "--output_dir", str(out)])
     return out
 

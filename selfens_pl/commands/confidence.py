@@ -2,7 +2,11 @@
 
     python -m selfens_pl confidence --config configs/confidence_webqa.yaml
     python -m selfens_pl confidence --data.path outputs/paraphrases/smollm2-135m-instruct/webquestions-train.jsonl \\
-        --data.few_shot_source ../shared/data/webquestions/train.jsonl --num_samples 20
+        --data.few_shot_source ../shared/data/webquestions/train.jsonl --num_samples 20 --trainer.accelerator cuda
+
+The model and device take predict's flags (``--model.model``, ``--model.max_new_tokens``,
+``--trainer.accelerator``, ``--trainer.precision``: :mod:`selfens_pl.commands`; the old ``--model``,
+``--max_new_tokens`` and ``--device`` are still accepted on the command line, CHANGELOG.md).
 
 For every paraphrase of every group (the data is read by :class:`~selfens_pl.data.datamodule.ParaphraseDataModule`, so
 ``--data.*`` takes the same flags as ``predict`` and the prompt is the one ``predict`` asks), the prompt is
@@ -25,13 +29,14 @@ file written with other settings.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 
-from selfens_pl.commands import model_and_data_parser
+from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
+    model_and_data_parser, rename_flags
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.batches import prompt_batch
-from selfens_pl.engine.models import load_decoder
 from selfens_pl.engine.sampling import Sampler
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import append_jsonl, pending_groups
@@ -52,34 +57,36 @@ def agreement(greedy: str, samples: list[str]) -> float:
 
 
 def build_parser():
+    # answers are the first line of a generation (the rule of the confidence): no --model.stop
     parser = model_and_data_parser("confidence", "Per-paraphrase confidence: agreement of sampled answers with the "
-                                   "greedy one.", "The groups to score, exactly as predict's --data")
+                                   "greedy one.", "The groups to score, exactly as predict's --data (batches: "
+                                   "--batch_size)", max_new_tokens=20, with_stop=False)
     parser.add_argument("--num_samples", type=int, default=100, help="Sampled answers per paraphrase (M)")
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature")
     parser.add_argument("--top_p", type=float, default=1.0, help="Nucleus sampling mass")
-    parser.add_argument("--max_new_tokens", type=int, default=20, help="Most tokens per answer")
     parser.add_argument("--seed", type=int, default=42, help="Base seed of every sample")
     parser.add_argument("--batch_size", type=int, default=1,
                         help="Paraphrase prompts per prefill; each becomes 1 + num_samples cached rows")
     parser.add_argument("--output", type=str | None, default=None,
                         help="Output JSONL (default outputs/confidence_<data.task>/confidences.jsonl)")
-    parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = build_parser()
-    cfg = parser.parse_args(argv)
+    cfg = parser.parse_args(rename_flags(sys.argv[1:] if argv is None else argv, RENAMED))
     m = cfg.num_samples
     if m < 1 or cfg.batch_size < 1:
         raise UserError(f"--num_samples and --batch_size must be >= 1, got {m} and {cfg.batch_size}")
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    data = instantiate(cfg).data
+    dtype = dtype_setting(device_and_dtype(cfg)[1])  # a device or dtype this torch cannot use: said first
+    data = instantiate(parser, cfg).data
     data.setup("predict")
     groups, template = data.groups, data.template
     output = Path(cfg.output or f"outputs/confidence_{data.hparams.task}/confidences.jsonl")
-    settings = {"model": cfg.model, "num_samples": m, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+    settings = {"model": cfg.model.model, "num_samples": m, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "max_new_tokens": cfg.model.max_new_tokens, "seed": cfg.seed}
+    if dtype is not None:  # (files made in float32, all before --trainer.precision, keep the settings they have)
+        settings["dtype"] = dtype
     sizes = {g["id"]: len(g["paraphrases"]) for g in groups}
 
     def check(number: int, rec: dict) -> None:
@@ -96,8 +103,8 @@ def main(argv: list[str] | None = None) -> Path:
         return output
 
     start = time.perf_counter()
-    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)
-    sampler = Sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens, stop="\n")
+    decoder = load_model(cfg)
+    sampler = Sampler(decoder, cfg.temperature, cfg.top_p, cfg.model.max_new_tokens, stop="\n")
     prompts = PromptTokenizer(decoder.tokenizer, template)
     items = [(gi, k) for gi, g in enumerate(todo) for k in range(len(g["paraphrases"]))]
     results: dict[int, list] = {gi: [None] * len(g["paraphrases"]) for gi, g in enumerate(todo)}

@@ -1,9 +1,20 @@
-"""Generate paraphrases of WebQuestions questions with a language model, keep only those that pass quality checks,
-and write a groups file.
+"""Generate paraphrases of questions with a language model, keep only those that pass quality checks, and write a
+groups file.
 
     python -m selfens_pl paraphrase --config configs/paraphrase_webqa.yaml
-    python -m selfens_pl paraphrase --source stanfordnlp/web_questions --split test --limit 100 --batch_size 16
+    python -m selfens_pl paraphrase --data.path stanfordnlp/web_questions --data.split test --data.limit 100 \\
+        --data.batch_size 16
+    python -m selfens_pl paraphrase --data.path questions.jsonl    # {question, answers} records, your ids kept
     python -m selfens_pl paraphrase --config configs/paraphrase_seed_webqa.yaml    # the reference code's sampling settings
+
+The questions are read as predict reads them (``--data.path``, ``--data.source``, ``--data.split``, ``--data.start``,
+``--data.limit``; :class:`~selfens_pl.data.datamodule.ParaphraseDataModule`), by default the WebQuestions test split
+from the hub; each group's first paraphrase (its question) is paraphrased. The model and device take predict's
+flags too (``--model.model``, ``--model.max_new_tokens``, ``--trainer.accelerator``, ``--trainer.precision``). The
+old flags are still accepted on the command line (CHANGELOG.md): ``--source X`` reads ``X`` as WebQuestions records
+(``--data.path X --data.source webqa``), ``--split`` / ``--start`` / ``--limit`` / ``--batch_size`` are the
+``--data.*`` ones, ``--model`` / ``--max_new_tokens`` the ``--model.*`` ones, ``--device`` is
+``--trainer.accelerator``.
 
 Method (:mod:`selfens_pl.scoring.paraphrasing`): a paraphrasing instruction plus five worked examples in the
 package's ``Q:``/``A:`` few-shot format; ``num_paraphrases`` sampling slots per question,
@@ -15,14 +26,15 @@ paraphrase, optionally the model's own yes/no judgement); a rejected slot is
 sampled again with the next attempt's seed, up to ``max_retries`` times. A question whose slots are still not all
 filled is written with fewer paraphrases and ``short: true``; a bad candidate never pads a group.
 
-The paraphrasing model (``--model``) need not be the answering model: paraphrase once with a larger model and
+The paraphrasing model (``--model.model``) need not be the answering model: paraphrase once with a larger model and
 answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``, which is
 how the heads' default ``origin_share: auto`` knows the paraphrases were generated and gives the original question
 half of the group's weight (:mod:`selfens_pl.data.origin_share`).
 
 Output: JSONL ``{id, question, answers, paraphrases: [original, kept...], short, rejected: [{text, seed, attempt,
-failed: [check, ...]}], paraphraser}`` with ids ``webqa-<split>-<index>`` (as :func:`selfens_pl.data.sources.webqa_groups`
-numbers them, ``--start`` included), appended and flushed per batch, plus ``<output>.settings.json`` (model, sampling
+failed: [check, ...]}], paraphraser}`` with the ids the data module gives the questions (WebQuestions:
+``webqa-<split>-<index>``, as :func:`selfens_pl.data.sources.webqa_groups` numbers them, ``--data.start`` included;
+a file's own ids, else its line numbers), appended and flushed per batch, plus ``<output>.settings.json`` (model, sampling
 and check settings). A rerun skips the ids already written (a half-written last line is dropped first) and refuses
 a file written with other settings; a complete file is reused without loading the model. At the end the file's
 statistics are printed (kept, mean per question, rejections by check); ``report`` prints them for every run that
@@ -32,13 +44,13 @@ answered such a file.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-
-from selfens_pl.data.sources import load_webqa, webqa_groups
-from selfens_pl.engine.models import EMBEDDED_MODEL, load_decoder
+from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
+    model_and_data_parser, rename_flags
+from selfens_pl.data.datamodule import HUB_SOURCES, auto_source
 from selfens_pl.errors import UserError
 from selfens_pl.jsonl import append_jsonl, pending_groups, resume_jsonl
 from selfens_pl.progress import ProgressBar
@@ -56,6 +68,13 @@ from selfens_pl.scoring.paraphrasing import paraphrase_groups, paraphrase_sample
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_TOP_P = 0.9
 
+#: The default questions: WebQuestions from the hub (``--data.split``, default test).
+WEBQUESTIONS = next(hub for hub, schema in HUB_SOURCES.items() if schema == "webqa")
+
+#: The old flags (still accepted on the command line) -> their names now. ``--source`` read WebQuestions records.
+PARAPHRASE_RENAMED = {**RENAMED, "--source": "--data.path", "--split": "--data.split", "--start": "--data.start",
+                      "--limit": "--data.limit", "--batch_size": "--data.batch_size"}
+
 
 def model_tag(name: str) -> str:
     """A file-system friendly name for a model: a local directory's name, or the hub id with ``/`` -> ``--``."""
@@ -63,9 +82,11 @@ def model_tag(name: str) -> str:
     return local.name if local.is_dir() else name.replace("/", "--")
 
 
-def source_tag(source: str, split: str) -> str:
+def source_tag(source: str | list[str], split: str) -> str:
     """``web_questions`` for a hub id; for a local file its stem, or its folder's name when the stem is the
-    split (``../shared/data/webquestions/train.jsonl`` -> ``webquestions``)."""
+    split (``../shared/data/webquestions/train.jsonl`` -> ``webquestions``); several sources joined by ``+``."""
+    if not isinstance(source, str):
+        return "+".join(source_tag(one, split) for one in source)
     local = Path(source).expanduser()
     if local.suffix or local.exists():
         return local.parent.name if local.stem == split and local.parent.name else local.stem
@@ -73,28 +94,20 @@ def source_tag(source: str, split: str) -> str:
 
 
 def build_parser():
-    parser = ArgumentParser(prog="python -m selfens_pl paraphrase",
-                            description="Generate paraphrases of WebQuestions questions with a language model and "
-                                        "keep those that pass the quality checks.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the flags below")
-    parser.add_argument("--model", type=str, default=EMBEDDED_MODEL,
-                        help="Paraphrasing model (need not be the answering one): alias, smollm2-135m-instruct "
-                             "(embedded), local directory or hub id; recorded as each record's 'paraphraser'")
-    parser.add_argument("--source", type=str, default="stanfordnlp/web_questions",
-                        help="WebQuestions hub id or local file ({question, answers, url} records)")
-    parser.add_argument("--split", type=str, default="test", help="Split (hub sources); also names the ids")
-    parser.add_argument("--start", type=int, default=0,
-                        help="Skip the first START questions (ids keep their index in the source)")
-    parser.add_argument("--limit", type=int | None, default=None, help="Only LIMIT questions (after --start)")
+    parser = model_and_data_parser(
+        "paraphrase", "Generate paraphrases of questions with a language model and keep those that pass the quality "
+        "checks.", "The questions (each group's first paraphrase), read as predict reads them",
+        max_new_tokens=30, max_new_tokens_help="Most tokens per paraphrase", with_stop=False, data_keep=("path", "source", "split", "start", "limit", "batch_size"),
+        model_help="Paraphrasing model (need not be the answering one): alias, smollm2-135m-instruct (embedded), "
+                   "local directory or hub id; recorded as each record's 'paraphraser'")
+    parser.set_defaults({"data.path": WEBQUESTIONS})
     parser.add_argument("--num_paraphrases", type=int, default=4,
                         help="Paraphrases sought per question (the original is kept first: at most K + 1 in all)")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                         help="Sampling temperature (chosen on WebQuestions train questions 200-299, README; the "
                              "seed's 1.5 is configs/paraphrase_seed_webqa.yaml)")
     parser.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help="Nucleus sampling mass")
-    parser.add_argument("--max_new_tokens", type=int, default=30, help="Most tokens per paraphrase")
     parser.add_argument("--seed", type=int, default=42, help="Slot r of attempt a samples with seed + a * K + r")
-    parser.add_argument("--batch_size", type=int, default=8, help="Questions per batch (written after each)")
     parser.add_argument("--max_retries", type=int, default=3,
                         help="Further attempts for a slot whose candidate failed a check, each with a new seed")
     parser.add_argument("--checks", type=list[str], default=list(TEXT_CHECKS),
@@ -113,15 +126,23 @@ def build_parser():
                              "information (log p(yes) - log p(no) >= --judge_margin)")
     parser.add_argument("--judge_margin", type=float, default=0.0, help="judge: least yes-over-no log-odds")
     parser.add_argument("--output", type=str | None, default=None,
-                        help="Output JSONL (default outputs/paraphrases/<model>/<source>-<split>.jsonl)")
-    parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
+                        help="Output JSONL (default outputs/paraphrases/<model>/<data.path>-<data.split>.jsonl)")
     return parser
 
 
 #: Settings that decide what a record holds: a file written with other values is not resumed.
 SETTINGS_KEYS = ("model", "source", "split", "num_paraphrases", "temperature", "top_p", "max_new_tokens", "seed",
                  "max_retries", "checks", "min_content", "max_new", "min_length_ratio", "max_length_ratio", "judge",
-                 "judge_margin")
+                 "judge_margin", "data_source", "dtype")
+
+#: What a settings file written before a key existed meant by it: every earlier file read WebQuestions records
+#: (ids ``webqa-<split>-<index>``) and loaded the weights in float32.
+LEGACY_SETTINGS = {"data_source": "webqa", "dtype": None}
+
+#: The flag of a settings key whose name is not the flag's.
+SETTINGS_FLAGS = {"model": "--model.model", "source": "--data.path", "split": "--data.split",
+                  "max_new_tokens": "--model.max_new_tokens", "data_source": "--data.source",
+                  "dtype": "--trainer.precision"}
 
 
 def settings_path(output: Path) -> Path:
@@ -137,35 +158,46 @@ def check_settings(output: Path, settings: dict) -> None:
             old = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: invalid JSON ({exc.msg}); delete it together with {output}") from None
-        changed = sorted(k for k in SETTINGS_KEYS if old.get(k) != settings.get(k))
+        changed = sorted(k for k in SETTINGS_KEYS if old.get(k, LEGACY_SETTINGS.get(k)) != settings.get(k))
         if changed:
-            raise UserError(f"{output} was written with other settings ({', '.join('--' + k for k in changed)} "
-                             f"differ from {path.name}); use another --output or delete both files")
+            flags = ", ".join(SETTINGS_FLAGS.get(k, "--" + k) for k in changed)
+            raise UserError(f"{output} was written with other settings ({flags} differ from {path.name}); use "
+                             "another --output or delete both files")
     elif output.is_file() and output.stat().st_size:
         raise UserError(f"{output} has records but no {path.name} (written by an older version?); use another "
                          "--output or delete it")
 
 
+def data_source(data) -> str | list[str]:
+    """What the questions were read as (``webqa``, ``groups``, ...; ``auto`` resolved per source): the ids depend
+    on it, so a file is not extended with questions read otherwise."""
+    hp = data.hparams
+    if hp.source != "auto":
+        return hp.source
+    resolved = [auto_source(one) for one in ([hp.path] if isinstance(hp.path, str) else hp.path)]
+    return resolved[0] if isinstance(hp.path, str) else resolved
+
+
 def main(argv: list[str] | None = None) -> Path:
-    cfg = build_parser().parse_args(argv)
+    parser = build_parser()
+    cfg = parser.parse_args(rename_flags(sys.argv[1:] if argv is None else argv, PARAPHRASE_RENAMED,
+                                         added={"--source": ["--data.source", "webqa"]}))
     if cfg.num_paraphrases < 1:
         raise UserError(f"--num_paraphrases must be >= 1, got {cfg.num_paraphrases}")
-    if cfg.batch_size < 1 or cfg.max_retries < 0:
-        raise UserError("--batch_size must be >= 1 and --max_retries >= 0")
-    if cfg.start < 0:
-        raise UserError(f"--start must be >= 0, got {cfg.start}")
+    if cfg.data.batch_size < 1 or cfg.max_retries < 0:
+        raise UserError("--data.batch_size must be >= 1 and --max_retries >= 0")
     checks = CheckSettings(tuple(cfg.checks), cfg.min_content, cfg.max_new, cfg.min_length_ratio,
                            cfg.max_length_ratio)
-    groups = webqa_groups(load_webqa(cfg.source, cfg.split), id_prefix=f"webqa-{cfg.split}")
-    if cfg.start >= len(groups):
-        raise UserError(f"--start={cfg.start}: {cfg.source} holds only {len(groups)} questions")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {cfg.limit}")
-    groups = groups[cfg.start:][: cfg.limit]
+    dtype = dtype_setting(device_and_dtype(cfg)[1])  # a device or dtype this torch cannot use: said first
+    data = instantiate(parser, cfg).data
+    groups = data.read()
     k = cfg.num_paraphrases
-    output = Path(cfg.output or Path("outputs/paraphrases") / model_tag(cfg.model)
-                  / f"{source_tag(cfg.source, cfg.split)}-{cfg.split}.jsonl")
-    settings = {key: (list(cfg[key]) if key == "checks" else cfg[key]) for key in SETTINGS_KEYS}
+    output = Path(cfg.output or Path("outputs/paraphrases") / model_tag(cfg.model.model)
+                  / f"{source_tag(cfg.data.path, cfg.data.split)}-{cfg.data.split}.jsonl")
+    named = {"model": cfg.model.model, "source": cfg.data.path, "split": cfg.data.split,
+             "max_new_tokens": cfg.model.max_new_tokens, "checks": list(cfg.checks), "data_source": data_source(data),
+             "dtype": dtype}
+    settings = {key: named[key] if key in named else cfg[key] for key in SETTINGS_KEYS}
     check_settings(output, settings)
 
     def check_record(number: int, rec: dict) -> None:
@@ -188,15 +220,15 @@ def main(argv: list[str] | None = None) -> Path:
 def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int) -> None:
     """Load the model, then paraphrase, check and append ``todo`` batch by batch."""
     start = time.perf_counter()
-    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device)
-    sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    decoder = load_model(cfg)
+    sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.model.max_new_tokens)
     checker = ParaphraseChecker(settings, EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None)
     with ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
-        for first in range(0, len(todo), cfg.batch_size):
-            records = paraphrase_groups(sample, todo[first:first + cfg.batch_size], k, cfg.seed, cfg.max_retries,
+        for first in range(0, len(todo), cfg.data.batch_size):
+            records = paraphrase_groups(sample, todo[first:first + cfg.data.batch_size], k, cfg.seed, cfg.max_retries,
                                         checker)
             for rec in records:
-                rec["paraphraser"] = cfg.model
+                rec["paraphraser"] = cfg.model.model
             append_jsonl(output, records)
             bar.advance(len(records))
     print(f"[paraphrase] wrote {len(todo)} records to {output} in {time.perf_counter() - start:.1f}s")

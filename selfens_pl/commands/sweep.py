@@ -2,17 +2,24 @@
 
     python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml
     python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
+    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --trainer.accelerator cuda \
+        --trainer.precision bf16-true
+
+The model, questions and device take predict's flags (``--model.*``, ``--data.*``, ``--trainer.accelerator``,
+``--trainer.precision``: :mod:`selfens_pl.commands`); the old ``--model``, ``--max_new_tokens``, ``--stop`` and
+``--device`` are still accepted on the command line (CHANGELOG.md).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-from selfens_pl.commands import model_and_data_parser
+from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
+    model_and_data_parser, rename_flags
 from selfens_pl.data.prompts import PromptTokenizer
-from selfens_pl.engine.models import load_decoder
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FusionHead, VoteHead
 from selfens_pl.scoring.gains import Baselines
@@ -24,7 +31,8 @@ from selfens_pl.sweep.runner import BUILT_IN, Sweep, int_list, kind
 
 def build_parser():
     parser = model_and_data_parser("sweep", "Every method for K paraphrases x M few-shot blocks: tables, charts, "
-                                   "runs.", "The groups, exactly as predict's --data")
+                                   "runs.", "The groups, exactly as predict's --data (batches: --batch_rows)",
+                                   max_new_tokens=10)
     parser.add_argument("--heads", type=list[FusionHead], default=[],
                         help="Heads to sweep (class_path + init_args each, as predict's --model.head); origin, "
                              "per_prompt, vote, the mean single paraphrase and the oracle are always there")
@@ -36,8 +44,6 @@ def build_parser():
     parser.add_argument("--short_groups", type=Literal["refuse", "use_all"], default="refuse",
                         help="A group with fewer paraphrases than the largest K: refuse (default), or use_all: ask "
                              "it with all it has at every larger K (a paraphrase file's groups are of unequal size)")
-    parser.add_argument("--max_new_tokens", type=int, default=10, help="Most tokens per answer")
-    parser.add_argument("--stop", type=str | None, default="\n", help="Stop string ending an answer")
     parser.add_argument("--bidirectional", type=bool, default=False,
                         help="Lemma match also accepts the prediction inside a gold answer")
     parser.add_argument("--batch_rows", type=int, default=72,
@@ -47,14 +53,22 @@ def build_parser():
     parser.add_argument("--chooser_folds", type=int, default=5,
                         help="Folds (by fact) of a RerankHead(rule=learned) without a chooser file: each fact is "
                              "picked by the chooser fit on the other folds")
-    parser.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--output_dir", type=str, default="outputs/sweep", help="Where runs, tables and charts go")
     return parser
 
 
+def settings_view(cfg):
+    """``cfg`` as the sweep's settings record it (``facts.settings.json``, every run's ``summary.json``): the model's
+    name, ``max_new_tokens`` and ``stop`` at the top level, where they were before the flags moved under
+    ``--model.*``, so that rows and runs written then are still reused."""
+    view = cfg.clone()
+    view.model, view.max_new_tokens, view.stop = cfg.model.model, cfg.model.max_new_tokens, cfg.model.stop
+    return view
+
+
 def prepare(parser, argv: list[str] | None):
     """Parse and check the flags, load the groups and the model: ``(cfg, heads, labels, sweep)``."""
-    cfg = parser.parse_args(argv)
+    cfg = parser.parse_args(rename_flags(sys.argv[1:] if argv is None else argv, RENAMED))
     for flag, value in (("--batch_rows", cfg.batch_rows), ("--resamples", cfg.resamples)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
@@ -63,8 +77,8 @@ def prepare(parser, argv: list[str] | None):
         raise UserError(f"--data.demo_blocks={cfg.data.demo_blocks}: the sweep sets it to the largest of --ms "
                          f"({max(ms)}); leave it out")
     cfg.data.demo_blocks = max(ms)
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    init = instantiate(cfg)
+    device_and_dtype(cfg)  # a device or dtype this torch cannot use: said before the data is read
+    init = instantiate(parser, cfg)
     heads = list(init.heads)
     labels = [h.label for h in heads]
     for label in labels:
@@ -83,8 +97,12 @@ def prepare(parser, argv: list[str] | None):
                              f"of --ks ({max(ks)}); --short_groups use_all asks such a group with all it has")
     grid = Grid(tuple(ks), tuple(ms))
     groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]
-    decoder = load_decoder(cfg.model, cfg.max_new_tokens, cfg.device, cfg.stop)
-    return cfg, heads, labels, Sweep(cfg, grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
+    decoder = load_model(cfg)
+    sweep = Sweep(settings_view(cfg), grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
+    dtype = dtype_setting(device_and_dtype(cfg)[1])
+    if dtype is not None:  # answers differ by dtype: rows and runs made in another one are not reused
+        sweep.base["dtype"] = dtype
+    return cfg, heads, labels, sweep
 
 
 def chooser_file(head):

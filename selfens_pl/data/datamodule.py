@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from selfens_pl.data.demos import DemoSelection, attach_blocks, check_demo_selection, load_pool
 from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
-from selfens_pl.data.records import check_record, check_str, check_str_list, read_records
+from selfens_pl.data.records import check_record, check_str, check_str_list, looks_like_path, read_records
 from selfens_pl.data.sources import (
     group_myriadlama,
     is_grouped_myriadlama,
@@ -33,6 +34,28 @@ from selfens_pl.errors import UserError
 
 DEMO = "demo"
 
+#: The hub datasets whose schema ``--data.source auto`` knows; another hub id needs an explicit source.
+HUB_SOURCES = {"stanfordnlp/web_questions": "webqa", "iszhaoxin/MyriadLAMA": "myriadlama"}
+
+Source = Literal["auto", "groups", "webqa", "myriadlama"]
+
+
+def auto_source(path: str) -> str:
+    """What ``--data.source auto`` reads ``path`` as: ``demo`` (the shipped demo set), ``myriadlama`` (a local file
+    grouped by fact, or the MyriadLAMA hub id), ``webqa`` (the WebQuestions hub id) or ``file`` (a local file of
+    ``question`` / ``paraphrases`` records, :func:`load_groups` with ``auto``). Another hub id, or a path that does
+    not exist, is one error naming the flag."""
+    if path == DEMO:
+        return DEMO
+    if Path(path).expanduser().exists():
+        return "myriadlama" if is_grouped_myriadlama(path) else "file"
+    if path in HUB_SOURCES:
+        return HUB_SOURCES[path]
+    if looks_like_path(path):
+        raise FileNotFoundError(f"no such file or directory: {path}")  # as every source says it
+    raise UserError(f"--data.path={path}: --data.source auto knows the hub datasets {', '.join(HUB_SOURCES)}; "
+                     "for another one give --data.source webqa or myriadlama (its schema)")
+
 
 def demo_path() -> str:
     """The shipped demo set: 40 WebQuestions train questions, 5 hand-written paraphrases each."""
@@ -44,24 +67,32 @@ def demo_few_shot() -> list[dict]:
     return json.loads((resources.files("selfens_pl.resources") / "webqa_fewshot.json").read_text())
 
 
-def load_groups(path: str) -> list[dict]:
-    """Read a JSONL/JSON/parquet file of groups, one clear error naming the line and field otherwise."""
+def load_groups(path: str, auto: bool = False) -> list[dict]:
+    """Read a JSONL/JSON/parquet file of groups, one clear error naming the line and field otherwise.
+
+    ``auto`` (``--data.source auto``, the default): a record holds ``paraphrases`` or ``question`` or both (the
+    question, then its paraphrases; a first paraphrase equal to the question is not asked twice), and one without
+    ``id`` is named by its line number (its position in a ``.json`` / ``.parquet`` file), so a plain
+    ``{question, answers}`` file is read as it is. ``groups``: every record has ``id`` and ``paraphrases`` (today's
+    schema, read exactly as before)."""
     unit, rows = read_records(path, allow_hub=False)
     groups, seen = [], {}
     for number, rec in rows:
         check_record(path, unit, number, rec)
-        if "id" not in rec or rec["id"] in (None, ""):
-            raise UserError(f"{path}: {unit} {number}: field 'id' is missing")
-        paraphrases = check_str_list(path, unit, number, rec, "paraphrases")
+        if auto:
+            key, paraphrases = _auto_id_and_paraphrases(path, unit, number, rec)
+        else:
+            if "id" not in rec or rec["id"] in (None, ""):
+                raise UserError(f"{path}: {unit} {number}: field 'id' is missing")
+            key, paraphrases = str(rec["id"]), check_str_list(path, unit, number, rec, "paraphrases")
         for p in paraphrases:
             if not p.strip():
-                raise UserError(f"{path}: {unit} {number} (record {rec['id']!r}): an empty paraphrase")
+                raise UserError(f"{path}: {unit} {number} (record {key!r}): an empty paraphrase")
         answers = check_str_list(path, unit, number, rec, "answers", allow_empty=True) if "answers" in rec else []
         conf = rec.get("confidences")
         if conf is not None and (len(conf) != len(paraphrases) or not all(0 <= float(c) <= 1 for c in conf)):
-            raise UserError(f"{path}: {unit} {number} (record {rec['id']!r}): 'confidences' must hold one value "
-                             "in [0, 1] per paraphrase")
-        key = str(rec["id"])
+            raise UserError(f"{path}: {unit} {number} (record {key!r}): 'confidences' must hold one value "
+                             f"in [0, 1] per paraphrase ({len(paraphrases)})")
         if key in seen:
             raise UserError(f"{path}: {unit} {number}: id {key!r} repeats {unit} {seen[key]}")
         seen[key] = number
@@ -74,6 +105,22 @@ def load_groups(path: str) -> list[dict]:
     if not groups:
         raise UserError(f"{path}: no records")
     return groups
+
+
+def _auto_id_and_paraphrases(path: str, unit: str, number: int, rec: dict) -> tuple[str, list[str]]:
+    """A record's id (its own, else its line number) and paraphrases under ``--data.source auto``."""
+    key = str(number) if rec.get("id") in (None, "") else str(rec["id"])
+    if "question" not in rec and "paraphrases" not in rec:
+        raise UserError(f"{path}: {unit} {number}: a record needs 'question' (one question) or 'paraphrases' (a "
+                         f"list of them), or both; it has {sorted(rec) or 'no field'}")
+    paraphrases = check_str_list(path, unit, number, rec, "paraphrases") if "paraphrases" in rec else []
+    if "question" in rec:
+        check_str(path, unit, number, rec, "question")
+        question = rec["question"]
+        if paraphrases and paraphrases[0].strip() == question.strip():  # `paraphrase` writes the question first
+            paraphrases = paraphrases[1:]
+        paraphrases = [question, *paraphrases]
+    return key, paraphrases
 
 
 def load_confidences(path: str) -> dict[str, list[float]]:
@@ -123,7 +170,7 @@ class ParaphraseDataModule(LightningDataModule):
     def __init__(
         self,
         path: str | list[str] = DEMO,
-        source: Literal["groups", "webqa", "myriadlama"] = "groups",
+        source: Source = "auto",
         task: Literal["webqa", "myriadlama"] = "webqa",
         split: str = "test",
         limit: int | None = None,
@@ -150,12 +197,17 @@ class ParaphraseDataModule(LightningDataModule):
     ):
         """
         Args:
-            path: Groups file (JSONL of ``{id, paraphrases, answers, confidences?}``), ``demo`` for the shipped demo
-                set, or for ``source=webqa|myriadlama`` a hub id or local file in that dataset's schema. A list of
-                such sources answers them all, in order (ids must not repeat across them).
-            source: Schema of ``path``: ``groups``; ``webqa`` (``question, answers, url``: one paraphrase per
-                group); ``myriadlama`` (hub rows ``uuid, sub_ent, template, ...``, or a local file already grouped
-                with ``manual_paraphrases`` / ``auto_paraphrases``).
+            path: A file of questions (JSONL / JSON / parquet of ``{id?, question?, paraphrases?, answers,
+                confidences?}``), ``demo`` for the shipped demo set, or a hub id or local file in a dataset's schema
+                (``source``). A list of such sources answers them all, in order (ids must not repeat across them).
+            source: Schema of ``path``. ``auto`` (default): ``demo``; a local file grouped by fact
+                (``manual_paraphrases``) is ``myriadlama``; any other local file holds ``question`` (one
+                paraphrase), ``paraphrases``, or both (the question first), ids its records' ``id`` or else their
+                line numbers; the hub ids ``stanfordnlp/web_questions`` (``webqa``) and ``iszhaoxin/MyriadLAMA``
+                (``myriadlama``). ``groups``: ``{id, paraphrases}`` records only. ``webqa`` (``question, answers,
+                url``: one paraphrase per group, ids ``webqa-<split>-<index>``); ``myriadlama`` (hub rows ``uuid,
+                sub_ent, template, ...``, or a local file already grouped with ``manual_paraphrases`` /
+                ``auto_paraphrases``).
             task: Picks the default instruction and few-shot block: ``webqa`` or ``myriadlama``.
             split: Dataset split for hub sources (MyriadLAMA: the split the test facts are drawn from).
             limit: Answer only the first ``limit`` groups (from ``start``).
@@ -216,18 +268,19 @@ class ParaphraseDataModule(LightningDataModule):
                     groups.append(group)
             return groups
         hp = self.hparams
-        if hp.source == "groups":
-            return load_groups(demo_path() if path == DEMO else path)
-        if hp.source == "webqa":
+        source = auto_source(path) if hp.source == "auto" else hp.source
+        if source in ("groups", DEMO, "file"):
+            return load_groups(demo_path() if path == DEMO else path, auto=source != "groups")
+        if source == "webqa":
             return webqa_groups(load_webqa(path, split), id_prefix=f"webqa-{split}")
-        if hp.source == "myriadlama":
+        if source == "myriadlama":
             if is_grouped_myriadlama(path):
                 facts = load_myriadlama_groups(path)
             else:  # hub rows (a hub id or a local file of rows): group by fact, keep the deterministic test split
                 _, facts = split_facts(group_myriadlama(load_myriadlama_rows(path, split)), hp.test_size,
                                        hp.few_shot_seed)
             return myriadlama_groups(facts, hp.num_manual, hp.num_auto)
-        raise UserError(f"--data.source={hp.source!r}: choose groups, webqa or myriadlama")
+        raise UserError(f"--data.source={hp.source!r}: choose auto, groups, webqa or myriadlama")
 
     def _template(self, groups: list[dict]) -> PromptTemplate:
         hp = self.hparams
@@ -249,14 +302,30 @@ class ParaphraseDataModule(LightningDataModule):
                              "--data.few_shot_source (e.g. stanfordnlp/web_questions)")
         return PromptTemplate(instruction=instruction, few_shot=few_shot)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.groups is not None:
-            return
+    def _check_slice(self) -> None:
         hp = self.hparams
         if hp.limit is not None and hp.limit < 1:
             raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
         if isinstance(hp.start, bool) or not isinstance(hp.start, int) or hp.start < 0:
             raise UserError(f"--data.start must be a whole number >= 0, got {hp.start!r}")
+
+    def _slice(self, groups: list[dict]) -> list[dict]:
+        hp = self.hparams
+        if hp.start >= len(groups):
+            raise UserError(f"--data.start={hp.start} skips every group: {hp.path} holds {len(groups)}")
+        return groups[hp.start:][: hp.limit]
+
+    def read(self) -> list[dict]:
+        """The groups of ``path`` from ``start``, at most ``limit``, as read: no prompt template, no cut to
+        ``num_paraphrases``, no confidences or blocks. For a tool that only takes the questions (``paraphrase``)."""
+        self._check_slice()
+        return self._slice(self._load(self.hparams.path, self.hparams.split))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.groups is not None:
+            return
+        hp = self.hparams
+        self._check_slice()
         check_demo_selection(hp.demo_selection)
         groups = self._load(hp.path, hp.split)
         if hp.val_path is not None:
@@ -267,9 +336,7 @@ class ParaphraseDataModule(LightningDataModule):
             groups, self.val_groups = groups[: -hp.val_size], groups[-hp.val_size:]
         if self.val_groups is not None:
             self.val_groups = self._prepare(self.val_groups)
-        if hp.start >= len(groups):
-            raise UserError(f"--data.start={hp.start} skips every group: {hp.path} holds {len(groups)}")
-        groups = self._prepare(groups[hp.start:][: hp.limit])
+        groups = self._prepare(self._slice(groups))
         self.template = self._template(groups + (self.val_groups or []))
         if hp.demo_blocks != 1:
             self._attach_blocks(groups + (self.val_groups or []))

@@ -21,7 +21,7 @@ _EXTS = (".jsonl", ".json", ".parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # os.sep is "/" on POSIX, which every "owner/name" hub id contains, so a
     # bare "contains a separator" test cannot be used; anything that is not a
     # well-formed hub id, or that is anchored / has a data-file suffix, is a path.
@@ -67,7 +67,7 @@ def read_records(source: str, split: str | None = None, *, allow_hub: bool = Tru
         else:  # a local folder of data files: let `datasets` pick the loader
             ds = datasets.load_dataset(path, split=split)
         return "record", list(enumerate(ds, 1))
-    if not allow_hub or _looks_like_path(str(source)):
+    if not allow_hub or looks_like_path(str(source)):
         raise FileNotFoundError(f"no such file or directory: {source}")
     import datasets
 

@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.parallel import register_strategy
 from selfens_pl.errors import UserError
+from selfens_pl.lit import short_help
 from selfens_pl.lit.module import SelfEnsembleLM
 from selfens_pl.lit.preflight import check_head_data, check_resumable, check_strategy
 from selfens_pl.lit.writer import PredictionWriter
@@ -124,6 +125,11 @@ register_strategy()  # --trainer.strategy model_parallel
 
 
 class SelfEnsembleCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        parser = super().init_parser(**{**kwargs, "add_help": False})
+        short_help.add_help_flags(parser)  # --help: the package's flags first; --help_all: every flag
+        return parser
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--output_dir", type=str, default="outputs/predict",
                             help="Where predict writes predictions.jsonl, summary.json and config.yaml")
