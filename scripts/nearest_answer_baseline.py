@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
-from selfens_pl.heads.rerank import demo_answers
+from selfens_pl.engine.members import demo_answers
 from selfens_pl.scoring.agreement import vote
 from selfens_pl.scoring.metrics import is_match
 from selfens_pl.scoring.stats import paired_bootstrap

@@ -227,7 +227,7 @@ def test_the_sweeps_fused_rules_compiled_equal_eager(tiny_lm, template, data, ao
     answers compiled, batch after batch."""
     from test_demos import with_blocks
 
-    from selfens_pl.heads.rerank import encode_members, fused_answers, member_rows
+    from selfens_pl.engine.members import encode_members, fused_answers, member_rows
 
     prompts = tiny_lm.prompts(template)
     rules = ["avg", "prob_avg@0.5", "entropy_weighted", "avg@auto"]

@@ -24,7 +24,8 @@ from selfens_pl.data.demos import cut_blocks
 from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads import CascadeHead, RerankHead
-from selfens_pl.heads.rerank import answer_continuation, demo_answers, demo_candidates, encode_members, rerank_pass
+from selfens_pl.engine.members import answer_continuation, demo_answers, demo_candidates, encode_members
+from selfens_pl.heads.rerank import rerank_pass
 from selfens_pl.jsonl import read_jsonl
 from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, candidate_features
 from selfens_pl.scoring.rescoring import DEMO_MEMBER, candidates

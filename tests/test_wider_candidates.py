@@ -21,7 +21,8 @@ from selfens_pl.engine.alternatives import decode_alternatives, rank_tokens
 from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads import CascadeHead, RerankHead
-from selfens_pl.heads.rerank import encode_members, rerank_pass
+from selfens_pl.engine.members import encode_members
+from selfens_pl.heads.rerank import rerank_pass
 from selfens_pl.scoring.rescoring import candidates
 from selfens_pl.scoring.summaries import record_scores
 

@@ -44,9 +44,10 @@ from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, bloc
 from selfens_pl.engine.batches import check_context, prompt_batch
 from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
 from selfens_pl.engine.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
+from selfens_pl.engine.members import group_valid
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead, confidence_weights
-from selfens_pl.heads.logit import check_no_blocks, group_valid, padded
+from selfens_pl.heads.logit import check_no_blocks, padded
 
 
 @dataclass

@@ -24,6 +24,7 @@ from selfens_pl.data.origin_share import group_shape, group_share, head_share, s
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.fusion import (ROW_WEIGHTED, WEIGHTED, FusionMethod, check_method, check_prior_floor,
                                      fuse_logits, rule_key)
+from selfens_pl.engine.members import group_valid
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead, confidence_weights
 
@@ -155,13 +156,6 @@ def padded(items: list, n: int) -> list:
     """``items`` (a group's paraphrases or member rows) followed by copies of the first one up to ``n`` rows (the
     copies are masked out)."""
     return list(items) + [items[0]] * (n - len(items))
-
-
-def group_valid(groups: list[dict] | list[int], n: int, device) -> torch.Tensor:
-    """``[g, n]`` True for each group's real rows, False for its padding rows; ``groups``: the groups (sized by
-    their paraphrases) or each group's row count."""
-    sizes = torch.tensor([s if isinstance(s, int) else len(s["paraphrases"]) for s in groups], device=device)
-    return torch.arange(n, device=device)[None, :] < sizes[:, None]
 
 
 def check_no_blocks(head: FusionHead, groups: list[dict]) -> None:

@@ -14,8 +14,9 @@ of ``N x (k-1)`` rows from the same encoding); the new distinct answers join the
 greedy answers, before the fused one) and are scored and ranked like them. ``k = 1`` is the head without them.
 
 Demonstration answers (``demo_answers=True``): the answers of the demonstrations of the group's extra few-shot
-blocks (:func:`demo_answers`; with ``demo_selection: similar`` the nearest train questions') join the candidates
-last, each as the tokens a member would decode to give it (:func:`answer_continuation`), and are scored under every
+blocks (:func:`~selfens_pl.engine.members.demo_answers`; with ``demo_selection: similar`` the nearest train
+questions') join the candidates last, each as the tokens a member would decode to give it
+(:func:`~selfens_pl.engine.members.answer_continuation`), and are scored under every
 member like the others: no more decoded rows, ``N x D`` more scored rows for ``D`` new answers. Without extra blocks
 (``M = 1``) there are none and the head is the head without them.
 
@@ -24,10 +25,10 @@ With one member the only candidate is that member's answer: the head answers exa
 The choice over answers already decoded and scored is :meth:`RerankHead.pick` (the candidates and their ``[N][C]``
 score table -> the record); :meth:`RerankHead.decide` builds the candidates (:func:`~selfens_pl.scoring.rescoring.
 candidates`) of given member answers and picks among them: ``generate`` picks over its own pass, ``sweep`` decides
-over the answers and score table of its one engine pass (:mod:`selfens_pl.sweep.derive`), which encodes, decodes,
-scores and fuses with this module's :func:`encode_members`, :func:`decode_members`, :func:`score_tables` and
-:func:`fused_answers` (and, for ``first_tokens > 1``, :func:`member_alternatives`, whose answers ``decide`` takes as
-``alternatives``).
+over the answers and score table of its one engine pass (:mod:`selfens_pl.sweep.derive`). Both passes encode,
+decode, score and fuse with the engine's member passes (:mod:`selfens_pl.engine.members`: ``encode_members``,
+``decode_members``, ``score_tables``, ``fused_answers`` and, for ``first_tokens > 1``, ``member_alternatives``, whose
+answers ``decide`` takes as ``alternatives``).
 """
 
 from __future__ import annotations
@@ -35,20 +36,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import partial
-from itertools import accumulate
 from typing import Literal
 
-import torch
-
-from selfens_pl.data.origin_share import (group_shape, head_share, member_weights, resolve_share, share_suffix,
-                                          weight_table)
-from selfens_pl.engine.alternatives import decode_alternatives
-from selfens_pl.engine.batches import member_items, prompt_batch
-from selfens_pl.engine.decoding import EncodedPrompts, Generation, no_fusion
-from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method, fuse_logits, split_rule_key
+from selfens_pl.data.origin_share import group_shape, head_share, member_weights, share_suffix
+from selfens_pl.engine.decoding import EncodedPrompts, Generation
+from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method
+from selfens_pl.engine.members import (answer_continuation, decode_members, demo_answers, demo_candidates,
+                                       encode_members, fused_answers, member_alternatives, member_rows, score_tables)
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
-from selfens_pl.heads.logit import group_valid
 from selfens_pl.scoring.agreement import Lemmas, weighted_support
 from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, candidate_features
 from selfens_pl.scoring.rescoring import DEMO_MEMBER, Candidate, RerankRule, best, candidates, check_rule, combine
@@ -330,122 +326,3 @@ def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
     tables = score_tables(decoder, encoded, rows, [[c.tokens for c in own] for own in cands])
     return RerankPass(gens, extra, cands, tables, encoded, starts, alts)
 
-
-def demo_answers(group: dict) -> list[str]:
-    """``[D]``: the answers of the demonstrations of ``group``'s extra few-shot blocks (block 1 first, each block in
-    its order: with similar selection the most similar question first); none without extra blocks."""
-    return [d["answer"] for block in group.get("blocks") or () for d in block]
-
-
-def answer_continuation(decoder, answer: str) -> list[int]:
-    """The tokens a member decodes to give ``answer`` after ``"A:"``: `` {answer}`` and the stop string (the
-    tokenizer's own split of the text, as a demonstration shows it), or EOS when the decoder has no stop string."""
-    if decoder.stop is not None:
-        return decoder.tokenizer.encode(f" {answer.strip()}{decoder.stop}", add_special_tokens=False)
-    return decoder.tokenizer.encode(f" {answer.strip()}", add_special_tokens=False) + [min(decoder.eos_ids)]
-
-
-def demo_candidates(group: dict, tokens_of) -> list[tuple[str, list[int]]]:
-    """``[(prediction, tokens)]``: each distinct non-empty answer of ``group``'s demonstrations (:func:`demo_answers`)
-    and ``tokens_of(prediction)`` (:func:`answer_continuation`; the sweep reads what its engine tokenised), in their
-    order."""
-    seen: dict[str, list[int]] = {}
-    for answer in demo_answers(group):
-        prediction = Generation(text=f" {answer}").prediction
-        if prediction and prediction not in seen:
-            seen[prediction] = list(tokens_of(prediction))
-    return list(seen.items())
-
-
-def member_alternatives(decoder, encoded: EncodedPrompts, rows: list[list[int]],
-                        first_tokens: int) -> list[list[list[Generation]]]:
-    """``[g][m][r-1]``: the answer of group g's member m (row ``rows[g][m]`` of ``encoded``) from its rank-r first
-    token, ``r = 1 .. first_tokens-1`` (:func:`~selfens_pl.engine.alternatives.decode_alternatives`: one batched
-    decode for every group; nothing decoded with ``first_tokens = 1``)."""
-    flat = decode_alternatives(decoder, encoded, [row for own in rows for row in own], first_tokens)
-    starts = list(accumulate((len(own) for own in rows), initial=0))
-    return [flat[start:start + len(own)] for own, start in zip(rows, starts)]
-
-
-def encode_members(decoder, prompts, groups: list[dict]) -> tuple[list[list], EncodedPrompts, list[int]]:
-    """Every member's prompt of every group encoded once. Returns ``items[g][m]`` (the members,
-    :func:`~selfens_pl.engine.batches.member_items`), ``encoded`` and ``starts[g]``: member m of group g is row
-    ``starts[g] + m``."""
-    items = [member_items(g) for g in groups]
-    encoded = decoder.encode(prompt_batch(decoder, prompts, [it for own in items for it in own]))
-    return items, encoded, list(accumulate((len(own) for own in items), initial=0))[:-1]
-
-
-def member_rows(items: list[list], starts: list[int]) -> list[list[int]]:
-    """``rows[g]``: the encoded rows of group g's members (:func:`encode_members`)."""
-    return [[start + m for m in range(len(own))] for own, start in zip(items, starts)]
-
-
-def decode_members(decoder, encoded, items: list[list], starts: list[int],
-                   known: list[dict[int, Generation]] | None = None) -> list[list[Generation]]:
-    """Every member's greedy answer from ``encoded`` (row ``starts[g] + m`` is member ``m`` of group ``g``), except
-    those in ``known[g]``; one batched decode. Returns ``[group][member]``."""
-    todo = [(g, m) for g, own in enumerate(items) for m in range(len(own))
-            if known is None or m not in known[g]]
-    out: list[list[Generation | None]] = [[None] * len(own) for own in items]
-    if known is not None:
-        for g, got in enumerate(known):
-            for m, gen in got.items():
-                out[g][m] = gen
-    if todo:
-        rows = torch.tensor([starts[g] + m for g, m in todo], device=decoder.device)
-        for (g, m), gen in zip(todo, decoder.decode_n_tokens(encoded.batch(rows), no_fusion, no_fusion)):
-            out[g][m] = gen
-    return out  # type: ignore[return-value]
-
-
-def score_tables(decoder, encoded: EncodedPrompts, rows: list[list[int]],
-                 continuations: list[list[list[int]]]) -> list[list[list[float]]]:
-    """``tables[g] [N][C]``: the sequence log-probability of each of group g's candidate continuations
-    ``continuations[g][c]`` (token ids) under each of its members' prompts (rows ``rows[g][m]`` of ``encoded``), in
-    one teacher-forced pass that copies the prompts' KV caches instead of encoding them again. A group without
-    candidates gets an empty row per member."""
-    todo = [(g, row) for g, own in enumerate(rows) if continuations[g] for row in own]
-    scored = iter(decoder.score_continuations(encoded, [row for _, row in todo],
-                                              [continuations[g] for g, _ in todo]) if todo else [])
-    return [[[sum(lp) for lp in next(scored)] if continuations[g] else [] for _ in own]
-            for g, own in enumerate(rows)]
-
-
-def fused_answers(decoder, encoded: EncodedPrompts, rows: list[list[int]], rules: list[str],
-                  shapes: list[tuple[int, int]] | None = None,
-                  generated: list[bool] | None = None) -> list[list[Generation]]:
-    """``[g][h]``: group g's answer under LogitFusion rule ``rules[h]``, fused over its members' rows ``rows[g]`` of
-    ``encoded``. One batched decode per rule (one decode of every (group, rule) pair would fuse each pair by every
-    rule: a cost in the square of the rules); a group with fewer rows than the largest is padded with its last row
-    and masked (``valid``). A rule may carry the original question's share (:func:`~selfens_pl.engine.fusion.
-    rule_key`, ``avg@0.5``, or ``avg@auto``: each group's share from ``generated[g]``, whether its paraphrases were
-    generated): its rows' weights come from ``shapes[g]`` = (paraphrases, blocks) of group g's rows (block-major)
-    and ride the decode as the rule's weights (none when no group weighs, the plain rule)."""
-    n = max(len(own) for own in rows)
-    sizes = [len(own) for own in rows]
-    flat = torch.tensor([own[min(m, len(own) - 1)] for own in rows for m in range(n)], device=decoder.device)
-    valid = group_valid(sizes, n, decoder.device) if any(size < n for size in sizes) else None
-    out: list[list[Generation]] = [[] for _ in rows]
-    for key in rules:
-        rule, share = split_rule_key(key)
-        batch = encoded.batch(flat, n)
-        if valid is not None:
-            batch.valid = batch.step_valid = valid
-        if share is not None:
-            if shapes is None or len(shapes) != len(rows) or generated is None or len(generated) != len(rows):
-                raise InternalError(f"fused_answers: rule {key!r} weighs the original question; give each group's "
-                                    "shape (paraphrases, blocks) and whether its paraphrases were generated")
-            table = weight_table(shapes, [resolve_share(share, gen) for gen in generated], n)
-            if table is not None:
-                batch.weights = batch.step_weights = torch.tensor(table, dtype=torch.float32, device=decoder.device)
-        fuse = partial(fuse_rule, rule)
-        for own, gen in zip(out, decoder.decode_n_tokens(batch, fuse, fuse)):
-            own.append(gen)
-    return out
-
-
-def fuse_rule(rule: str, logits: torch.Tensor, weights: torch.Tensor | None = None,
-              valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The decoder's ``fuse`` for one LogitFusion ``rule`` (``weights``: its rows' weights, or None)."""
-    return fuse_logits(logits, rule, weights, valid)

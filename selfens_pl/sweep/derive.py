@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 
 from selfens_pl.data.demos import cut_blocks
 from selfens_pl.engine.decoding import Generation
+from selfens_pl.engine.members import demo_candidates
 from selfens_pl.errors import InternalError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.cascade import cheap_members
 from selfens_pl.heads.origin import OriginHead
 from selfens_pl.heads.per_prompt import PerPromptHead, per_prompt_records
-from selfens_pl.heads.rerank import demo_candidates
 from selfens_pl.scoring.agreement import Lemmas
 from selfens_pl.scoring.chooser import fold_choosers, fold_of
 from selfens_pl.scoring.rescoring import Candidate

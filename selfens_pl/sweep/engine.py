@@ -9,7 +9,7 @@ blocks ``< M`` (:meth:`Grid.subset`). So per batch of facts the pass
 2. decodes every member's own greedy answer from that encoding (per_prompt; origin, vote, the oracle and the mean
    single paraphrase follow from these answers for every ``(K, M)``);
 3. with wider candidates (a rescoring head's ``first_tokens = k > 1``): decodes every member's answers starting with
-   its 2nd .. k-th most likely first token (:func:`~selfens_pl.heads.rerank.member_alternatives`, one batched decode),
+   its 2nd .. k-th most likely first token (:func:`~selfens_pl.engine.members.member_alternatives`, one batched decode),
    ``fact["alternatives"] [member][rank-1]``; a smaller ``k`` takes the first ``k - 1`` of them;
 4. scores every distinct answer of a fact (a token sequence with a non-empty prediction: the members' and their
    alternatives', and with demonstration answers, ``RerankHead(demo_answers=True)``, the answers of the fact's
@@ -31,8 +31,8 @@ from functools import partial
 from selfens_pl.data.origin_share import is_generated
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
-from selfens_pl.heads.rerank import (answer_continuation, decode_members, demo_candidates, encode_members,
-                                     fused_answers, member_alternatives, member_rows, score_tables)
+from selfens_pl.engine.members import (answer_continuation, decode_members, demo_candidates, encode_members,
+                                       fused_answers, member_alternatives, member_rows, score_tables)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[st
     """One batch of facts (each cut to ``K_max`` paraphrases, or fewer, and ``M_max`` blocks) -> one row per fact
     (module docstring; ``first_tokens > 1``: with every member's alternatives, ``demo_answers``: with the
     demonstrations' answers scored too; both need ``rescore``). Encoding, the
-    members' answers and alternatives, the rescoring and the fused rules are RerankHead's
-    (:mod:`selfens_pl.heads.rerank`), over every member of a fact and over each ``(K, M)``'s members."""
+    members' answers and alternatives, the rescoring and the fused rules are the engine's member passes, as
+    RerankHead's (:mod:`selfens_pl.engine.members`), over every member of a fact and over each ``(K, M)``'s members."""
     items, encoded, starts = encode_members(decoder, prompts, groups)
     sizes = [len(g["paraphrases"]) for g in groups]
     if any(len(own) != n * grid.m_max for own, n in zip(items, sizes)):
