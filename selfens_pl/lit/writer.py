@@ -207,7 +207,7 @@ def _paraphrase_file(trainer, ids) -> dict | None:
     did not write it. A file that cannot be read raises: the summary never drops its statistics silently."""
     hparams = getattr(trainer.datamodule, "hparams", None) or {}
     path = hparams.get("path")
-    if hparams.get("source", "groups") != "groups" or not isinstance(path, str) or not path.endswith(".jsonl"):
+    if hparams.get("source", "groups") not in ("groups", "auto") or not isinstance(path, str) or not path.endswith(".jsonl"):
         return None
     stats = file_statistics(path, {str(i) for i in ids})
     return None if stats is None else {"path": path, **stats}
