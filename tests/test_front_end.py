@@ -344,3 +344,16 @@ def test_confidence_takes_the_model_flags(tiny_model_dir, tmp_path, one_thread):
     [row] = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["settings"]["model"] == str(tiny_model_dir) and row["settings"]["max_new_tokens"] == 1
     assert "dtype" not in row["settings"]  # float32: as every file written before --trainer.precision
+
+
+def test_a_user_file_is_asked_with_the_standard_webquestions_block(tmp_path):
+    """No few-shot flag for a user's WebQuestions-style file: the standard five-shot block (the demo's), as every
+    webqa preset writes it out, rather than an error."""
+    from selfens_pl.data.datamodule import ParaphraseDataModule, demo_few_shot
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "what is the capital of france?", "answers": ["Paris"]}\n')
+    data = ParaphraseDataModule(path=str(path))
+    data.setup()
+    assert data.template.few_shot == demo_few_shot() and len(demo_few_shot()) == 5
+    assert [g["id"] for g in data.groups] == ["1"]

@@ -220,7 +220,8 @@ class ParaphraseDataModule(LightningDataModule):
             test_size: MyriadLAMA hub rows: facts in the deterministic test split (seed ``few_shot_seed``).
             confidences: JSONL of ``{id, confidences}`` (from ``python -m selfens_pl confidence``) for weighted methods.
             instruction: Instruction text; default: the task's standard instruction.
-            few_shot: Explicit few-shot examples ``[{question, answer}]``; ``[]`` for zero-shot.
+            few_shot: Explicit few-shot examples ``[{question, answer}]``; ``[]`` for zero-shot. Default: the task's
+                standard five-shot block (WebQuestions: five train questions, the demo's; MyriadLAMA: the standard one).
             few_shot_source: WebQA-schema source (hub id or file) to sample ``num_few_shot`` examples from.
             num_few_shot: How many few-shot examples to sample from ``few_shot_source``.
             few_shot_seed: Seed for sampling few-shot examples and splits.
@@ -295,11 +296,8 @@ class ParaphraseDataModule(LightningDataModule):
                                        exclude_questions=asked)
         elif hp.task == "myriadlama":
             few_shot = list(MYRIADLAMA_FEW_SHOT)
-        elif hp.path == DEMO:
+        else:  # WebQuestions' standard block (five train questions: the demo's, and every webqa preset's)
             few_shot = demo_few_shot()
-        else:
-            raise UserError("--data.task=webqa needs --data.few_shot (a list, [] for zero-shot) or "
-                             "--data.few_shot_source (e.g. stanfordnlp/web_questions)")
         return PromptTemplate(instruction=instruction, few_shot=few_shot)
 
     def _check_slice(self) -> None:
