@@ -79,10 +79,11 @@ def test_cascade_errors():
 
 def test_an_ensemble_answering_one_record_per_member_is_refused():
     """PerPromptHead answers K x M records per group: escalated groups would be handed its per-member records in
-    turn (``zip(escalate, out)``), the wrong group's answers. It is refused by the attribute, not by its type."""
+    turn (``zip(escalate, out)``), the wrong group's answers."""
     from selfens_pl.errors import UserError
     from selfens_pl.heads import PerPromptHead
+    from selfens_pl.heads.cascade import one_record_per_group
 
     with pytest.raises(UserError, match=r"--model\.head\.init_args\.ensemble.*one record per group"):
         CascadeHead(ensemble=PerPromptHead())
-    assert PerPromptHead.one_record_per_group is False and VoteHead.one_record_per_group is True
+    assert not one_record_per_group(PerPromptHead()) and one_record_per_group(VoteHead())

@@ -11,6 +11,7 @@ from selfens_pl.errors import UserError
 from selfens_pl.heads import RerankHead
 from selfens_pl.scoring.chooser import (FEATURES, Chooser, candidate_features, fit_chooser, fold_choosers,
                                         fold_of)
+from selfens_pl.sweep.plan import plan_for
 
 
 def _feature(rows, name):
@@ -127,7 +128,8 @@ def test_the_learned_head_needs_a_chooser_outside_the_sweep(tmp_path):
     path = Chooser([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES)).save(
         tmp_path / "c.json")
     loaded = RerankHead(rule="learned", chooser=str(path))
-    assert not loaded.learns_from_facts and loaded.label == "rerank_learned" and loaded.derivable
+    assert not loaded.learns_from_facts and loaded.label == "rerank_learned" and plan_for(loaded).how == "derived"
+    assert plan_for(head).cross_validated and not plan_for(loaded).cross_validated
 
 
 def mixture_chooser(tmp_path) -> str:

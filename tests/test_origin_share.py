@@ -34,6 +34,7 @@ from selfens_pl.heads.rerank import rerank_pass
 from selfens_pl.lit.training import answer_loss
 from selfens_pl.scoring.agreement import vote, weighted_support
 from selfens_pl.scoring.rescoring import best, combine
+from selfens_pl.sweep.plan import plan_for
 
 
 def test_member_weights_on_a_hand_made_group():
@@ -73,9 +74,10 @@ def test_labels_and_engine_rules():
     assert VoteHead(0.5).method == "vote_origin0.5" and VoteHead().method == "vote"
     assert VoteHead(None).method == "vote_equal" and VoteHead().origin_share == "auto"
     assert LogitFusion("prob_avg", origin_share=0.5).method == "prob_avg_origin0.5"
-    assert LogitFusion("avg", origin_share=0.5).engine_rule == "avg@0.5" == rule_key("avg", 0.5)
-    assert LogitFusion("avg").engine_rule == "avg@auto" and split_rule_key("avg@auto") == ("avg", "auto")
-    assert LogitFusion("avg", origin_share=None).engine_rule == "avg" and split_rule_key("avg@0.5") == ("avg", 0.5)
+    assert plan_for(LogitFusion("avg", origin_share=0.5)).engine_rule == "avg@0.5" == rule_key("avg", 0.5)
+    assert plan_for(LogitFusion("avg")).engine_rule == "avg@auto" and split_rule_key("avg@auto") == ("avg", "auto")
+    assert plan_for(LogitFusion("avg", origin_share=None)).engine_rule == "avg"
+    assert split_rule_key("avg@0.5") == ("avg", 0.5)
     assert LogitFusion("avg", origin_share=None).method == "avg_equal" and LogitFusion("avg").method == "avg"
     assert RerankHead("max", origin_share=0.25).method == "rerank_max_origin0.25"
     assert RerankHead("max", origin_share=None).method == "rerank_max_equal" and RerankHead().method == "rerank_mixture"

@@ -15,6 +15,7 @@ from selfens_pl.data.demos import cut_blocks
 from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, PromptTemplate
 from selfens_pl.engine.decoding import GreedyDecoder
 from selfens_pl.heads import CascadeHead, FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
+from selfens_pl.sweep.plan import plan_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GROUPED = FIXTURES / "myriadlama_grouped_tiny.jsonl"
@@ -216,30 +217,36 @@ def test_shipped_sweep_config_instantiates(monkeypatch):
     parser = sweep.build_parser()
     cfg = parser.parse_args(["--config", "configs/sweep_myriadlama.yaml"])
     init = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(cfg)
-    kinds = {h.label: sweep.kind(h) for h in init.heads}
+    kinds = {h.label: plan_for(h).how for h in init.heads}
     assert kinds["entropy_weighted"] == "rule" and kinds["rerank_mixture"] == "derived"
     assert any(label.startswith("cascade_") for label in kinds)
     assert sweep.int_list(cfg.ks, "--ks") == [1, 3, 6] and sweep.int_list(cfg.ms, "--ms") == [1, 3]
     assert len(cfg.data.path) == 2 and cfg.data.few_shot_pool == cfg.data.path
 
 
-def test_a_head_says_how_it_is_swept_whatever_its_class():
-    """kind() asks the head (engine_rule, derivable), never its exact type: a subclass of RerankHead is derived
-    like RerankHead, a VoteHead subclass that cannot be derived (say it decodes its own way) runs its own generate,
-    and so does a cascade escalating to it."""
+def test_a_head_is_swept_as_its_nearest_planned_class(monkeypatch):
+    """plan_for() looks the head's classes up in order: a subclass of RerankHead is derived like RerankHead, a
+    VoteHead subclass registered as generic (say it decodes its own way) runs its own generate, and so does a
+    cascade escalating to it; a head of a class nobody planned runs its own generate."""
+    from selfens_pl.heads import FusionHead
+    from selfens_pl.sweep import plan
 
     class MyRerank(RerankHead):
         pass
 
     class OwnVote(VoteHead):
-        derivable = False
+        pass
 
-    assert sweep.kind(MyRerank("max")) == "derived" and sweep.kind(CascadeHead(ensemble=MyRerank())) == "derived"
-    assert sweep.kind(OwnVote()) == "generic" and sweep.kind(CascadeHead(ensemble=OwnVote())) == "generic"
-    assert sweep.kind(CascadeHead(ensemble=VoteHead())) == "derived"
-    assert sweep.kind(LogitFusion("prob_avg")) == "rule" and sweep.kind(LogitFusion("weighted_avg")) == "generic"
-    assert sweep.kind(LogitFusion("avg", calibration="subject")) == "generic"
-    assert sweep.kind(RerankHead(fused="avg")) == "generic" and sweep.kind(FlexFusion()) == "generic"
+    class Unplanned(FusionHead):
+        pass
+
+    monkeypatch.setitem(plan.PLANS, OwnVote, lambda head: plan.HeadPlan("generic"))
+    assert plan_for(MyRerank("max")).how == "derived" and plan_for(CascadeHead(ensemble=MyRerank())).how == "derived"
+    assert plan_for(OwnVote()).how == "generic" and plan_for(CascadeHead(ensemble=OwnVote())).how == "generic"
+    assert plan_for(CascadeHead(ensemble=VoteHead())).how == "derived" and plan_for(Unplanned()).how == "generic"
+    assert plan_for(LogitFusion("prob_avg")).how == "rule" and plan_for(LogitFusion("weighted_avg")).how == "generic"
+    assert plan_for(LogitFusion("avg", calibration="subject")).how == "generic"
+    assert plan_for(RerankHead(fused="avg")).how == "generic" and plan_for(FlexFusion()).how == "generic"
 
 
 def test_report_on_the_runs_gives_the_gains_of_sweep_md(swept, tmp_path):

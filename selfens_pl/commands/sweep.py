@@ -26,7 +26,8 @@ from selfens_pl.scoring.gains import Baselines
 from selfens_pl.sweep.derive import Deriver
 from selfens_pl.sweep.engine import Grid, fused_configs
 from selfens_pl.sweep.report import write_outputs
-from selfens_pl.sweep.runner import BUILT_IN, Sweep, int_list, kind
+from selfens_pl.sweep.plan import engine_needs, plan_for
+from selfens_pl.sweep.runner import BUILT_IN, Sweep, int_list
 
 
 def build_parser():
@@ -125,38 +126,35 @@ def main(argv: list[str] | None = None) -> Path:
     start, cpu_start = time.perf_counter(), time.process_time()
     cfg, heads, labels, sweep = prepare(build_parser(), argv)
     grid, groups = sweep.grid, sweep.groups
-    kinds = [kind(h) for h in heads]
-    rules = [h.engine_rule for h, how in zip(heads, kinds) if how == "rule"]
-    rescore = any(how == "derived" for how in kinds)
-    first_tokens = max((h.first_tokens for h, how in zip(heads, kinds) if how == "derived"), default=1)
-    demos = any(h.demo_answers for h, how in zip(heads, kinds) if how == "derived")
+    plans = [plan_for(h) for h in heads]
+    needs = engine_needs(plans)
     for head, label in zip(heads, labels):
         skipped = [(k, m) for k, m in grid.configs() if not fits_layout(head, k, m)]
         if skipped:
             k_fit, m_fit = chooser_file(head).layout
             print(f"[sweep] {label}: its chooser file was fit at K={k_fit} M={m_fit}; not reported at "
                   f"{', '.join(f'K={k} M={m}' for k, m in skipped)}")
-    facts, engine_seconds = sweep.engine(rules, rescore, first_tokens, demos)
+    facts, engine_seconds = sweep.engine(needs.rules, needs.rescore, needs.first_tokens, needs.demo_answers)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
     baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle
     vote = VoteHead()
     for k, m in grid.configs():
         runs.append(derive.derived("vote", vote, k, m))
-        for head, label, how in zip(heads, labels, kinds):
-            if how == "rule" and (k, m) in fused_configs(grid):
+        for head, label, plan in zip(heads, labels, plans):
+            if plan.how == "rule" and (k, m) in fused_configs(grid):
                 runs.append(derive.fused(head, k, m))
-            elif how == "derived" and head.learns_from_facts:
+            elif plan.how == "derived" and plan.cross_validated:
                 runs.append(derive.cross_validated(label, head, k, m, cfg.chooser_folds))
-            elif how == "derived" and fits_layout(head, k, m):
+            elif plan.how == "derived" and fits_layout(head, k, m):
                 runs.append(derive.derived(label, head, k, m))
     for run in runs:
         run.seconds = 0.0
         sweep.save(run, None, "the engine pass (facts.jsonl)")
-    for head, label, how in zip(heads, labels, kinds):
-        if how == "generic":
+    for head, label, plan in zip(heads, labels, plans):
+        if plan.how == "generic":
             for k, m in grid.configs():
-                if not (k * m == 1 and head.one_member_is_origin) and fits_layout(head, k, m):
+                if not (k * m == 1 and plan.one_member_is_origin) and fits_layout(head, k, m):
                     runs.append(sweep.generic(head, label, k, m))
     return write_outputs(sweep, runs, baselines, engine_seconds, time.perf_counter() - start,
                          time.process_time() - cpu_start)

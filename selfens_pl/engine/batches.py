@@ -10,13 +10,14 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.data.demos import members
+from selfens_pl.data.group import Group
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.decoding import Generation, GreedyDecoder, PrefillBatch, left_pad, pad_token_id
 from selfens_pl.engine.fusion import no_fusion
 from selfens_pl.errors import UserError
 
 
-def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict],
+def paraphrase_generations(decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[Group],
                            known: list[dict[int, Generation]] | None = None) -> list[list[Generation]]:
     """Every member (paraphrase x few-shot block, :func:`selfens_pl.data.demos.members`) of every group answered on its
     own, all as independent rows of one batch (per_prompt's decoding). Returns, per group, one Generation per member
@@ -105,6 +106,6 @@ def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[t
     return rows_batch(decoder, questions, rows_per_group, prefixes, [index[id(tok)] for tok in tokenizers])
 
 
-def member_items(group: dict) -> list[tuple[dict, str, int]]:
+def member_items(group: Group) -> list[tuple[Group, str, int]]:
     """``(group, text, block)`` for each of the group's members (:func:`selfens_pl.data.demos.members`, block-major)."""
     return [(group, m.text, m.block_index) for m in members(group)]

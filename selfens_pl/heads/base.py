@@ -4,10 +4,12 @@ A head turns a batch of paraphrase groups into answer records using a :class:`~s
 (the model) and a :class:`~selfens_pl.data.prompts.PromptTokenizer` (the prompt format). Heads are ``nn.Module``s so
 that a head with parameters (none yet) trains with the LM, and so LightningCLI picks one by ``class_path``.
 
-A head also says, by attributes rather than by its class, what others may do with it: whether it answers one
-record per group (a cascade's ensemble must), reuses answers already decoded (``known``), can be derived from
-decoded answers by :meth:`FusionHead.decide` (the same decision its ``generate`` takes: ``sweep`` derives it from
-its one engine pass), is a rule the sweep's engine decodes itself, and how many rows it decodes per group.
+A head is its decision (:meth:`FusionHead.decide`, where it has one: the record of a group from its members' answers
+already decoded, the same decision its ``generate`` takes over the answers it decodes), its ``generate``, its
+training loss (:attr:`FusionHead.training_loss`) and how many rows it decodes per group (its cost). What others may
+do with a head is theirs to know: how the sweep reuses one engine pass for it is the sweep's
+(:func:`selfens_pl.sweep.plan.plan_for`), what a cascade's ensemble must be is the cascade's
+(:mod:`selfens_pl.heads.cascade`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfens_pl.data.group import Group
 from selfens_pl.data.origin_share import applied_share
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.batches import paraphrase_generations
@@ -26,9 +29,9 @@ from selfens_pl.scoring.agreement import Lemmas, agreement_share
 class FusionHead(nn.Module):
     """Base class. Subclasses implement :meth:`generate`.
 
-    ``generate(decoder, prompts, groups) -> records``: ``groups`` are dicts ``{id, paraphrases[N], answers,
-    confidences?}``; each record is ``{id, method, paraphrase_index, paraphrases, generation, prediction, answers,
-    mean_prob, agreement}`` (``paraphrase_index`` is None when the record fuses several paraphrases).
+    ``generate(decoder, prompts, groups) -> records``: ``groups`` are :class:`~selfens_pl.data.group.Group` dicts;
+    each record is ``{id, method, paraphrase_index, paraphrases, generation, prediction, answers, mean_prob,
+    agreement}`` (``paraphrase_index`` is None when the record fuses several paraphrases).
 
     Confidence of a record: ``mean_prob``, the mean probability of its answer's tokens under the distribution they
     were picked from (fused, for fused heads; ``None`` for an empty answer), and ``agreement``, the share of the
@@ -42,33 +45,6 @@ class FusionHead(nn.Module):
     training_loss: str | None = None  #: fit's loss: origin, members, fused, flex (lit/training.py); None: refused
     #: Also answer every paraphrase on its own and fill each record's ``agreement`` (heads that offer the flag).
     agreement: bool = False
-    #: One record per group (per_prompt answers one per member): what a cascade's ensemble must answer.
-    one_record_per_group: bool = True
-    #: ``generate`` takes ``known`` (``[group]{member index: Generation}``: members already answered, e.g. by a
-    #: cascade's first stage) and decodes only the other members.
-    reuses_known: bool = False
-    #: :meth:`decide` answers a group from its members' decoded answers alone (plus, with :attr:`rescores`, their
-    #: candidates' scores): the sweep derives this head from its one engine pass instead of running ``generate``.
-    derivable: bool = False
-    #: :meth:`decide` reads the scores of the candidate answers under every member (``scores``).
-    rescores: bool = False
-    #: A cascade: :meth:`decide` keeps a cheap answer or escalates by a confidence threshold (the sweep also draws
-    #: its accuracy over every threshold).
-    cascades: bool = False
-    #: The LogitFusion rule the sweep's engine pass decodes for this head at every (K, M) itself, or None.
-    engine_rule: str | None = None
-    #: Needs facts with known answers to fit on before it can answer: only ``sweep`` runs it, cross-validated
-    #: (``RerankHead(rule="learned")`` without a chooser file).
-    learns_from_facts: bool = False
-    #: With one member this head answers exactly as origin (the sweep runs no K x M = 1 configuration of it).
-    one_member_is_origin: bool = False
-    #: Answers per member :meth:`decide` rescores: the greedy one, and above 1 also those starting with the member's
-    #: 2nd .. ``first_tokens``-th most likely first token (``RerankHead(first_tokens=k)``, a cascade escalating to
-    #: one): the sweep's engine decodes that many per member and :meth:`decide` takes them as ``alternatives``.
-    first_tokens: int = 1
-    #: Also rescores the answers of the demonstrations the group was asked with (``RerankHead(demo_answers=True)``):
-    #: the sweep's engine scores them too and :meth:`decide` takes them as ``demos``.
-    demo_answers: bool = False
 
     @property
     def label(self) -> str:
@@ -80,10 +56,10 @@ class FusionHead(nn.Module):
         """Greedy rows (decode streams) this head decodes for a group of ``members`` members: one per member."""
         return members
 
-    def decide(self, group: dict, gens: list[Generation], scores=None, lemmas=None, alternatives=None,
+    def decide(self, group: Group, gens: list[Generation], scores=None, lemmas=None, alternatives=None,
                demos=None) -> dict:
-        """The record of ``group`` from its members' already decoded answers, without decoding (heads with
-        :attr:`derivable`): what ``generate`` answers from the same answers.
+        """The record of ``group`` from its members' already decoded answers, without decoding (heads that have
+        one): what ``generate`` answers from the same answers.
 
         Args:
             group: The group, cut to the members asked (its paraphrases x few-shot blocks).
@@ -92,14 +68,13 @@ class FusionHead(nn.Module):
                 (:class:`~selfens_pl.scoring.rescoring.Candidate`) under each member's prompt (heads that rescore).
             lemmas: A shared :class:`~selfens_pl.scoring.agreement.Lemmas` (each answer lemmatised once).
             alternatives: ``[N][first_tokens - 1]`` each member's answers from its 2nd.. most likely first token
-                (heads with :attr:`first_tokens` > 1), else ``None``.
-            demos: ``[D] (prediction, tokens)`` the answers of the group's demonstrations (heads with
-                :attr:`demo_answers`), else ``None``.
+                (a RerankHead with ``first_tokens > 1``, a cascade escalating to one), else ``None``.
+            demos: ``[D] (prediction, tokens)`` the answers of the group's demonstrations
+                (``RerankHead(demo_answers=True)``), else ``None``.
         """
-        raise NotImplementedError(f"{type(self).__name__} decodes its own answers: it has no decide() (derivable "
-                                  "is False)")
+        raise NotImplementedError(f"{type(self).__name__} decodes its own answers: it has no decide()")
 
-    def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict]) -> list[dict]:
+    def generate(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[Group]) -> list[dict]:
         raise NotImplementedError
 
     def check_no_extras(self, alternatives, demos) -> None:
@@ -107,15 +82,16 @@ class FusionHead(nn.Module):
         (a caller that passes them expects them read: an InternalError, not a silent drop)."""
         if alternatives is not None or demos is not None:
             raise InternalError(f"{self.method}: decide() takes no alternatives or demonstration answers "
-                                f"(first_tokens={self.first_tokens}, demo_answers={self.demo_answers})")
+                                f"(alternatives given: {alternatives is not None}, demonstration answers given: "
+                                f"{demos is not None})")
 
-    def check_groups(self, groups: list[dict]) -> None:
+    def check_groups(self, groups: list[Group]) -> None:
         """One clear error naming the record for input this head cannot answer. Groups may differ in size."""
         for group in groups:
             if not group.get("paraphrases"):
                 raise UserError(f"record {group.get('id')!r}: empty paraphrase list")
 
-    def record(self, group: dict, gen: Generation, paraphrase_index: int | None, paraphrases: list[str]) -> dict:
+    def record(self, group: Group, gen: Generation, paraphrase_index: int | None, paraphrases: list[str]) -> dict:
         """``group``'s record answering ``gen``. A head that takes ``origin_share`` also says what the group's
         original question got (``"origin_share"``: ``auto`` resolved for the group, ``None`` when every member
         weighed the same; :func:`~selfens_pl.data.origin_share.applied_share`)."""
@@ -134,7 +110,7 @@ class FusionHead(nn.Module):
             rec["origin_share"] = applied_share(group, self.origin_share)
         return rec
 
-    def add_agreement(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[dict],
+    def add_agreement(self, decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[Group],
                       records: list[dict]) -> list[dict]:
         """With ``self.agreement``: answer each paraphrase on its own (one batched per_prompt pass) and fill every
         record's ``agreement`` and ``paraphrase_predictions``. Records are one per group, in group order."""
@@ -148,7 +124,7 @@ class FusionHead(nn.Module):
         return records
 
 
-def confidence_weights(groups: list[dict], method: str, device, n: int | None = None) -> torch.Tensor:
+def confidence_weights(groups: list[Group], method: str, device, n: int | None = None) -> torch.Tensor:
     """``[g, n]`` float weights from each group's ``confidences`` (padded with 0 to ``n`` for ragged groups), or a
     ValueError naming the record."""
     n = n or max(len(g["paraphrases"]) for g in groups)

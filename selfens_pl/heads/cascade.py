@@ -10,8 +10,9 @@ than ``first``, the same paraphrase with other blocks) and takes their vote
 * ``mean_prob``: the voted answer's mean token probability (0 for an empty answer).
 
 A group whose confidence is ``>= threshold`` keeps the stage-1 answer; the others are answered by ``ensemble`` (any
-head answering one record per group; one that ``reuses_known``, such as ``VoteHead`` and ``RerankHead``, reuses
-the cheap members' answers instead of decoding them again). So ``threshold = 0`` is the stage-1 head alone
+head answering one record per group, :func:`one_record_per_group`; one whose ``generate`` takes ``known``,
+:func:`reuses_known`, such as ``VoteHead`` and ``RerankHead``, reuses the cheap members' answers instead of decoding
+them again). So ``threshold = 0`` is the stage-1 head alone
 (``first=1``: origin) and any ``threshold > 1`` is the ensemble alone, token for token (tested). Each record says
 which path answered (``path``: ``first`` or ``ensemble``), its ``cascade_confidence`` and ``decoded_rows``: the rows
 decoded for its group (the cheap ones, plus what the ensemble decoded: its members not already answered, or its own
@@ -25,20 +26,36 @@ engine pass (:meth:`CascadeHead.outcomes`), and :meth:`CascadeHead.keeps` again 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
 from selfens_pl.data.demos import members, num_blocks
+from selfens_pl.data.group import Group
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.engine.fusion import no_fusion
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
-from selfens_pl.heads.rerank import RerankHead
+from selfens_pl.heads.per_prompt import PerPromptHead
+from selfens_pl.heads.rerank import RerankHead, rescores_demo_answers
 from selfens_pl.scoring.agreement import Lemmas, vote
 
 
-def cheap_members(group: dict, first: int) -> list[int]:
+def reuses_known(head: FusionHead) -> bool:
+    """Whether ``head.generate`` takes ``known`` (``[group]{member index: Generation}``: members already answered,
+    here by the first stage) and decodes only the other members: read off its ``generate``, so a head says it by
+    what its ``generate`` takes."""
+    return "known" in inspect.signature(head.generate).parameters
+
+
+def one_record_per_group(head: FusionHead) -> bool:
+    """Whether ``head`` answers one record per group, as an ensemble must (its records are handed to the escalated
+    groups in turn): every head but per_prompt, which answers one per member."""
+    return not isinstance(head, PerPromptHead)
+
+
+def cheap_members(group: Group, first: int) -> list[int]:
     """Member indices (block-major, :func:`selfens_pl.data.demos.members`) of the first stage: the first ``first``
     (paraphrase ``p``, block ``b``) pairs down the diagonals of the K x M grid, ordered by ``(b - p) mod M``, then
     ``p``. With ``K >= first`` that is paraphrase ``j`` with block ``j mod M``; with fewer paraphrases than ``first``
@@ -67,7 +84,6 @@ class CascadeHead(FusionHead):
     """Answer with ``first`` cheap members; run ``ensemble`` only where their confidence is below ``threshold``."""
 
     method = "cascade"
-    cascades = True
 
     def __init__(self, ensemble: FusionHead | None = None, first: int = 3,
                  confidence: Literal["agreement", "mean_prob"] = "agreement", threshold: float = 1.0):
@@ -92,12 +108,12 @@ class CascadeHead(FusionHead):
         if threshold < 0:
             raise UserError(f"--model.head.init_args.threshold must be >= 0, got {threshold}")
         self.ensemble = ensemble if ensemble is not None else RerankHead()
-        if self.ensemble.cascades:
+        if isinstance(self.ensemble, CascadeHead):
             raise UserError("--model.head.init_args.ensemble: a cascade cannot escalate to another cascade")
-        if self.ensemble.demo_answers:
+        if rescores_demo_answers(self.ensemble):
             raise UserError("--model.head.init_args.ensemble: a cascade escalates to a RerankHead without "
                             "demo_answers (its first stage answers no demonstration's answer)")
-        if not self.ensemble.one_record_per_group:
+        if not one_record_per_group(self.ensemble):
             # its records would be handed to the escalated groups in turn: the wrong group's answers
             raise UserError(f"--model.head.init_args.ensemble: {type(self.ensemble).__name__} answers one record "
                              "per member; the ensemble must answer one record per group (e.g. RerankHead, VoteHead, "
@@ -105,20 +121,8 @@ class CascadeHead(FusionHead):
         self.first, self.confidence, self.threshold = first, confidence, float(threshold)
 
     @property
-    def first_tokens(self) -> int:  # type: ignore[override]
-        return self.ensemble.first_tokens  # its ensemble's alternatives, which decide() passes on
-
-    @property
     def label(self) -> str:  # type: ignore[override]
         return f"cascade_{self.ensemble.method}_first{self.first}_{self.confidence}_t{self.threshold:g}"
-
-    @property
-    def derivable(self) -> bool:  # type: ignore[override]
-        return self.ensemble.derivable
-
-    @property
-    def rescores(self) -> bool:  # type: ignore[override]
-        return self.ensemble.rescores
 
     def decoded_rows(self, members: int) -> int:
         """Rows of an escalated group (the most it decodes; each record gives its own)."""
@@ -127,7 +131,7 @@ class CascadeHead(FusionHead):
     def escalated_rows(self, members: int, cheap: int) -> int:
         """Rows decoded for an escalated group of ``members`` members with ``cheap`` of them answered first (an
         ensemble that reuses them decodes its own rows but those: e.g. a RerankHead's ``members x first_tokens``)."""
-        return self.ensemble.decoded_rows(members) if self.ensemble.reuses_known \
+        return self.ensemble.decoded_rows(members) if reuses_known(self.ensemble) \
             else cheap + self.ensemble.decoded_rows(members)
 
     # -- the decisions over decoded answers --------------------------------------------------------------------
@@ -142,19 +146,19 @@ class CascadeHead(FusionHead):
         ``threshold`` (the sweep's curve)."""
         return stage.confidence >= (self.threshold if threshold is None else threshold)
 
-    def first_record(self, group: dict, cheap: list[Generation], stage: FirstStage) -> dict:
+    def first_record(self, group: Group, cheap: list[Generation], stage: FirstStage) -> dict:
         rec = self.record(group, cheap[stage.index], None, list(group["paraphrases"]))
         rec.update(path="first", cascade_confidence=stage.confidence, decoded_rows=stage.size,
                    agreement=stage.agreement, paraphrase_predictions=[x.prediction for x in cheap])
         return rec
 
-    def escalated(self, rec: dict, group: dict, stage: FirstStage) -> dict:
+    def escalated(self, rec: dict, group: Group, stage: FirstStage) -> dict:
         """The ensemble's record ``rec`` of an escalated ``group``, as the cascade's."""
         rec.update(method=self.method, ensemble=rec["method"], path="ensemble", cascade_confidence=stage.confidence,
                    decoded_rows=self.escalated_rows(len(members(group)), stage.size))
         return rec
 
-    def outcomes(self, group: dict, gens: list[Generation], scores=None, lemmas: Lemmas | None = None,
+    def outcomes(self, group: Group, gens: list[Generation], scores=None, lemmas: Lemmas | None = None,
                  alternatives: list[list[Generation]] | None = None,
                  demos: list[tuple[str, list[int]]] | None = None) -> tuple[FirstStage, dict, dict]:
         """Both answers ``group`` can get from all its members' answers ``gens`` ``[N]`` (member order): the first
@@ -167,12 +171,12 @@ class CascadeHead(FusionHead):
         escalated = self.escalated(decided, group, stage)
         return stage, self.first_record(group, cheap, stage), escalated
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
+    def decide(self, group: Group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         stage, first, escalated = self.outcomes(group, gens, scores, lemmas, alternatives, demos)
         return first if self.keeps(stage) else escalated
 
     # -- decoding ------------------------------------------------------------------------------------------------
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
         cheap = [cheap_members(g, self.first) for g in groups]
         gens = self._first_stage(decoder, prompts, groups, cheap)
@@ -183,14 +187,14 @@ class CascadeHead(FusionHead):
         escalate = [gi for gi, rec in enumerate(records) if rec is None]
         if escalate:
             todo = [groups[gi] for gi in escalate]
-            if self.ensemble.reuses_known:
+            if reuses_known(self.ensemble):
                 out = self.ensemble.generate(decoder, prompts, todo,
                                              known=[dict(zip(cheap[gi], gens[gi])) for gi in escalate])
             else:
                 out = self.ensemble.generate(decoder, prompts, todo)
-            if len(out) != len(todo):  # one_record_per_group is checked in __init__: a head that lies about it
+            if len(out) != len(todo):  # one_record_per_group() is checked in __init__: a head it does not know of
                 raise InternalError(f"{type(self.ensemble).__name__} answered {len(out)} records for {len(todo)} "
-                                    "groups (one_record_per_group)")
+                                    "groups (a cascade's ensemble answers one record per group)")
             for gi, rec in zip(escalate, out):
                 records[gi] = self.escalated(rec, groups[gi], stages[gi])
         return records

@@ -40,6 +40,7 @@ import torch
 
 from selfens_pl.data.content_free import CALIBRATIONS, Calibration, content_free_prompts
 from selfens_pl.data.demos import num_blocks
+from selfens_pl.data.group import Group
 from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, block_mask, dense_mask
 from selfens_pl.engine.batches import check_context, prompt_batch
 from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
@@ -64,7 +65,7 @@ class FusedLayout:
 
 
 def build_layout(prompts, paraphrases: list[str], layout: str, positions: str,
-                 group: dict | None = None) -> FusedLayout:
+                 group: Group | None = None) -> FusedLayout:
     """Lay out one group segment by segment with exact offsets (never decode and re-tokenise).
 
     ``group``: whose few-shot blocks (``group["blocks"]``) the ``paraphrases`` are also asked with; ``None`` or a
@@ -224,7 +225,7 @@ class FlexFusion(FusionHead):
             return logits[:, -1]
         return fuse_logits(logits, self.fusion, weights, valid, prior, self.prior_floor)
 
-    def content_free_prior(self, decoder, prompts, groups: list[dict], k: int) -> torch.Tensor:
+    def content_free_prior(self, decoder, prompts, groups: list[Group], k: int) -> torch.Tensor:
         """``[g, k | 1, V]`` final-token log-probabilities of the groups' content-free prompts, from one prefill of
         independent rows (no decoding). ``k``: paraphrase slots per group (``subject``: one prompt per slot)."""
         m = k if self.calibration == "subject" else 1
@@ -243,14 +244,10 @@ class FlexFusion(FusionHead):
         return self.method if self.fusion == "avg" else \
             self.method.replace(f"flex_{self.layout}", f"flex_{self.layout}_{self.fusion}")
 
-    @property
-    def one_member_is_origin(self) -> bool:  # type: ignore[override]
-        return self.calibration == "none"  # one member fuses to itself (tests/test_ragged.py)
-
     def decoded_rows(self, members: int) -> int:
         return 1  # every member in one fused sequence
 
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
         check_no_blocks(self, groups)
         batch = self.build_batch(decoder, prompts, groups)
@@ -267,7 +264,7 @@ class FlexFusion(FusionHead):
 
 
 def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3,
-                     group: dict | None = None):
+                     group: Group | None = None):
     """The dense mask of one group (asked with ``group``'s few-shot blocks, if any) plus ``generated`` decoded
     tokens, for drawing. Returns ``(mask [L, L], layout)``."""
     lay = build_layout(prompts, paraphrases, layout, positions, group)

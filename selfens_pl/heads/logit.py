@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 
 from selfens_pl.data.content_free import Calibration, check_calibration, content_free_prompts
+from selfens_pl.data.group import Group
 from selfens_pl.data.origin_share import group_shape, group_share, head_share, share_suffix, weight_table
 from selfens_pl.engine.batches import member_items, prompt_batch
 from selfens_pl.engine.fusion import (ROW_WEIGHTED, WEIGHTED, FusionMethod, check_method, check_prior_floor,
-                                     fuse_logits, rule_key)
+                                     fuse_logits)
 from selfens_pl.engine.members import group_valid
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead, confidence_weights
@@ -83,19 +84,6 @@ class LogitFusion(FusionHead):
     def decoded_rows(self, members: int) -> int:
         return members + self.content_free_rows(members)
 
-    @property
-    def engine_rule(self) -> str | None:  # type: ignore[override]
-        """The sweep's engine decodes an uncalibrated rule without sampled confidences itself (it needs nothing per
-        group but the original's share): ``avg``, ``avg@0.5`` with ``origin_share = 0.5``, ``avg@auto`` with the
-        default (each group's share resolved by the engine)."""
-        if self.fusion in WEIGHTED or self.calibration != "none":
-            return None
-        return rule_key(self.fusion, self.origin_share)
-
-    @property
-    def one_member_is_origin(self) -> bool:  # type: ignore[override]
-        return self.calibration == "none"  # one member fuses to itself (tests/test_ragged.py)
-
     def fuse(self, logits: torch.Tensor, weights: torch.Tensor | None = None,
              valid: torch.Tensor | None = None) -> torch.Tensor:
         """``logits [g, n + m, V]`` -> ``[g, V]``. Without calibration ``m = 0``; with it the last ``m`` rows are the
@@ -112,7 +100,7 @@ class LogitFusion(FusionHead):
         return fuse_logits(paraphrases, self.fusion, None if weights is None else weights.split(sizes, dim=1)[0],
                            None if valid is None else valid.split(sizes, dim=1)[0], prior, self.prior_floor)
 
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
         check_no_blocks(self, groups)
         rows = [member_items(g) for g in groups]  # every paraphrase x few-shot block
@@ -142,7 +130,7 @@ class LogitFusion(FusionHead):
         return self.add_agreement(decoder, prompts, groups, records)
 
 
-def share_tensor(groups: list[dict], share: float | str | None, n: int, device) -> torch.Tensor | None:
+def share_tensor(groups: list[Group], share: float | str | None, n: int, device) -> torch.Tensor | None:
     """``[g, n]`` each group's member weights under the setting ``share`` (``"auto"`` resolved per group;
     :func:`~selfens_pl.data.origin_share.weight_table`: all 1 for a group of one paraphrase or of written
     paraphrases under ``auto``, padding rows 1), or ``None`` when no group of the batch weighs its members."""
@@ -158,7 +146,7 @@ def padded(items: list, n: int) -> list:
     return list(items) + [items[0]] * (n - len(items))
 
 
-def check_no_blocks(head: FusionHead, groups: list[dict]) -> None:
+def check_no_blocks(head: FusionHead, groups: list[Group]) -> None:
     """Refuse extra few-shot blocks where a head reads something written for block 0 only: calibration (each
     member would need a content-free prompt of its own block) and the ``weighted_*`` rules (confidences sampled per
     paraphrase with block 0). Nothing is silently mixed."""

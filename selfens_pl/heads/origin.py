@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from selfens_pl.data.group import Group
 from selfens_pl.engine.batches import prompt_batch
 from selfens_pl.engine.decoding import no_fusion
 from selfens_pl.heads.base import FusionHead
@@ -22,21 +23,17 @@ class OriginHead(FusionHead):
         super().__init__()
         self.agreement = agreement
 
-    @property
-    def derivable(self) -> bool:  # type: ignore[override]
-        return not self.agreement  # agreement needs every member's answer: generate's extra per_prompt pass
-
     def decoded_rows(self, members: int) -> int:
         return 1
 
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
         batch = prompt_batch(decoder, prompts, [(g, g["paraphrases"][0]) for g in groups])
         gens = decoder.decode_n_tokens(batch, no_fusion, no_fusion)
         records = [self.decide(g, [gen]) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
+    def decide(self, group: Group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """Member 0's answer (paraphrase 0 with the standard few-shot block): ``gens[0]``."""
         self.check_no_extras(alternatives, demos)
         return self.record(group, gens[0], 0, group["paraphrases"][:1])

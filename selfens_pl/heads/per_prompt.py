@@ -4,6 +4,7 @@ own; one record per member."""
 from __future__ import annotations
 
 from selfens_pl.data.demos import members, num_blocks
+from selfens_pl.data.group import Group
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.scoring.agreement import Lemmas, agreement_share
@@ -14,15 +15,14 @@ class PerPromptHead(FusionHead):
     its group's paraphrases whose answer agrees with its own (every paraphrase's answer is at hand: no extra cost)."""
 
     method = "per_prompt"
-    one_record_per_group = False
     training_loss = "members"
 
-    def generate(self, decoder, prompts, groups):
+    def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
         return per_prompt_records(self, groups, paraphrase_generations(decoder, prompts, groups))
 
 
-def per_prompt_records(head: FusionHead, groups: list[dict], generations: list[list],
+def per_prompt_records(head: FusionHead, groups: list[Group], generations: list[list],
                        lemmas: Lemmas | None = None) -> list[dict]:
     """One record per member (paraphrase x few-shot block) from each group's per-member ``Generation``s
     (``generations[g]`` ``[N]``, member order), with its ``agreement``: what ``generate`` answers, and the sweep's

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
+from selfens_pl.data.group import Group
 from selfens_pl.data.origin_share import group_shape, head_share, member_weights, share_suffix
 from selfens_pl.engine.decoding import EncodedPrompts, Generation
 from selfens_pl.engine.fusion import WEIGHTED, FusionMethod, check_method
@@ -52,9 +53,6 @@ from selfens_pl.scoring.rescoring import DEMO_MEMBER, Candidate, RerankRule, bes
 
 class RerankHead(FusionHead):
     """The members' greedy answers as candidates, each scored under every member's prompt; the best by ``rule``."""
-
-    reuses_known = True
-    rescores = True
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
                  chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False,
@@ -141,7 +139,7 @@ class RerankHead(FusionHead):
         head.model = model
         return head
 
-    def candidate_features(self, group: dict, gens: list[Generation], cands: list[Candidate],
+    def candidate_features(self, group: Group, gens: list[Generation], cands: list[Candidate],
                            table: list[list[float]], lemmas: Lemmas | None = None) -> list[list[float]]:
         """``[C][F]`` the chooser's features of each candidate (:func:`~selfens_pl.scoring.chooser.
         candidate_features`); the demonstrations are the answers of the group's extra few-shot blocks."""
@@ -149,15 +147,11 @@ class RerankHead(FusionHead):
                                   [len(c.tokens) for c in cands], len(group["paraphrases"]), demo_answers(group),
                                   lemmas or self._lemmas, self.demo_answers)
 
-    @property
-    def derivable(self) -> bool:  # type: ignore[override]
-        return self.fused is None  # a fused candidate is decoded by its own rule over the group's members
-
     def decoded_rows(self, members: int) -> int:
         # each member's greedy row and its first_tokens - 1 alternatives, and the fused candidate's own row
         return members * self.first_tokens + (1 if self.fused else 0)
 
-    def generate(self, decoder, prompts, groups, known: list[dict[int, Generation]] | None = None):
+    def generate(self, decoder, prompts, groups: list[Group], known: list[dict[int, Generation]] | None = None):
         """``known[g]``: members of group ``g`` already answered (by a cascade's first stage): not decoded again."""
         self.check_groups(groups)
         self._check_chooser()  # before the pass, not after it
@@ -171,7 +165,7 @@ class RerankHead(FusionHead):
                           scored.alternatives[g])
                 for g, group in enumerate(groups)]
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
+    def decide(self, group: Group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """The record of ``group`` from its members' answers ``gens`` ``[N]`` (and, with ``first_tokens > 1``,
         ``alternatives [N][first_tokens-1]``: each member's answers from its 2nd.. most likely first token; with
         ``demo_answers``, ``demos [D] (prediction, tokens)``: its demonstrations' answers, :func:`demo_candidates`):
@@ -217,7 +211,7 @@ class RerankHead(FusionHead):
             raise UserError("--model.head.init_args.rule=learned needs --model.head.init_args.chooser (a file made "
                             "by `python -m selfens_pl chooser`); only `sweep` fits one on its own facts")
 
-    def check_layout(self, group: dict) -> None:
+    def check_layout(self, group: Group) -> None:
         """One error naming the record and the file when ``group``'s members are not of the layout the chooser
         file was fit at (:meth:`~selfens_pl.scoring.chooser.Chooser.fits`): its features (support by paraphrase
         and by block, the demonstrations') mean something else there."""
@@ -229,7 +223,7 @@ class RerankHead(FusionHead):
                             f"x {blocks}: ask with --data.num_paraphrases {k} --data.demo_blocks {m}, or fit a "
                             f"chooser for this layout (python -m selfens_pl chooser --k K --m M)")
 
-    def pick(self, group: dict, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
+    def pick(self, group: Group, gens: list[Generation], fused: Generation | None, cands: list[Candidate],
              table: list[list[float]], alternatives: list[list[Generation]] | None = None) -> dict:
         """The record of ``group``: the candidate ``rule`` ranks first (``table [N][C]``: sequence log-probability
         of candidate c under member m); its own answer is ``gens[member]``, ``alternatives[member][rank-1]`` (a
@@ -259,7 +253,7 @@ class RerankHead(FusionHead):
                 entry["rank"] = c.rank
         return rec
 
-    def combined(self, group: dict, gens: list[Generation], cands: list[Candidate],
+    def combined(self, group: Group, gens: list[Generation], cands: list[Candidate],
                  table: list[list[float]]) -> list[float]:
         """Each candidate's score under the fixed rule, the members weighted by ``origin_share`` (``vote``: by
         their summed weight of agreeing answers)."""
@@ -288,6 +282,13 @@ class RerankHead(FusionHead):
         return alternatives[chosen.member][chosen.rank - 1]
 
 
+def rescores_demo_answers(head: FusionHead) -> bool:
+    """Whether ``head`` rescores the answers of the demonstrations its groups are asked with
+    (``RerankHead(demo_answers=True)``): such a head needs extra few-shot blocks, and no cascade's first stage answers
+    a demonstration's answer."""
+    return isinstance(head, RerankHead) and head.demo_answers
+
+
 @dataclass
 class RerankPass:
     """What one rescoring pass computed for a batch of groups. Per group ``g``: ``gens[g][m]`` member m's own
@@ -305,7 +306,7 @@ class RerankPass:
     alternatives: list[list[list[Generation]]]
 
 
-def rerank_pass(decoder, prompts, groups: list[dict], fused: str | None = None,
+def rerank_pass(decoder, prompts, groups: list[Group], fused: str | None = None,
                 known: list[dict[int, Generation]] | None = None, first_tokens: int = 1,
                 demo_answers: bool = False) -> RerankPass:
     """Encode every member's prompt once, decode the members' answers (except ``known`` ones), with

@@ -17,6 +17,7 @@ its one engine pass (:mod:`selfens_pl.sweep.derive`), for the vote and for a cas
 
 from __future__ import annotations
 
+from selfens_pl.data.group import Group
 from selfens_pl.data.origin_share import check_origin_share, member_weights, share_suffix
 from selfens_pl.engine.batches import paraphrase_generations
 from selfens_pl.heads.base import FusionHead
@@ -25,9 +26,6 @@ from selfens_pl.scoring.agreement import Lemmas, vote
 
 class VoteHead(FusionHead):
     """Majority vote over the paraphrases' own answers (lemma-rule agreement, ties to the surest answer)."""
-
-    reuses_known = True
-    derivable = True
 
     def __init__(self, origin_share: float | str | None = "auto"):
         """
@@ -46,14 +44,14 @@ class VoteHead(FusionHead):
     def method(self) -> str:  # type: ignore[override]
         return "vote" + share_suffix(self.origin_share)
 
-    def generate(self, decoder, prompts, groups, known=None):
+    def generate(self, decoder, prompts, groups: list[Group], known=None):
         """``known[g]``: members of group ``g`` already answered (a cascade's first stage): not decoded again."""
         self.check_groups(groups)
         lemmas = Lemmas()
         return [self.decide(group, gens, lemmas=lemmas)
                 for group, gens in zip(groups, paraphrase_generations(decoder, prompts, groups, known))]
 
-    def decide(self, group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
+    def decide(self, group: Group, gens, scores=None, lemmas=None, alternatives=None, demos=None) -> dict:
         """The vote record of ``group`` from its members' answers ``gens`` ``[N]`` (member order):
         :func:`~selfens_pl.scoring.agreement.vote` picks the winner and its support."""
         self.check_no_extras(alternatives, demos)

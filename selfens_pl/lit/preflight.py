@@ -14,6 +14,7 @@ import yaml
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
 from selfens_pl.errors import UserError
+from selfens_pl.heads.rerank import rescores_demo_answers
 from selfens_pl.lit.writer import PART_GLOB, PREDICTIONS
 
 #: Config keys that may change between an interrupted run and its resumption (they do not change any answer).
@@ -87,7 +88,7 @@ def check_head_data(head, datamodule) -> None:
     the answers of the extra few-shot blocks' demonstrations, which ``--data.demo_blocks 1`` does not have (the run
     would silently be the head without them)."""
     blocks = getattr(getattr(datamodule, "hparams", None), "demo_blocks", 1)
-    if head.demo_answers and blocks < 2:
+    if rescores_demo_answers(head) and blocks < 2:
         raise UserError(f"--model.head.init_args.demo_answers=true rescores the answers of the extra few-shot blocks' "
                         f"demonstrations, but --data.demo_blocks={blocks} asks with none: set --data.demo_blocks 2 "
                         "or more (and --data.few_shot_pool), or demo_answers false")

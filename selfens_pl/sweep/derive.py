@@ -1,5 +1,7 @@
 """Every swept method at every ``(K, M)``, derived from the engine's fact rows (:mod:`selfens_pl.sweep.engine`)
-through the heads' own decisions, without decoding.
+through the heads' own decisions, without decoding. What a head needs of the engine's rows (its candidates' scores,
+the members' alternatives, the demonstrations' answers) and whether it is a cascade or cross-validated is the
+sweep's plan for it (:func:`selfens_pl.sweep.plan.plan_for`).
 
 For configuration ``(K, M)`` the members are ``S = Grid.subset(K, M)`` of each fact. Their rows become the heads'
 own :class:`~selfens_pl.engine.decoding.Generation` objects (:func:`~selfens_pl.sweep.engine.generation_of`), the
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 
 from selfens_pl.data.demos import cut_blocks
 from selfens_pl.engine.decoding import Generation
+from selfens_pl.data.group import Group
 from selfens_pl.engine.members import demo_candidates
 from selfens_pl.errors import InternalError
 from selfens_pl.heads.base import FusionHead
@@ -48,6 +51,7 @@ from selfens_pl.scoring.chooser import fold_choosers, fold_of
 from selfens_pl.scoring.rescoring import Candidate
 from selfens_pl.scoring.summaries import score_oracles
 from selfens_pl.sweep.engine import Grid, config_name, generation_of
+from selfens_pl.sweep.plan import plan_for
 
 
 @dataclass
@@ -97,7 +101,7 @@ class TableScores:
 class Deriver:
     """Derives runs from fact rows; ``groups`` (by id) give the paraphrase texts and blocks of the records."""
 
-    def __init__(self, facts: dict[str, dict], groups: list[dict], grid: Grid, is_match):
+    def __init__(self, facts: dict[str, dict], groups: list[Group], grid: Grid, is_match):
         self.facts, self.groups, self.grid, self.is_match = facts, groups, grid, is_match
         self.lemmas = Lemmas()
         # the engine scored each fact's distinct token sequences: a candidate's column, by its tokens
@@ -105,9 +109,9 @@ class Deriver:
                          for i, fact in facts.items()}
         # the tokens the engine scored for each fact's demonstration answers, by prediction (demo_answers only)
         self._demo_tokens = {i: dict(map(tuple, fact["demos"])) for i, fact in facts.items() if "demos" in fact}
-        self._members: dict[tuple[int, int], list[tuple[dict, list[Generation]]]] = {}
+        self._members: dict[tuple[int, int], list[tuple[Group, list[Generation]]]] = {}
 
-    def members(self, k: int, m: int) -> list[tuple[dict, list[Generation]]]:
+    def members(self, k: int, m: int) -> list[tuple[Group, list[Generation]]]:
         """Per group: the group cut to ``k`` paraphrases and ``m`` blocks, and its members' answers ``[k * m]``
         (member order), as the heads take them."""
         if (k, m) not in self._members:
@@ -117,7 +121,7 @@ class Deriver:
                 for g in self.groups]
         return self._members[(k, m)]
 
-    def alternatives(self, group: dict, k: int, m: int, first_tokens: int) -> list[list[Generation]] | None:
+    def alternatives(self, group: Group, k: int, m: int, first_tokens: int) -> list[list[Generation]] | None:
         """``[member][rank-1]``: the answers of ``group``'s members at ``(k, m)`` from their 2nd .. ``first_tokens``-th
         most likely first tokens, as the engine decoded them (None with ``first_tokens = 1``)."""
         if first_tokens == 1:
@@ -128,18 +132,18 @@ class Deriver:
                                 "member (the engine pass ran with a smaller first_tokens)")
         return [[generation_of(x) for x in rows[j][:first_tokens - 1]] for j in self.subset(group, k, m)]
 
-    def demos(self, group: dict, cut: dict, head: FusionHead) -> list[tuple[str, list[int]]] | None:
+    def demos(self, group: Group, cut: Group, wanted: bool) -> list[tuple[str, list[int]]] | None:
         """``[(prediction, tokens)]``: the answers of the demonstrations of ``cut`` (``group`` cut to a
-        configuration's blocks), with the tokens the engine scored for them (None for a head without
-        ``demo_answers``)."""
-        if not head.demo_answers:
+        configuration's blocks), with the tokens the engine scored for them; None unless ``wanted`` (a head whose
+        plan rescores the ``demo_answers``)."""
+        if not wanted:
             return None
         if group["id"] not in self._demo_tokens:
             raise InternalError(f"fact {group['id']!r}: its engine row holds no demonstration answers (the engine "
                                 "pass ran without demo_answers)")
         return demo_candidates(cut, self._demo_tokens[group["id"]].__getitem__)
 
-    def subset(self, group: dict, k: int, m: int) -> list[int]:
+    def subset(self, group: Group, k: int, m: int) -> list[int]:
         """The engine-row indices of ``group``'s members at ``(k, m)`` (all its paraphrases when it has fewer)."""
         return self.grid.subset(k, m, len(group["paraphrases"]))
 
@@ -147,7 +151,7 @@ class Deriver:
         """Decoded rows per question of ``head`` at ``(k, m)``: its rows for each group's own members, averaged."""
         return sum(head.decoded_rows(len(self.subset(g, k, m))) for g in self.groups) / len(self.groups)
 
-    def scores(self, group: dict, k: int, m: int) -> TableScores:
+    def scores(self, group: Group, k: int, m: int) -> TableScores:
         return TableScores(self.facts[group["id"]], self.subset(group, k, m), self._columns[group["id"]])
 
     def finish(self, rec: dict, method: str, k: int, m: int) -> dict:
@@ -176,21 +180,23 @@ class Deriver:
 
     # -- every head ------------------------------------------------------------------------------------------------
     def derived(self, label: str, head: FusionHead, k: int, m: int) -> Run:
-        """``head`` (``derivable``) at ``(k, m)``: a cascade with its curve, any other head by its ``decide``."""
-        if head.cascades:
+        """``head`` (planned ``derived``) at ``(k, m)``: a cascade with its curve, any other head by its
+        ``decide``."""
+        plan = plan_for(head)
+        if plan.cascade:
             return self.cascade(label, head, k, m)
         records, fed = [], 0
         for (group, gens), g in zip(self.members(k, m), self.groups):
             scores = self.scores(g, k, m)
-            decided = head.decide(group, gens, scores, self.lemmas, self.alternatives(g, k, m, head.first_tokens),
-                                  self.demos(g, group, head))
+            decided = head.decide(group, gens, scores, self.lemmas, self.alternatives(g, k, m, plan.first_tokens),
+                                  self.demos(g, group, plan.demo_answers))
             records.append(self.finish(decided, label, k, m))
             fed += scores.fed
         run = self._run(label, k, m, records, self.rows(head, k, m))
-        if head.rescores:
+        if plan.rescores:
             run.scored_tokens = fed / len(self.groups)
-            run.extra["first_tokens"] = head.first_tokens
-            run.extra["demo_answers"] = head.demo_answers
+            run.extra["first_tokens"] = plan.first_tokens
+            run.extra["demo_answers"] = plan.demo_answers
         return run
 
     def cross_validated(self, label: str, head, k: int, m: int, folds: int = 5, data=None) -> Run:
@@ -202,19 +208,21 @@ class Deriver:
                     for f, model in fold_choosers(ids, feats, labels, folds, features=head.features).items()}
         records = [self.finish(choosers[fold_of(i, folds)].pick(group, gens, None, cands, table, wider), label, k, m)
                    for i, (group, gens, cands, table, wider) in zip(ids, items)]
+        plan = plan_for(head)
         run = self._run(label, k, m, records, self.rows(head, k, m))
         run.scored_tokens = fed / len(self.groups)
-        run.extra["first_tokens"] = head.first_tokens
-        run.extra["demo_answers"] = head.demo_answers
+        run.extra["first_tokens"] = plan.first_tokens
+        run.extra["demo_answers"] = plan.demo_answers
         return run
 
     def chooser_data(self, head, k: int, m: int):
         """What a chooser fits on at ``(k, m)``: ``(ids, [(group, gens, candidates, table, alternatives)], features
         [g][C][F], labels [g][C], scored tokens)``; the candidates, scores and features as ``head`` builds them."""
-        ids, items, feats, labels, fed = [], [], [], [], 0
+        ids, items, feats, labels, fed, plan = [], [], [], [], 0, plan_for(head)
         for (group, gens), g in zip(self.members(k, m), self.groups):
-            scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, head.first_tokens)
-            cands, table = head.scored_candidates(gens, scores, self.lemmas, wider, self.demos(g, group, head))
+            scores, wider = self.scores(g, k, m), self.alternatives(g, k, m, plan.first_tokens)
+            cands, table = head.scored_candidates(gens, scores, self.lemmas, wider, self.demos(g, group,
+                                                                                                plan.demo_answers))
             fed += scores.fed
             ids.append(g["id"])
             items.append((group, gens, cands, table, wider))
@@ -223,20 +231,21 @@ class Deriver:
         return ids, items, feats, labels, fed
 
     def fused(self, head: FusionHead, k: int, m: int) -> Run:
-        """The LogitFusion rule the engine decoded for ``head`` (``engine_rule``) at ``(k, m)``."""
+        """The LogitFusion rule the engine decoded for ``head`` (its plan's ``engine_rule``) at ``(k, m)``."""
+        rule = plan_for(head).engine_rule
         records = [self.finish(head.record(group, generation_of(
-            self.facts[g["id"]]["fused"][head.engine_rule][config_name(k, m)]), None, list(group["paraphrases"])),
+            self.facts[g["id"]]["fused"][rule][config_name(k, m)]), None, list(group["paraphrases"])),
             head.label, k, m) for (group, _), g in zip(self.members(k, m), self.groups)]
         return self._run(head.label, k, m, records, self.rows(head, k, m))
 
     def cascade(self, label: str, head: FusionHead, k: int, m: int) -> Run:
         """CascadeHead ``head`` at its threshold, with the curve over every threshold in ``run.extra["curve"]``:
         ``[(threshold, accuracy, decoded rows per question)]``."""
-        outcomes, cheap_tokens = [], []
+        outcomes, cheap_tokens, first_tokens = [], [], plan_for(head).first_tokens
         for (group, gens), g in zip(self.members(k, m), self.groups):
             fact, subset = self.facts[g["id"]], self.subset(g, k, m)
             stage, first, escalated = head.outcomes(group, gens, self.scores(g, k, m), self.lemmas,
-                                                    self.alternatives(g, k, m, head.first_tokens))
+                                                    self.alternatives(g, k, m, first_tokens))
             outcomes.append((stage, self.finish(first, label, k, m), self.finish(escalated, label, k, m)))
             picked = [subset[i] for i in cheap_members(group, head.first)]
             blocks = {j // len(g["paraphrases"]) for j in picked} - {0}

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from selfens_pl.data.group import Group
 from selfens_pl.data.origin_share import is_generated
 from selfens_pl.engine.decoding import Generation
 from selfens_pl.errors import InternalError
@@ -90,7 +91,7 @@ def generation_of(row: dict) -> Generation:
     return gen
 
 
-def engine_pass(decoder, prompts, groups: list[dict], grid: Grid, rules: list[str], rescore: bool,
+def engine_pass(decoder, prompts, groups: list[Group], grid: Grid, rules: list[str], rescore: bool,
                 first_tokens: int = 1, demo_answers: bool = False) -> list[dict]:
     """One batch of facts (each cut to ``K_max`` paraphrases, or fewer, and ``M_max`` blocks) -> one row per fact
     (module docstring; ``first_tokens > 1``: with every member's alternatives, ``demo_answers``: with the

@@ -11,12 +11,13 @@ few-shot blocks (block 0 the configured prompt, the others drawn from ``--data.f
 
 Work is reused, never repeated (:mod:`selfens_pl.sweep.engine`): per batch of facts, the prompts of all members at
 the largest ``(K, M)`` are encoded once; every member's own answer, every candidate answer's score under every
-member and every LogitFusion rule at every ``(K, M)`` come from that one encoding. How a head is swept, the head
-says (:func:`kind`): a head with an ``engine_rule`` is decoded by that pass; a ``derivable`` head (VoteHead,
-RerankHead without a fused candidate, a cascade escalating to one) is derived for every ``(K, M)`` without decoding,
-by the head's own ``decide`` on the pass's answers (:mod:`selfens_pl.sweep.derive`; a cascade with its curve over
-thresholds), as are origin, per_prompt and vote. Any other head (FlexFusion, calibrated or weighted LogitFusion,
-RerankHead with a fused candidate) runs on its own per ``(K, M)`` through ``head.generate``.
+member and every LogitFusion rule at every ``(K, M)`` come from that one encoding. How a head is swept is the
+sweep's plan for it (:func:`selfens_pl.sweep.plan.plan_for`): an uncalibrated LogitFusion rule is decoded by that
+pass; VoteHead, RerankHead without a fused candidate and a cascade escalating to either are derived for every
+``(K, M)`` without decoding, by the head's own ``decide`` on the pass's answers (:mod:`selfens_pl.sweep.derive`; a
+cascade with its curve over thresholds), as are origin, per_prompt and vote. Any other head (FlexFusion, calibrated
+or weighted LogitFusion, RerankHead with a fused candidate) runs on its own per ``(K, M)`` through
+``head.generate``.
 
 Every gain is given against origin (paraphrase 0, standard prompt) and against the mean single paraphrase
 (paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.scoring.gains`),
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from selfens_pl.data import origin_share
 from selfens_pl.data.demos import cut_blocks
+from selfens_pl.data.group import Group
 from selfens_pl.engine.fusion import split_rule_key
 from selfens_pl.errors import UserError
 from selfens_pl.jsonl import read_jsonl, write_records
@@ -82,19 +84,10 @@ def head_spec(head) -> dict:
     return spec
 
 
-def kind(head) -> str:
-    """How the sweep computes a head, as the head says: ``rule`` (its ``engine_rule`` is decoded by the engine),
-    ``derived`` (``derivable``: its ``decide`` on the engine's answers and scores) or ``generic`` (the head's own
-    generate per configuration)."""
-    if head.engine_rule is not None:
-        return "rule"
-    return "derived" if head.derivable else "generic"
-
-
 class Sweep:
     """State of one sweep: settings, decoder, groups (cut to the largest K and M), output folder, runs."""
 
-    def __init__(self, cfg, grid, groups: list[dict], decoder, prompts):
+    def __init__(self, cfg, grid, groups: list[Group], decoder, prompts):
         self.cfg, self.grid, self.groups, self.decoder, self.prompts = cfg, grid, groups, decoder, prompts
         self.out = Path(cfg.output_dir)
         self._matches: dict[tuple, bool] = {}
@@ -109,7 +102,7 @@ class Sweep:
             self._matches[key] = is_match(prediction, answers, bidirectional=self.cfg.bidirectional)
         return self._matches[key]
 
-    def batches(self, groups: list[dict]):
+    def batches(self, groups: list[Group]):
         """``groups`` in order of their longest question (fewer pad tokens), ``batch_rows // rows`` per batch."""
         rows = max((len(g["paraphrases"]) * (1 + len(g.get("blocks") or ())) for g in groups), default=1)
         size = max(1, self.cfg.batch_rows // rows)
