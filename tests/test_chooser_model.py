@@ -1,7 +1,8 @@
 """A chooser file records the model it was fit with, and a learned head with the file refuses another model (one
 error naming the file, both models and how to fit one), while the same model reached by another name (the embedded
 alias and its cache directory, an alias and its hub id, a relative and an absolute path) is accepted. ``"model":
-null`` (hand-made weights) is used with any model; a file without the field is refused."""
+null`` (hand-made weights) is used with any model; a file without the field is refused. ``sweep`` refuses such a
+file before its engine pass."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from types import SimpleNamespace
 import pytest
 from test_chooser_layout import mixture_file
 from test_demos import with_blocks
+from test_sweep_short_groups import uneven_file  # noqa: F401  (a fixture)
+from test_sweep_wider import sweep_uneven
 from tiny_models import build_tiny_model
 
 from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.models import EMBEDDED_MODEL, MODEL_ALIASES
 from selfens_pl.errors import UserError
 from selfens_pl.heads import RerankHead
-from selfens_pl.scoring.chooser import DEMO_FEATURES, Chooser, FitModel, loaded_model_name, model_identity
+from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, FitModel, loaded_model_name, model_identity
 
 SHIPPED = "configs/chooser_webqa_demos.json"
 
@@ -109,3 +112,24 @@ def test_a_head_with_a_file_fit_with_one_tiny_model_refuses_another(tiny_lm, tin
     got = head.generate(tiny_lm.decoder, prompts, data)  # the model it was fit with: answers (as the mixture rule)
     assert [r["generation"] for r in got] == [r["generation"] for r in RerankHead(
         "mixture", demo_answers=True, origin_share=None).generate(tiny_lm.decoder, prompts, data)]
+
+
+def test_the_sweep_refuses_a_chooser_file_fit_with_another_model_before_its_engine_pass(
+        tiny_model_dir, uneven_file, tmp_path, monkeypatch):  # noqa: F811
+    from selfens_pl.sweep import runner
+
+    weights = [1.0 if name == "mixture" else 0.0 for name in FEATURES]
+    chooser = Chooser(weights, 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES), layout=(2, 2),
+                      fit_with=FitModel(EMBEDDED_MODEL, EMBEDDED_MODEL))
+    path = str(chooser.save(tmp_path / "embedded.json"))
+    heads = [{"class_path": "selfens_pl.heads.RerankHead", "init_args": {"rule": "learned", "chooser": path}}]
+    monkeypatch.setattr(runner, "engine_pass", None)  # never reached
+    with pytest.raises(UserError, match=rf"chooser={path!r} was fit with the model '{EMBEDDED_MODEL}', but this "
+                                        rf"run's model is '{model_identity(str(tiny_model_dir))}'"):
+        sweep_uneven(tiny_model_dir, uneven_file, tmp_path / "out", heads, "1,2")
+    chooser.fit_with = FitModel.of(str(tiny_model_dir), SimpleNamespace(config=SimpleNamespace(
+        _name_or_path=str(tiny_model_dir))))
+    chooser.save(path)
+    monkeypatch.undo()
+    assert (sweep_uneven(tiny_model_dir, uneven_file, tmp_path / "out2", heads, "1,2") / "runs"
+            / "rerank_learned_k2_m2").is_dir()

@@ -99,6 +99,9 @@ def prepare(parser, argv: list[str] | None):
     grid = Grid(tuple(ks), tuple(ms))
     groups = [dict(g, paraphrases=g["paraphrases"][:grid.k_max]) for g in data.groups]
     decoder = load_model(cfg)
+    for head in heads:  # a chooser file fit with one model refuses another (as the head does in predict)
+        if (model := chooser_file(head)) is not None:
+            model.check_model(decoder.model)
     sweep = Sweep(settings_view(cfg), grid, groups, decoder, PromptTokenizer(decoder.tokenizer, data.template))
     dtype = dtype_setting(device_and_dtype(cfg)[1])
     if dtype is not None:  # answers differ by dtype: rows and runs made in another one are not reused
