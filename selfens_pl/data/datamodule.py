@@ -227,8 +227,9 @@ class ParaphraseDataModule(LightningDataModule):
             few_shot_seed: Seed for sampling few-shot examples and splits.
             few_shot_pool: Demonstrations for the extra few-shot blocks of ``demo_blocks`` (one source or a list):
                 MyriadLAMA grouped facts or hub rows (a fact's manual paraphrase and first answer), or WebQuestions
-                questions (file or hub id, split ``train``). The pool may hold the answered facts: a group's blocks
-                never show its own fact.
+                questions (file or hub id, split ``train``), or ``webquestions-train``: the WebQuestions train split
+                shipped in the package (offline). The pool may hold the answered facts: a group's blocks never show
+                its own fact.
             demo_blocks: ``M``: ask every paraphrase with ``M`` five-shot blocks (block 0 the configured one,
                 blocks 1..M-1 taken from ``few_shot_pool`` as ``demo_selection`` says), so a group has ``K x M``
                 members (:mod:`selfens_pl.data.demos`). ``1``: the configured block only.
@@ -348,7 +349,7 @@ class ParaphraseDataModule(LightningDataModule):
             raise UserError(f"--data.demo_blocks must be >= 1, got {hp.demo_blocks}")
         if hp.few_shot_pool is None:
             raise UserError(f"--data.demo_blocks={hp.demo_blocks} needs --data.few_shot_pool (demonstrations to draw "
-                             "the extra blocks from, e.g. ../shared/data/myriadlama/dev.jsonl)")
+                             "the extra blocks from: webquestions-train, shipped, or a file in the task's schema)")
         shots = len(self.template.few_shot) or hp.num_few_shot
         attach_blocks(groups, load_pool(hp.few_shot_pool, hp.task), hp.demo_blocks, shots, hp.demo_selection)
 
