@@ -12,7 +12,7 @@ blocks the sweep asked with, M = the largest of its ``ms``), and prints, for the
   the more similar one): a nearest-neighbour vote;
 * for every run under ``--runs`` (a sweep's ``runs/<method>_k<K>_m<M>/``): the run's gain over both (similar).
 
-    python scripts/nearest_answer_baseline.py configs/sweep_webqa.yaml --runs outputs/sweep_webqa/runs
+    python scripts/nearest_answer_baseline.py studies/webqa_slices/sweep_webqa.yaml --runs outputs/sweep_webqa/runs
 """
 
 from __future__ import annotations

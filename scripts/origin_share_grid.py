@@ -8,7 +8,7 @@ head's own decision (``RerankHead(rule, origin_share=s).decide`` / ``VoteHead(s)
 on a file of generated paraphrases the column at the default share is the default runs). Takes the sweep's flags and
 reads the engine rows a sweep with them wrote under ``--output_dir`` (:func:`engine_rows`); it decodes nothing.
 
-    python scripts/origin_share_grid.py --config configs/sweep_webqa_confirm.yaml \\
+    python scripts/origin_share_grid.py --config studies/webqa_slices/sweep_webqa_confirm.yaml \\
         --data.path outputs/paraphrases/webquestions-train-2300-2799.jsonl --output_dir outputs/sweep_webqa_fifth \\
         --shares 0.5,0.7,0.9
 """

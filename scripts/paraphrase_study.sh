@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paraphrase study of the README ("Paraphrases and confidences"), embedded model, CPU:
+# The paraphrase study (studies/paraphrase_checks/: its README and run.sh), embedded model, CPU:
 #   dev:      WebQuestions train questions 200-299: temperature 0.5 / 0.7 / 1.0 / 1.5 (top_p 0.9) -> acceptance and
 #             the accuracy of origin, avg and max over the checked paraphrases (and avg over the unchecked samples
 #             at 1.5, the reference code's setting); the temperature is chosen here.

@@ -16,7 +16,10 @@ from selfens_pl.lit.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(("paraphrase_", "confidence_", "sweep_", "chooser_"))]
+TOOLS = ("paraphrase_", "confidence_", "sweep_", "chooser_")
+#: The studies' configs (studies/<study>/*.yaml): every one a tool's (sweep, chooser, paraphrase)
+STUDY_CONFIGS = sorted((ROOT / "studies").glob("*/*.yaml"))
+TOOL_CONFIGS = [p for p in ALL_CONFIGS if p.stem.startswith(TOOLS)] + STUDY_CONFIGS
 CONFIGS = [p for p in ALL_CONFIGS if p not in TOOL_CONFIGS]  # LightningCLI configs (predict, or fit: finetune_*)
 
 
@@ -57,7 +60,14 @@ def test_config_instantiates(path, tiny_model_dir, monkeypatch):
     assert cli.config["output_dir"] == f"outputs/{path.stem}"
 
 
-@pytest.mark.parametrize("path", TOOL_CONFIGS, ids=[p.stem for p in TOOL_CONFIGS])
+def test_study_configs_are_tool_configs():
+    """A study's config is run by its tool (its name says which); configs/ keeps the user presets."""
+    assert STUDY_CONFIGS, "studies/*/ should hold the studies' configs"
+    other = [str(p.relative_to(ROOT)) for p in STUDY_CONFIGS if not p.stem.startswith(TOOLS)]
+    assert not other, f"study configs named for no tool: {other}"
+
+
+@pytest.mark.parametrize("path", TOOL_CONFIGS, ids=[str(p.relative_to(ROOT)) for p in TOOL_CONFIGS])
 def test_tool_config_parses(path, monkeypatch):
     """``paraphrase_*`` / ``confidence_*`` / ``sweep_*`` / ``chooser_*`` configs parse with their own command's parser (no model loaded)."""
     import importlib

@@ -210,12 +210,12 @@ def test_sweep_is_a_cli_verb():
 
 
 def test_shipped_sweep_config_instantiates(monkeypatch):
-    """configs/sweep_myriadlama.yaml parses and builds every head (no model loaded): the 800 shipped facts, K in
-    {1, 3, 6}, M in {1, 3}."""
+    """studies/myriadlama_sweep/sweep_myriadlama.yaml parses and builds every head (no model loaded): the 800
+    shipped facts, K in {1, 3, 6}, M in {1, 3}."""
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
     parser = sweep.build_parser()
-    cfg = parser.parse_args(["--config", "configs/sweep_myriadlama.yaml"])
+    cfg = parser.parse_args(["--config", "studies/myriadlama_sweep/sweep_myriadlama.yaml"])
     init = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(cfg)
     kinds = {h.label: plan_for(h).how for h in init.heads}
     assert kinds["entropy_weighted"] == "rule" and kinds["rerank_mixture"] == "derived"

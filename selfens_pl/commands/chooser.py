@@ -1,6 +1,6 @@
 """``python -m selfens_pl chooser``: fit the learned chooser (:mod:`selfens_pl.scoring.chooser`) on grouped facts.
 
-    python -m selfens_pl chooser --config configs/chooser_myriadlama.yaml --out chooser.json
+    python -m selfens_pl chooser --config studies/myriadlama_sweep/chooser_myriadlama.yaml --out chooser.json
 
 It takes the sweep's flags (``--data.*``, ``--ks``, ``--ms``, ``--output_dir``, ...): the facts are answered and
 scored by the sweep's one engine pass (``facts.jsonl`` in ``--output_dir``, reused when a sweep with the same

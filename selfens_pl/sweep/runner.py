@@ -1,8 +1,8 @@
 """Accuracy and cost against K (paraphrases) and M (few-shot blocks) for every method: tables with paired intervals,
 charts, and every run on disk.
 
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
+    python -m selfens_pl sweep --config studies/myriadlama_sweep/sweep_myriadlama.yaml
+    python -m selfens_pl sweep --config studies/myriadlama_sweep/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
 
 The groups come from ``--data.*`` exactly as ``predict`` reads them (``--data.path`` may list several files). For
 every ``K`` in ``--ks`` and ``M`` in ``--ms`` a group is asked with its first ``K`` paraphrases x its first ``M``
