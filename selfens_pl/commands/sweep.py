@@ -1,8 +1,8 @@
 """``python -m selfens_pl sweep``: every method for K paraphrases x M few-shot blocks (:mod:`selfens_pl.sweep`).
 
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
-    python -m selfens_pl sweep --config configs/sweep_myriadlama.yaml --trainer.accelerator cuda \
+    python -m selfens_pl sweep --config studies/myriadlama_sweep/sweep_myriadlama.yaml
+    python -m selfens_pl sweep --config studies/myriadlama_sweep/sweep_myriadlama.yaml --ks 1,3 --ms 1 --data.limit 50
+    python -m selfens_pl sweep --config studies/myriadlama_sweep/sweep_myriadlama.yaml --trainer.accelerator cuda \
         --trainer.precision bf16-true
 
 The model, questions and device take predict's flags (``--model.*``, ``--data.*``, ``--trainer.accelerator``,
