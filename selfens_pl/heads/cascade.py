@@ -12,10 +12,10 @@ than ``first``, the same paraphrase with other blocks) and takes their vote
 A group whose confidence is ``>= threshold`` keeps the stage-1 answer; the others are answered by ``ensemble`` (any
 head answering one record per group, :func:`one_record_per_group`; one whose ``generate`` takes ``known``,
 :func:`reuses_known`, such as ``VoteHead`` and ``RerankHead``, reuses the cheap members' answers instead of decoding
-them again). So ``threshold = 0`` is the stage-1 head alone
-(``first=1``: origin) and any ``threshold > 1`` is the ensemble alone, token for token (tested). Each record says
-which path answered (``path``: ``first`` or ``ensemble``), its ``cascade_confidence`` and ``decoded_rows``: the rows
-decoded for its group (the cheap ones, plus what the ensemble decoded: its members not already answered, or its own
+them again). So ``threshold = 0`` is the stage-1 head alone (``first=1``: origin) and any ``threshold > 1`` is the
+ensemble alone, token for token (tested). Each record says which path answered (``path``: ``first`` or
+``ensemble``), its ``cascade_confidence`` and ``decoded_rows``: the rows decoded for its group (the cheap ones,
+plus what the ensemble decoded: its members not already answered, or its own
 :meth:`~selfens_pl.heads.base.FusionHead.decoded_rows`, e.g. one row per FlexFusion group).
 
 The decisions over answers already decoded are :meth:`CascadeHead.first_stage` (the cheap answers' vote and

@@ -38,8 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selfens_pl.data.demos import cut_blocks
-from selfens_pl.engine.decoding import Generation
 from selfens_pl.data.group import Group
+from selfens_pl.engine.decoding import Generation
 from selfens_pl.engine.members import demo_candidates
 from selfens_pl.errors import InternalError
 from selfens_pl.heads.base import FusionHead
