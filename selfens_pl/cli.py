@@ -24,6 +24,7 @@ import sys
 import time
 
 from selfens_pl.errors import EXIT_USER_ERROR, PROG, UsageError, debug_enabled, parse_errors_raise, user_error_message
+from selfens_pl.verbs import COMMANDS
 
 #: LightningCLI's subcommands (``LightningCLI.subcommands()``, named here so that ``--help`` need not import
 #: Lightning; a test keeps the two equal).
@@ -38,21 +39,6 @@ TOOLS = {
     "ask": "selfens_pl.commands.ask:main",
     "sweep": "selfens_pl.commands.sweep:main",
     "chooser": "selfens_pl.commands.chooser:main",
-}
-
-#: Every command with its line of the overview (``python -m selfens_pl --help``), in the order shown.
-COMMANDS = {
-    "predict": "answer questions with a fusion head: predictions.jsonl, summary.json (Lightning)",
-    "fit": "fine-tune the model through a fusion head's layout (Lightning)",
-    "validate": "score the model on validation groups, as fit validates (Lightning)",
-    "test": "Lightning's test loop; the model has no test step: use predict or validate (Lightning)",
-    "ask": "answer one question with every method side by side",
-    "report": "compare predict or sweep runs: a markdown table, gains with intervals, charts",
-    "mask": "draw the fused attention mask of a FlexFusion config",
-    "paraphrase": "generate paraphrases of questions and keep those that pass the quality checks",
-    "confidence": "per-paraphrase confidences (sampled agreement) for the weighted rules",
-    "sweep": "every method for K paraphrases x M few-shot blocks: gains, tables, charts",
-    "chooser": "fit the learned chooser of RerankHead(rule=learned) on questions with answers",
 }
 
 HELP_FLAGS = ("-h", "--help")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from selfens_pl.errors import PROG
+from selfens_pl.verbs import COMMANDS
+
 #: Flags of the main group shown in the short help (by ``dest``).
 OPTIONS = ("help", "help_all", "config", "print_config", "output_dir", "resume")
 
@@ -38,8 +41,6 @@ def _shown(dest: str, verb: str) -> bool:
 def format_short_help(parser) -> str:
     """The short help of a LightningCLI subcommand's ``parser``: its own sections first (options, model, data),
     then the Trainer flags of :data:`TRAINER` and ``ckpt_path``."""
-    from selfens_pl.cli import COMMANDS, PROG
-
     verb = _verb(parser)
     hidden = [a for a in parser._actions if not _shown(a.dest, verb)]
     saved = {"usage": parser.usage, "description": parser.description, "groups": parser._action_groups,
