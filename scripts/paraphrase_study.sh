@@ -17,8 +17,8 @@ TOP_P=0.9
 paraphrase() {  # name start limit temperature [extra flags]
   local name=$1 start=$2 limit=$3 t=$4; shift 4
   /usr/bin/time -f "[study] paraphrase $name: %e s wall" $PY -m selfens_pl paraphrase \
-    --config configs/paraphrase_webqa.yaml --start "$start" --limit "$limit" --temperature "$t" --top_p $TOP_P \
-    --output "$OUT/$name.jsonl" --batch_size 32 "$@"
+    --config configs/paraphrase_webqa.yaml --data.start "$start" --data.limit "$limit" --temperature "$t" --top_p $TOP_P \
+    --output "$OUT/$name.jsonl" --data.batch_size 32 "$@"
 }
 
 predict() {  # groups-name run-name head-json

@@ -5,7 +5,7 @@
 # (embedded SmolLM2-135M-Instruct; no paraphrases, no hub: ../shared/data/webquestions/train.jsonl).
 #   bash studies/learned_chooser_webqa/run.sh     # about 20 min on 2 CPU cores (chooser 12 min, sweep 7.5 min)
 #   OUT=/tmp/study REPORTS=/tmp/study CHOOSER=/tmp/study/chooser.json \
-#     bash studies/learned_chooser_webqa/run.sh --data.limit 20     # a quick check (the sweep then still uses the
+#     bash studies/learned_chooser_webqa/run.sh --data.limit 100     # a smaller check (the sweep then still uses the
 #                                                                   # shipped file, which its config names)
 # Both steps resume and reuse what $OUT (default outputs) already holds; extra arguments go to both. The report
 # goes to $REPORTS (default: this folder), the chooser file to $CHOOSER (default: the shipped file, replaced).

@@ -2,7 +2,7 @@
 # Regenerates this study's reports: every method over K paraphrases x M five-shot blocks on the 800 shipped
 # MyriadLAMA facts (../shared/data/myriadlama/dev.jsonl + dev600.jsonl), embedded SmolLM2-135M-Instruct.
 #   bash studies/myriadlama_sweep/run.sh                  # the whole study: about 2 h 10 min on 2 CPU cores
-#   OUT=/tmp/study REPORTS=/tmp/study bash studies/myriadlama_sweep/run.sh --data.limit 20   # a quick check
+#   OUT=/tmp/study REPORTS=/tmp/study bash studies/myriadlama_sweep/run.sh --data.limit 100   # a smaller check
 # Every sweep resumes and reuses what $OUT (default outputs) already holds; extra arguments go to every sweep and
 # to the chooser. Reports go to $REPORTS (default: this folder).
 set -euo pipefail

@@ -3,7 +3,7 @@
 # generated paraphrases (embedded SmolLM2-135M-Instruct, similar blocks from the train split).
 #   bash studies/origin_share/run.sh           # about 2 h 30 min on 2 CPU cores from scratch, minutes once
 #                                              # studies/webqa_slices/run.sh has run (every fact reused)
-#   OUT=/tmp/study REPORTS=/tmp/study bash studies/origin_share/run.sh --data.limit 20   # a quick check
+#   OUT=/tmp/study REPORTS=/tmp/study bash studies/origin_share/run.sh --data.limit 100   # a smaller check
 # Every step resumes and reuses what $OUT (default outputs) already holds; extra arguments (flags `paraphrase`,
 # `sweep` and scripts/origin_share_grid.py all take) go to every step. Reports go to $REPORTS (default: this folder).
 set -euo pipefail

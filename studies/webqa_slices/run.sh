@@ -3,7 +3,7 @@
 # with the same settings and swept with every head (embedded SmolLM2-135M-Instruct; similar blocks from the train
 # split). About 8-9 hours on 2 CPU cores from scratch (6 x 15-35 min paraphrasing, 9 sweeps of 9-75 min).
 #   bash studies/webqa_slices/run.sh
-#   OUT=/tmp/study REPORTS=/tmp/study bash studies/webqa_slices/run.sh --data.limit 20   # a quick check
+#   OUT=/tmp/study REPORTS=/tmp/study bash studies/webqa_slices/run.sh --data.limit 100   # a smaller check
 # Every step resumes and reuses what $OUT (default outputs) already holds; extra arguments (flags both `paraphrase`
 # and `sweep` take: --data.limit, --model.model, --trainer.accelerator, ...) go to every step. Reports go to
 # $REPORTS (default: this folder). A rerun uses today's defaults: the slices swept before origin_share "auto" meant
