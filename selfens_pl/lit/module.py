@@ -114,7 +114,7 @@ class SelfEnsembleLM(LightningModule):
         sharded = tp_mesh is not None and tp_mesh.size() > 1
         if sharded or hp.device_map is not None:
             self._check_large_model_flags(sharded)
-        self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit's train loop switches it
+        self.lm, self.tokenizer = load_model_and_tokenizer(  # in eval mode; fit switches it below
             hp.model, dtype=dtype or torch.get_default_dtype(), trust_remote_code=hp.trust_remote_code,
             device_map=hp.device_map, max_memory=hp.max_memory, offload_folder=hp.offload_folder,
             tp_mesh=tp_mesh, device=self.trainer.strategy.root_device if sharded else None)
@@ -128,6 +128,11 @@ class SelfEnsembleLM(LightningModule):
             self.lm = add_lora(self.lm, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
         self.decoder = GreedyDecoder(self.lm, self.tokenizer, hp.max_new_tokens, hp.stop, hp.share_prefix,
                                      hp.compile, cache_lengths=hp.cache_lengths)
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit":
+            # loaded in eval mode (for answering); fit trains in train mode (dropout and any train-only behaviour
+            # on), before Lightning's fit loop starts; its validation switches to eval mode and back itself
+            self.lm.train()
 
     def _check_large_model_flags(self, sharded: bool) -> None:
         """One clear error for what a split model (tensor parallel or device_map) does not do: fine-tuning, LoRA."""
@@ -223,10 +228,6 @@ class SelfEnsembleLM(LightningModule):
         require_answers(records, "(validation data needs answers)")
         self.val_accuracy.update([r["prediction"] for r in records], [r["answers"] for r in records])
         self.log("val/accuracy", self.val_accuracy, prog_bar=True, batch_size=len(records))
-
-    def on_train_start(self) -> None:
-        # The LM is loaded in eval mode (for answering outside a Trainer); Lightning keeps module modes as found.
-        self.lm.train()
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
