@@ -11,18 +11,22 @@ it costs only the package's own import.
 :func:`main` runs every command the same way: a quiet start (:func:`quiet_start`), and a user error (bad flag, bad
 data, bad path, a prompt beyond the context window, a missing optional dependency) printed as one line
 ``selfens_pl: error: <message>`` with exit status 2, while a bug keeps its traceback (the rule:
-:mod:`selfens_pl.errors`; ``SELFENS_PL_DEBUG=1`` shows every traceback).
+:mod:`selfens_pl.errors`; ``SELFENS_PL_DEBUG=1`` shows every traceback). SIGTERM and SIGINT stop a command after
+the batch in flight (:mod:`selfens_pl.stopping`): one line ``selfens_pl: stopped by SIGTERM ...`` naming the
+command that resumes, exit status 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import selfens_pl.stopping as stopping
 from selfens_pl.errors import EXIT_USER_ERROR, PROG, UsageError, debug_enabled, parse_errors_raise, user_error_message
 from selfens_pl.verbs import COMMANDS
 
@@ -107,6 +111,17 @@ def _failed_process_status(wait_s: float = 5.0) -> int | None:
     return None
 
 
+def stop_message(stop: stopping.Stopped, args: list[str]) -> str:
+    """The line a command stopped by a signal prints: what stopped it, where its finished work is and the command
+    that resumes it (the same one, plus what the command asked to add: predict's ``--resume true``)."""
+    hint = stop.hint
+    if hint is None:
+        return str(stop)
+    kept, extra = hint
+    return (f"{stop}; the finished work is kept in {kept}; resume with: python -m {PROG} "
+            f"{shlex.join([*args, *extra])}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfens_pl <command> ...``: one line and exit status 2 for a user error, a traceback for a bug."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -119,9 +134,12 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_start()
     try:
-        with parse_errors_raise():
+        with stopping.handle_signals(), parse_errors_raise():
             run_command(argv)
     except BaseException as exc:
+        if isinstance(exc, stopping.Stopped):  # not an error: no traceback, under SELFENS_PL_DEBUG too
+            print(f"{PROG}: {stop_message(exc, args)}", file=sys.stderr, flush=True)
+            sys.exit(exc.status)
         message = None if debug_enabled() else user_error_message(exc, args)
         if message is None:
             status = None if debug_enabled() else _failed_process_status()

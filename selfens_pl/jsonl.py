@@ -12,7 +12,9 @@ outputs, a predict run's part and merged files, the sweep's ``facts.jsonl``), un
   a value that is not an object, bytes that are not UTF-8 (:func:`decode_utf8`), and, where ids matter
   (:func:`records_by_id`), a record without an ``id`` or an id written twice.
 
-Blank lines are ignored. Below every layer: imports only :mod:`selfens_pl.errors`.
+Blank lines are ignored. An append is a batch on disk: a stop signalled while it was in flight takes effect right
+after it (:func:`append_jsonl`, :mod:`selfens_pl.stopping`). Below every layer: imports only
+:mod:`selfens_pl.errors` and :mod:`selfens_pl.stopping`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import selfens_pl.stopping as stopping
 from selfens_pl.errors import UserError
 
 TOOL = "selfens_pl"
@@ -163,13 +166,15 @@ def json_lines(records: list[dict]) -> str:
 
 
 def append_jsonl(path: str | Path, records: list[dict]) -> None:
-    """Append ``records``, one JSON line each, in a single write, then flush to disk."""
-    if not records:
-        return
-    with Path(path).open("a", encoding="utf-8") as fh:
-        fh.write(json_lines(records))
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append ``records``, one JSON line each, in a single write, then flush to disk. Inside a loop that stops after
+    the batch in flight (:func:`selfens_pl.stopping.after_batch`), a SIGTERM or SIGINT received meanwhile stops it
+    here, once the batch is written."""
+    if records:
+        with Path(path).open("a", encoding="utf-8") as fh:
+            fh.write(json_lines(records))
+            fh.flush()
+            os.fsync(fh.fileno())
+    stopping.checkpoint()
 
 
 def sort_records(records: list[dict]) -> list[dict]:

@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "selfens_pl"
 
 #: Bottom first. A module may import modules of its own layer and of the layers below.
 LAYERS: list[set[str]] = [
-    {"errors", "jsonl", "figures", "progress", "distributed", "resources", "verbs"},  # base: no package imports
+    {"errors", "jsonl", "figures", "progress", "distributed", "resources", "verbs",  # base: no package imports
+     "stopping"},
     {"data"},  # records, sources, prompts, demonstration blocks, content-free prompts, the DataModule
     {"engine"},  # model loading, sharding, attention, KV cache, batches, decoding, sampling, fusion rules
     {"scoring"},  # lemma metric, agreement, rescoring rules, summaries, bootstrap statistics, paraphrase checks

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import selfens_pl.stopping as stopping
 from selfens_pl.commands.sweep import build_parser as sweep_parser
 from selfens_pl.commands.sweep import prepare
 from selfens_pl.errors import UserError
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> Path:
     if cfg.first_tokens < 1:
         raise UserError(f"--first_tokens={cfg.first_tokens}: give 1 (the members' greedy answers) or more")
     head = RerankHead(rule="learned", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
-    facts, _ = sweep.engine([], True, cfg.first_tokens, cfg.demo_answers)
+    stopping.resumable(str(sweep.out))  # facts.jsonl is reused by the same command
+    with stopping.after_batch():  # SIGTERM / SIGINT: once the batch of facts in flight is in facts.jsonl
+        facts, _ = sweep.engine([], True, cfg.first_tokens, cfg.demo_answers)
     derive = Deriver(facts, sweep.groups, sweep.grid, sweep.is_match)
     data = derive.chooser_data(head, cfg.k, cfg.m)
     _, _, feats, labels, _ = data

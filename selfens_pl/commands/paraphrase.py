@@ -48,11 +48,12 @@ import sys
 import time
 from pathlib import Path
 
+import selfens_pl.stopping as stopping
 from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
     model_and_data_parser, rename_flags
 from selfens_pl.data.datamodule import HUB_SOURCES, auto_source
 from selfens_pl.errors import UserError
-from selfens_pl.jsonl import append_jsonl, pending_groups, resume_jsonl
+from selfens_pl.jsonl import append_jsonl, atomic_write, pending_groups, resume_jsonl
 from selfens_pl.progress import ProgressBar
 from selfens_pl.scoring.paraphrase_checks import (
     TEXT_CHECKS,
@@ -207,9 +208,16 @@ def main(argv: list[str] | None = None) -> Path:
                              f"--num_paraphrases={k} ({n} paraphrases; original + at most {k}); use another --output")
 
     todo = pending_groups(output, groups, check_record, "paraphrase")
-    settings_path(output).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    if todo:
-        run(cfg, todo, output, k, checks, first_done=len(groups) - len(todo), total=len(groups))
+
+    def write_settings() -> None:
+        atomic_write(settings_path(output), json.dumps(settings, indent=2) + "\n")
+
+    if todo:  # the settings file is written once the model has loaded: a model that fails to load leaves none
+        stopping.resumable(str(output))  # the same command skips the ids already written
+        run(cfg, todo, output, k, checks, first_done=len(groups) - len(todo), total=len(groups),
+            loaded=write_settings)
+    else:
+        write_settings()
     ids = {g["id"] for g in groups}
     stats = paraphrase_statistics([r for r in resume_jsonl(output, check_record, "paraphrase").values()
                                    if r["id"] in ids])
@@ -217,13 +225,17 @@ def main(argv: list[str] | None = None) -> Path:
     return output
 
 
-def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int) -> None:
-    """Load the model, then paraphrase, check and append ``todo`` batch by batch."""
+def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, first_done: int, total: int,
+        loaded=None) -> None:
+    """Load the model (then call ``loaded()``), then paraphrase, check and append ``todo`` batch by batch; SIGTERM or
+    SIGINT stops once the batch in flight is appended (:mod:`selfens_pl.stopping`)."""
     start = time.perf_counter()
     decoder = load_model(cfg)
+    if loaded is not None:
+        loaded()
     sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.model.max_new_tokens)
     checker = ParaphraseChecker(settings, EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None)
-    with ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
+    with stopping.after_batch(), ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
         for first in range(0, len(todo), cfg.data.batch_size):
             records = paraphrase_groups(sample, todo[first:first + cfg.data.batch_size], k, cfg.seed, cfg.max_retries,
                                         checker)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import selfens_pl.stopping as stopping
 from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
     model_and_data_parser, rename_flags
 from selfens_pl.data.prompts import PromptTokenizer
@@ -137,7 +138,9 @@ def main(argv: list[str] | None = None) -> Path:
             k_fit, m_fit = chooser_file(head).layout
             print(f"[sweep] {label}: its chooser file was fit at K={k_fit} M={m_fit}; not reported at "
                   f"{', '.join(f'K={k} M={m}' for k, m in skipped)}")
-    facts, engine_seconds = sweep.engine(needs.rules, needs.rescore, needs.first_tokens, needs.demo_answers)
+    stopping.resumable(str(sweep.out))  # facts.jsonl and every finished run are reused by the same command
+    with stopping.after_batch():  # SIGTERM / SIGINT: once the batch of facts in flight is in facts.jsonl
+        facts, engine_seconds = sweep.engine(needs.rules, needs.rescore, needs.first_tokens, needs.demo_answers)
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
     baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle

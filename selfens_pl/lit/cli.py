@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 from transformers.utils import logging as hf_logging
 
+import selfens_pl.stopping as stopping
 from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.parallel import register_strategy
 from selfens_pl.errors import UserError
@@ -158,6 +159,7 @@ class SelfEnsembleCLI(LightningCLI):
             if resume:
                 check_resumable(output_dir, config)
             (output_dir / "config.yaml").write_text(config)
+        stopping.resumable(str(output_dir), [] if resume else ["--resume", "true"])
         self.trainer.callbacks.append(PredictionWriter(str(output_dir), resume=resume))
 
 

@@ -19,11 +19,18 @@ Files in ``output_dir``:
 
 Resume (``resume=True``, the default): before predicting, every process reads the committed records of the output
 directory (``predictions.jsonl`` and part files written by any number of processes), rank 0 consolidates them into
-``predictions.jsonl``, and the data module skips their ids (``datamodule.skip_ids``). ``resume=False`` deletes
-earlier predictions first. The CLI refuses to resume when the model, head or data settings differ from the output
-directory's ``config.yaml`` (``--data.batch_size`` / ``num_workers`` / ``limit`` and the process count may change;
-:func:`selfens_pl.lit.preflight.check_resumable`); records of ids outside the current data set are left out of the
-merged file. Every file is read under the package's one JSONL policy (:mod:`selfens_pl.jsonl`).
+``predictions.jsonl``, and the data module skips their ids (``datamodule.skip_ids``). ``resume=False``: the CLI
+has deleted the earlier run (its predictions, parts and summary) once every check passed, before writing the new
+``config.yaml`` (:meth:`selfens_pl.lit.cli.SelfEnsembleCLI.before_predict`). The CLI refuses to resume when a setting
+that changes the records differs from the output directory's ``config.yaml``: the model, head and data settings,
+``--data.limit`` and ``--data.start`` included (only ``--data.batch_size`` / ``num_workers`` and the process count
+may change; :func:`selfens_pl.lit.preflight.check_resumable`). Every file is read under the package's one JSONL
+policy (:mod:`selfens_pl.jsonl`).
+
+Stopping: SIGTERM or SIGINT while predicting stops the run once the batch in flight is committed
+(:mod:`selfens_pl.stopping`; a part file holds every finished batch, nothing is merged and no summary is written);
+the same command (with ``--resume true`` where it said false) answers the rest. The part file is opened with the
+first batch, so a run that fails before it leaves none.
 
 Processes: one device, or ``ddp`` (``ddp_spawn``, ...) with any number of processes; the data module shards the
 groups itself (process r takes groups r, r + W, ...; nothing padded or repeated; a share may be empty). Under
@@ -42,6 +49,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torchmetrics import Metric
 
+import selfens_pl.stopping as stopping
 from selfens_pl.distributed import tensor_parallel_rank
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import atomic_write, read_objects, write_records
@@ -60,6 +68,7 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.resume = resume
         self._file = None
+        self._stoppable = False
         self._start = 0.0
         self._seconds = 0.0
         self._n_groups = 0
@@ -108,26 +117,39 @@ class PredictionWriter(BasePredictionWriter):
 
     # -- while predicting ---------------------------------------------------------------------------------------
     def on_predict_start(self, trainer, pl_module) -> None:
-        self._file = self.part_path(trainer.global_rank).open("w", encoding="utf-8")
+        self._file = None  # opened with the first batch: a run that fails before it leaves no empty part file
         self._n_groups = self._n_records = 0
         self._start = time.perf_counter()
+        stopping.enter()  # SIGTERM / SIGINT from here on: stop after the batch in flight is committed
+        self._stoppable = True
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if tensor_parallel_rank(trainer.strategy):  # a tensor-parallel group answers once: its first process writes
+            stopping.checkpoint()
             return
         lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in prediction]
         lines.append(json.dumps({COMMIT: batch_idx, "_records": len(prediction)}) + "\n")
+        if self._file is None:
+            self._file = self.part_path(trainer.global_rank).open("w", encoding="utf-8")
         self._file.write("".join(lines))
         self._file.flush()
         self._n_groups += len(batch["groups"])
         self._n_records += len(prediction)
+        stopping.checkpoint()  # the batch is committed: a stop signalled meanwhile takes effect now
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        self._file.close()
-        self._file = None
+        self._close()
         self._seconds = time.perf_counter() - self._start
+        self._stoppable = False
+        stopping.leave()  # a stop signalled after the last batch: no merge, no summary (resuming writes them)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
+        self._close()
+        if self._stoppable:
+            self._stoppable = False
+            stopping.leave(stop_pending=False)
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
