@@ -47,9 +47,10 @@ def write_inputs(tmp: Path, model_dir: Path) -> dict[str, Path]:
              "bad_config": tmp / "bad_key.yaml"}
     files["good"].write_text("\n".join(demo[:3]) + "\n")
     records = [json.loads(line) for line in demo[:3]]
-    records[1]["paraphrases"][0] = " ".join(["who is the president of france?"] * 400)  # > 2048 tokens
-    files["long_second"] = tmp / "long_second.jsonl"
-    files["long_second"].write_text("".join(json.dumps(r) + "\n" for r in records))
+    for i in (0, 2):  # the second record alone has no confidences for a weighted rule (met while answering it)
+        records[i]["confidences"] = [1.0] * len(records[i]["paraphrases"])
+    files["unweighted_second"] = tmp / "unweighted_second.jsonl"
+    files["unweighted_second"].write_text("".join(json.dumps(r) + "\n" for r in records))
     files["broken"].write_text(demo[0] + "\n" + demo[1][:40] + "\n" + demo[2] + "\n")  # line 2 cut short
     files["empty"].write_text("")
     files["a_file"].write_text("not a directory\n")
@@ -92,8 +93,10 @@ def runs(tmp_path_factory, tiny_model_dir):
                   {"SELFENS_PL_DEBUG": "1"}),
         "bug": ([sys.executable, "-c", BUG], {}),
         "ok": (predict + ["--output_dir", str(tmp / "ok")], {}),
-        # two processes; only rank 1's share (group 1 of 3) holds a prompt too long for the context window
-        "ddp_rank1": (predict + ["--data.path", str(files["long_second"]), "--data.batch_size", "1",
+        # two processes; only rank 1's share (group 1 of 3) lacks the confidences its weighted rule needs
+        "ddp_rank1": (predict + ["--data.path", str(files["unweighted_second"]), "--data.batch_size", "1",
+                                 "--model.head", "selfens_pl.heads.LogitFusion",
+                                 "--model.head.init_args.method", "weighted_avg",
                                  "--output_dir", str(tmp / "ddp"), "--trainer.strategy", "ddp",
                                  "--trainer.devices", "2"], {}),
     }
@@ -158,12 +161,12 @@ def test_error_in_another_ddp_process(runs):
     """Rank 1 fails alone: it reports its error, naming its rank; rank 0, whose collective then finds its peer gone,
     adds no traceback, stops and exits with rank 1's status (or is stopped by Lightning's process observer first)."""
     status, out, err = runs["ddp_rank1"]
-    second = json.loads(runs["files"]["long_second"].read_text().splitlines()[1])["id"]
+    second = json.loads(runs["files"]["unweighted_second"].read_text().splitlines()[1])["id"]
     assert status in (2, -9), (status, err[-3000:])
     assert "Traceback" not in err, err
     [line] = err.splitlines()
-    assert line.startswith(f"{ERROR}rank 1: record '{second}': prompt of "), line
-    assert line.endswith("exceeds the model's context window of 2048 tokens"), line
+    assert line.startswith(f"{ERROR}rank 1: record '{second}': method=weighted_avg needs one confidence per "
+                           "paraphrase"), line
 
 
 def test_debug_shows_the_traceback(runs):
@@ -276,10 +279,17 @@ def test_per_prompt_table_shows_each_paraphrase_and_the_oracle(tmp_path, tiny_mo
 
 
 def test_resumed_run_reports_its_own_speed(tmp_path, tiny_model_dir, monkeypatch, capsys, one_thread):
-    write_groups(tmp_path / "groups.jsonl", 5)
+    ids = write_groups(tmp_path / "groups.jsonl", 5)
     config = write_config(tmp_path / "config.yaml", tiny_model_dir, tmp_path / "groups.jsonl")
     args = ["--config", str(config), "--output_dir", str(tmp_path / "out")]
-    predict_in_process(monkeypatch, capsys, *args, "--data.limit", "2")
+    predict_in_process(monkeypatch, capsys, *args)
+    # what a run stopped after its first batch (2 groups) leaves: that batch in its part file, no merge, no summary
+    # (a run limited to 2 cannot be resumed without the limit: another --data.limit is refused)
+    first = [r for r in map(json.loads, (tmp_path / "out" / PREDICTIONS).read_text().splitlines()) if r["id"] in ids[:2]]
+    (tmp_path / "out" / "predictions.rank0.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in first) + json.dumps({"_batch": 0, "_records": len(first)}) + "\n")
+    (tmp_path / "out" / PREDICTIONS).unlink()
+    (tmp_path / "out" / SUMMARY).unlink()
 
     out = predict_in_process(monkeypatch, capsys, *args)  # resumes: answers the other 3
     summary = json.loads((tmp_path / "out" / SUMMARY).read_text())

@@ -16,6 +16,7 @@ scored by a chooser fit on it) beside origin and the mixture rule, each gain wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import selfens_pl.stopping as stopping
@@ -51,13 +52,35 @@ def model_flag(cfg) -> str:
     return model if isinstance(model, str) else model.model
 
 
+def check_flags(cfg) -> None:
+    """The chooser's own flags, before the groups are read and the model loads: ``--first_tokens``, ``--k`` /
+    ``--m``, and an ``--out`` that can be written (the engine pass would otherwise run first)."""
+    if cfg.first_tokens < 1:
+        raise UserError(f"--first_tokens={cfg.first_tokens}: give 1 (the members' greedy answers) or more")
+    for flag, value in (("--k", cfg.k), ("--m", cfg.m)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    check_writable_file(cfg.out, "--out")
+
+
+def check_writable_file(path, flag: str) -> None:
+    """A file can be written at ``path``: not a directory, and its folder is (or can be made as) a directory that
+    this process may write in. Nothing is made here."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag}={path}: is a directory; give a file name (e.g. {path / 'chooser.json'})")
+    folder = next((p for p in path.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"{flag}={path}: cannot write it ({folder} is a file, not a directory)")
+    if folder is not None and not os.access(folder, os.W_OK):  # the file is written through a temporary one there
+        raise UserError(f"{flag}={path}: cannot write it (no permission to write in {folder})")
+
+
 def main(argv: list[str] | None = None) -> Path:
-    cfg, _, _, sweep = prepare(build_parser(), argv)
+    cfg, _, _, sweep = prepare(build_parser(), argv, check_flags)
     if (cfg.k, cfg.m) not in sweep.grid.configs():
         raise UserError(f"--k {cfg.k} --m {cfg.m}: not among the swept configurations (--ks {list(sweep.grid.ks)}, "
                         f"--ms {list(sweep.grid.ms)})")
-    if cfg.first_tokens < 1:
-        raise UserError(f"--first_tokens={cfg.first_tokens}: give 1 (the members' greedy answers) or more")
     head = RerankHead(rule="learned", first_tokens=cfg.first_tokens, demo_answers=cfg.demo_answers)
     stopping.resumable(str(sweep.out))  # facts.jsonl is reused by the same command
     with stopping.after_batch():  # SIGTERM / SIGINT: once the batch of facts in flight is in facts.jsonl

@@ -68,12 +68,18 @@ def settings_view(cfg):
     return view
 
 
-def prepare(parser, argv: list[str] | None):
-    """Parse and check the flags, load the groups and the model: ``(cfg, heads, labels, sweep)``."""
+def prepare(parser, argv: list[str] | None, check_flags=None):
+    """Parse and check the flags, load the groups and the model: ``(cfg, heads, labels, sweep)``. Every check that
+    needs no model comes first (``check_flags(cfg)``: the calling verb's own), so that a mistake is said before the
+    model loads and before anything is written."""
     cfg = parser.parse_args(rename_flags(sys.argv[1:] if argv is None else argv, RENAMED))
-    for flag, value in (("--batch_rows", cfg.batch_rows), ("--resamples", cfg.resamples)):
-        if value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
+    for flag, value, least in (("--batch_rows", cfg.batch_rows, 1), ("--resamples", cfg.resamples, 1),
+                               ("--chooser_folds", cfg.chooser_folds, 2)):
+        if value < least:
+            raise UserError(f"{flag} must be >= {least}, got {value}")
+    check_writable_dir(cfg.output_dir, "--output_dir")
+    if check_flags is not None:
+        check_flags(cfg)
     ms = int_list(cfg.ms, "--ms")
     if cfg.data.demo_blocks not in (1, max(ms)):
         raise UserError(f"--data.demo_blocks={cfg.data.demo_blocks}: the sweep sets it to the largest of --ms "
@@ -108,6 +114,15 @@ def prepare(parser, argv: list[str] | None):
     if dtype is not None:  # answers differ by dtype: rows and runs made in another one are not reused
         sweep.base["dtype"] = dtype
     return cfg, heads, labels, sweep
+
+
+def check_writable_dir(path, flag: str) -> None:
+    """``path`` is, or can be made, a directory: the nearest part of it that exists is a directory (nothing is made
+    here). One error naming ``flag`` otherwise."""
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag}={path}: cannot make the directory ({existing} is a file)")
 
 
 def chooser_file(head):

@@ -302,11 +302,18 @@ class ParaphraseDataModule(LightningDataModule):
         return PromptTemplate(instruction=instruction, few_shot=few_shot)
 
     def _check_slice(self) -> None:
+        """The numeric flags, before any file is read: one error naming the flag (torch's sampler would say
+        ``batch_size should be a positive integer value`` in a traceback; ``num_paraphrases 0`` would reach the
+        heads as empty groups)."""
         hp = self.hparams
         if hp.limit is not None and hp.limit < 1:
             raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
         if isinstance(hp.start, bool) or not isinstance(hp.start, int) or hp.start < 0:
             raise UserError(f"--data.start must be a whole number >= 0, got {hp.start!r}")
+        for flag, value, least in (("num_paraphrases", hp.num_paraphrases, 1), ("batch_size", hp.batch_size, 1),
+                                   ("num_workers", hp.num_workers, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise UserError(f"--data.{flag} must be a whole number >= {least}, got {value!r}")
 
     def _slice(self, groups: list[dict]) -> list[dict]:
         hp = self.hparams

@@ -8,6 +8,7 @@ cached), a local directory, or a hub id (``org/name``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -154,6 +155,7 @@ def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_
 
     register_attention()
     path = resolve_model_name(name)
+    check_hub_access(name, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     dtype = dtype or torch.get_default_dtype()
     if tp_mesh is not None and tp_mesh.size() > 1:
@@ -183,6 +185,58 @@ def load_model_and_tokenizer(name: str, dtype: torch.dtype | None = None, trust_
         align_dispatched_outputs(model)
     model.eval()
     return model, tokenizer
+
+
+def check_hub_access(name: str, path: str) -> None:
+    """Before a hub model (``path`` an ``org/name`` id, not a local directory) is loaded: when the hub cannot be
+    reached (no network, a firewall) and the model is in the local Hugging Face cache, this process goes offline
+    (``HF_HUB_OFFLINE``) and loads the cached copy; when it is not there, one error naming ``--model.model``. So an
+    unreachable hub is one line at once, never huggingface_hub's minute of retries ("Retrying in 8s [Retry 5/5]")
+    before the same failure. With ``HF_HUB_OFFLINE`` already set, a model missing from the cache is the same one
+    error."""
+    if Path(path).expanduser().is_dir():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(path, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        if not cached:
+            raise UserError(f"--model.model={name}: HF_HUB_OFFLINE is set and there is no local copy in the cache "
+                            f"({constants.HF_HUB_CACHE}): unset it, or download the model first")
+        return
+    if _hub_reachable(constants.ENDPOINT):
+        return
+    if not cached:
+        raise UserError(f"--model.model={name}: cannot reach the hub ({constants.ENDPOINT}: offline?) and no local "
+                        f"copy in the cache ({constants.HF_HUB_CACHE})")
+    print(f"[selfens_pl] {constants.ENDPOINT} cannot be reached: loading {name} from the local cache "
+          f"(HF_HUB_OFFLINE=1 for this run)", flush=True)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # processes started from this one (ddp) too
+    constants.HF_HUB_OFFLINE = True  # huggingface_hub and transformers read it at each call (is_offline_mode)
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_reachable(endpoint: str, timeout: float = 10.0) -> bool:
+    """Whether one request to the hub gets any answer (no retries; proxies as huggingface_hub sets them); asked once
+    per process and endpoint (predict's checks, then its model load)."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception:  # any transport error (no route, no name, refused, timed out): no answer
+        return False
+    return True
+
+
+def load_config_and_tokenizer(name: str, trust_remote_code: bool = False):
+    """``(config, tokenizer)`` of ``--model.model`` without its weights: what predict checks its prompts against
+    before it writes anything (the model's name, path, hub access and context window)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_name(name)
+    check_hub_access(name, path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return config, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 #: Most tokens generated per answer, the one default of predict, sweep, confidence, ask and the Python API.

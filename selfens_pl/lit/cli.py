@@ -21,9 +21,11 @@ import selfens_pl.stopping as stopping
 from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.parallel import register_strategy
 from selfens_pl.errors import UserError
+from selfens_pl.jsonl import atomic_write
 from selfens_pl.lit import short_help
 from selfens_pl.lit.module import SelfEnsembleLM
-from selfens_pl.lit.preflight import check_head_data, check_resumable, check_strategy
+from selfens_pl.lit.preflight import (check_checkpoint, check_fit_batches, check_head_data, check_inputs,
+                                      check_output_dir, check_resumable, check_strategy, clear_run)
 from selfens_pl.lit.writer import PredictionWriter
 
 #: Third-party warnings that say nothing to a user of this package, filtered by message (any other warning shows).
@@ -143,22 +145,42 @@ class SelfEnsembleCLI(LightningCLI):
         trainer.callbacks.append(CommandLineProcesses())
         return trainer
 
+    def parse_arguments(self, parser, args) -> None:
+        # build_cli passes args on purpose (mask reads a predict config; tests run in-process): Lightning's warning
+        # that args is "intended to run from within Python" is not the user's business
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
+
+    def before_fit(self) -> None:
+        check_fit_batches(self.trainer, self.datamodule)
+
     def before_predict(self) -> None:
+        """Every check first (flags, strategy, data, answers, model, prompts, chooser file, checkpoint, output
+        folder, resumability), then, only when the run can start, the output folder changes: ``--resume false``
+        removes the earlier run whole, and ``config.yaml`` is written (atomically). A failed check leaves the folder
+        as it was."""
         output_dir = Path(self.config["predict"]["output_dir"])
         resume = self.config["predict"].get("resume", True)
         check_strategy(self.trainer.strategy, self.model)
         check_head_data(self.model.head, self.datamodule)
+        check_inputs(self.model, self.datamodule)
+        check_checkpoint(self.config["predict"].get("ckpt_path"))
+        check_output_dir(output_dir)
+        config = self.parser._subcommands_action._name_parser_map["predict"].dump(
+            self.config["predict"], skip_none=False)
+        if self.trainer.is_global_zero and resume:
+            check_resumable(output_dir, config)
+        # the run can start: from here on the folder changes
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             reason = f"{exc.filename}: {exc.strerror}" if exc.strerror and exc.filename else str(exc)
             raise UserError(f"--output_dir={output_dir}: cannot make the directory ({reason})") from None
         if self.trainer.is_global_zero:
-            config = self.parser._subcommands_action._name_parser_map["predict"].dump(
-                self.config["predict"], skip_none=False)
-            if resume:
-                check_resumable(output_dir, config)
-            (output_dir / "config.yaml").write_text(config)
+            if not resume:
+                clear_run(output_dir)  # before the new config: never a new config.yaml beside the old records
+            atomic_write(output_dir / "config.yaml", config)
         stopping.resumable(str(output_dir), [] if resume else ["--resume", "true"])
         self.trainer.callbacks.append(PredictionWriter(str(output_dir), resume=resume))
 

@@ -234,6 +234,10 @@ class Chooser:
         for a head with demonstration answers)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:  # missing, a directory, unreadable: named with its flag, not as a Union mismatch
+            reason = exc.strerror or str(exc)
+            raise UserError(f"{flag}={str(path)!r}: cannot read the chooser file ({reason}); make one with "
+                            "`python -m selfens_pl chooser --out <file>`") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{flag}={str(path)!r}: not a chooser file (invalid JSON: {exc.msg})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
