@@ -22,6 +22,7 @@ Below every layer: imports nothing of the package.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ class Stopped(BaseException):
 class _State:
     def __init__(self) -> None:
         self.installed = False
+        self.pid = os.getpid()  # the process that installed the handlers
         self.depth = 0  # loops entered (enter/leave) and not left
         self.pending: int | None = None  # a signal noted inside a loop, not acted on yet
         self.kept: str | None = None  # where the finished work is (resumable)
@@ -68,6 +70,8 @@ _STATE = _State()
 
 
 def _handler(signum, frame) -> None:
+    if os.getpid() != _STATE.pid:  # a forked child (a DataLoader worker): the command's own process decides
+        return
     if _STATE.depth and _STATE.pending is None:
         _STATE.pending = signum  # stop once the batch in flight is written
         return
@@ -86,7 +90,7 @@ def handle_signals():
     for s in SIGNALS:
         signal.signal(s, _handler)
     _STATE.__init__()
-    _STATE.installed = True
+    _STATE.installed, _STATE.pid = True, os.getpid()
     try:
         yield
     except Stopped as stop:
