@@ -21,6 +21,7 @@ import selfens_pl.stopping as stopping
 from selfens_pl.commands import RENAMED, device_and_dtype, dtype_setting, instantiate, load_model, \
     model_and_data_parser, rename_flags
 from selfens_pl.data.prompts import PromptTokenizer
+from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FusionHead, VoteHead
 from selfens_pl.scoring.gains import Baselines
@@ -34,7 +35,7 @@ from selfens_pl.sweep.runner import BUILT_IN, Sweep, int_list
 def build_parser():
     parser = model_and_data_parser("sweep", "Every method for K paraphrases x M few-shot blocks: tables, charts, "
                                    "runs.", "The groups, exactly as predict's --data (batches: --batch_rows)",
-                                   max_new_tokens=10)
+                                   max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--heads", type=list[FusionHead], default=[],
                         help="Heads to sweep (class_path + init_args each, as predict's --model.head); origin, "
                              "per_prompt, vote, the mean single paraphrase and the oracle are always there")
