@@ -30,8 +30,8 @@ def named(pattern: str) -> list[str]:
 
 
 def test_every_named_file_exists():
-    paths = named(r"((?:selfens_pl|scripts|configs|docs|tests)/[\w{},./*-]*\w)")
-    assert len(paths) > 30, "the README should name the package's files"
+    paths = named(r"((?:selfens_pl|scripts|configs|docs|tests|studies)/[\w{},./*-]*\w)")
+    assert len(paths) > 8, "the README should name the package's files"
     missing = [p for p in paths if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
     assert not missing, f"the README names files that do not exist: {missing}"
 
@@ -44,9 +44,26 @@ def test_every_config_is_in_the_table():
     assert not shipped - table, f"shipped configs the README's table does not list: {sorted(shipped - table)}"
 
 
+def code_blocks(language: str) -> list[str]:
+    """The README's fenced blocks of ``language``, fences paired in order (an opening fence names a language or
+    none, the next fence closes it)."""
+    blocks, current, lang = [], None, None
+    for line in README.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                if lang == language:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
 def commands() -> list[list[str]]:
     """Every ``python -m selfens_pl ...`` command of the README's code blocks (continued lines joined)."""
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", README, flags=re.S)
+    blocks = code_blocks("bash")
     lines = " ".join(blocks).replace("\\\n", " ").splitlines()
     out = []
     for line in lines:
@@ -57,7 +74,7 @@ def commands() -> list[list[str]]:
 
 def test_every_command_is_a_known_verb():
     verbs = {args[0] for args in commands()}
-    assert {"predict", "report", "sweep", "paraphrase"} <= verbs
+    assert {"predict", "report", "chooser", "paraphrase", "ask", "mask"} <= verbs
     unknown = verbs - set(TOOLS) - set(LightningCLI.subcommands())
     assert not unknown, f"the README runs verbs the command line does not have: {sorted(unknown)}"
 
