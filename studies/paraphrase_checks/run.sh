@@ -3,7 +3,7 @@
 #   checks_benchmark.md: what the paraphrase checks keep and reject on the labelled benchmark
 #     (tests/fixtures/paraphrase_benchmark/), each check alone, the default set, its held-out half, the trade-off
 #     of the two thresholds and the model's own yes/no judge (scripts/paraphrase_checks_eval.py --judge,
-#     scripts/paraphrase_judge.py): about 6 minutes on 2 CPU cores;
+#     scripts/paraphrase_judge.py): 6-14 minutes on 2 CPU cores;
 #   sampling_study.md: the sampling temperature chosen on WebQuestions train questions 200-299, then the checked
 #     paraphrases of the first 200 train questions answered by every head (scripts/paraphrase_study.sh,
 #     scripts/paraphrase_table.py): about 1 h 30 min.
