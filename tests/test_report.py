@@ -40,15 +40,15 @@ def per_prompt_records():
 def runs(tmp_path):
     out = tmp_path / "outputs"
     origin = write_run(out / "origin_x", {
-        "method": "origin", "model": "tiny", "n": 4, "records": 4, "accuracy": 0.5, "exact_match": 25.0,
-        "f1": 37.5, "seconds": 2.0, "questions_per_s": 2.0},
+        "method": "origin", "model": "tiny", "n": 4, "records": 4, "accuracy": 0.5, "exact_match": 0.25,
+        "f1": 0.375, "seconds": 2.0, "questions_per_s": 2.0},
         [rec(q, "origin", 0, hits[0]) for q, hits in PER_PROMPT.items()])
     per_prompt = write_run(out / "per_prompt_x", {
-        "method": "per_prompt", "model": "tiny", "n": 4, "records": 12, "accuracy": 4 / 12, "exact_match": 10.0,
-        "f1": 20.4, "seconds": 8.0, "questions_per_s": 0.5}, per_prompt_records())
+        "method": "per_prompt", "model": "tiny", "n": 4, "records": 12, "accuracy": 4 / 12, "exact_match": 0.1,
+        "f1": 0.204, "seconds": 8.0, "questions_per_s": 0.5}, per_prompt_records())
     avg = write_run(out / "avg_x", {
-        "method": "avg", "model": "tiny", "n": 4, "records": 4, "accuracy": 0.75, "exact_match": 50.0,
-        "f1": 62.5, "seconds": 4.0, "questions_per_s": 1.0},
+        "method": "avg", "model": "tiny", "n": 4, "records": 4, "accuracy": 0.75, "exact_match": 0.5,
+        "f1": 0.625, "seconds": 4.0, "questions_per_s": 1.0},
         [rec(q, "avg", None, c) for q, c in zip(PER_PROMPT, [True, True, False, True])])
     return origin, per_prompt, avg
 

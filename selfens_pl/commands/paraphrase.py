@@ -29,7 +29,7 @@ filled is written with fewer paraphrases and ``short: true``; a bad candidate ne
 The paraphrasing model (``--model.model``) need not be the answering model: paraphrase once with a larger model and
 answer the file with any model (``predict --data.path <file>``); every record names its ``paraphraser``, which is
 how the heads' default ``origin_share: auto`` knows the paraphrases were generated and gives the original question
-half of the group's weight (:mod:`selfens_pl.data.origin_share`).
+0.9 of the group's weight (:mod:`selfens_pl.data.origin_share`).
 
 Output: JSONL ``{id, question, answers, paraphrases: [original, kept...], short, rejected: [{text, seed, attempt,
 failed: [check, ...]}], paraphraser}`` with the ids the data module gives the questions (WebQuestions:
@@ -63,11 +63,10 @@ from selfens_pl.scoring.paraphrase_checks import (
     format_statistics,
     paraphrase_statistics,
 )
-from selfens_pl.scoring.paraphrasing import paraphrase_groups, paraphrase_sampler
+# the sampling defaults (chosen on WebQuestions train questions 200-299 with the embedded model:
+# studies/paraphrase_checks/) are shared with ask and the Python API
+from selfens_pl.scoring.paraphrasing import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, paraphrase_groups, paraphrase_sampler
 
-#: Sampling defaults, chosen on WebQuestions train questions 200-299 with the embedded model (README).
-DEFAULT_TEMPERATURE = 0.7
-DEFAULT_TOP_P = 0.9
 
 #: The default questions: WebQuestions from the hub (``--data.split``, default test).
 WEBQUESTIONS = next(hub for hub, schema in HUB_SOURCES.items() if schema == "webqa")

@@ -93,6 +93,11 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
+def _score(value: float | None) -> str:
+    """EM or F1 of a summary (a fraction in [0, 1]) as the table prints it, 0-100."""
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
 def _num(value, digits: int = 1) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
@@ -111,7 +116,7 @@ def markdown_table(runs: list[Run]) -> str:
         s = run.summary
         lines.append("| " + " | ".join([
             run.path.name, run.method, str(s.get("model", "?")), str(s.get("n", "?")), _pct(s.get("accuracy")),
-            _num(s.get("exact_match")), _num(s.get("f1")), _num(s.get("questions_per_s"), 2),
+            _score(s.get("exact_match")), _score(s.get("f1")), _num(s.get("questions_per_s"), 2),
         ]) + " |")
         for index, acc in run.per_paraphrase.items():
             lines.append(f"| | per_prompt, paraphrase {index} | | {run.per_paraphrase_n[index]} | {_pct(acc)} "

@@ -4,7 +4,7 @@ A group's paraphrase 0 is the question as the user (or the dataset) asked it; th
 hand-written paraphrases (MyriadLAMA's manual templates) every rewording is as good a question as the original, and
 every member counts the same (``origin_share: None``: each rule exactly as it always was). With
 paraphrases a small model generated (``python -m selfens_pl paraphrase``) each rewording alone is a worse question
-than the original (measured on WebQuestions, README), and a rule that weighs them like the original can fall below
+than the original (measured on WebQuestions: studies/webqa_slices/), and a rule that weighs them like the original can fall below
 asking the original alone. ``origin_share = s`` gives the original's members (paraphrase 0 with every few-shot
 block) the share ``s`` of the group's total weight and splits ``1 - s`` evenly among the other members; ``0.5``:
 the question as asked counts as much as all its rewordings together.
@@ -23,7 +23,7 @@ as asked counts nine times all its rewordings together: they decide where the or
 split, as between the answers of its few-shot blocks, and hardly overturn it alone), was chosen on two WebQuestions
 train slices (questions 300-799 and 2300-2799) among 0.5 (the default before 2026-12-05), 0.6, 0.7, 0.8 and 0.9, as
 the value whose worst rescoring rule without extra blocks fell least below the original alone, with the gains of
-similar blocks at least kept; then judged on a slice nobody had looked at (2800-3299; README). A head whose rule
+similar blocks at least kept; then judged on a slice nobody had looked at (2800-3299; studies/origin_share/). A head whose rule
 cannot weigh its members (``max``, the ``weighted_*`` rules, calibration, a learned chooser, a fused candidate)
 takes ``"auto"`` as every member equal; an explicit number there is refused. Every record of a head that takes
 the flag says what its group got (``"origin_share"``, :func:`applied_share`): the share, or ``null`` for members
