@@ -15,20 +15,12 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 from selfens_pl.cli import TOOLS
+from test_readme import expand  # the README's shorthand for a family of files, {a,b}_x.yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The hand-written guides: every markdown file of docs/ and every study's README (its generated reports aside).
 GUIDES = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "studies").glob("**/README.md"))
 PATH = re.compile(r"(?<![\w./-])((?:selfens_pl|configs|scripts|studies|docs|tests)/[\w{},./*-]*\w)")
-
-
-def expand(name: str) -> list[str]:
-    """``{a,b}_x.yaml`` -> ``a_x.yaml``, ``b_x.yaml`` (a family of files)."""
-    match = re.search(r"\{([^{}]+)\}", name)
-    if not match:
-        return [name]
-    return [out for part in match.group(1).split(",")
-            for out in expand(name[:match.start()] + part + name[match.end():])]
 
 
 def text(path: Path) -> str:

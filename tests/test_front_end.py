@@ -26,6 +26,7 @@ from selfens_pl.commands import (
     sweep,
 )
 from selfens_pl.data.datamodule import ParaphraseDataModule, auto_source, load_groups
+from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS
 from selfens_pl.errors import UserError, parse_errors_raise
 from selfens_pl.lit.cli import build_cli
 
@@ -241,8 +242,10 @@ def test_sweep_loads_the_model_in_the_precision_and_records_it(tiny_model_dir, t
     cfg, _, _, run = sweep.prepare(sweep.build_parser(), [*args, "--trainer.precision", "bf16-true"])
     assert next(run.decoder.model.parameters()).dtype == torch.bfloat16
     assert run.base["dtype"] == "bfloat16"
-    # what the sweep's settings files record stays where it was: the model's name, max_new_tokens, stop
-    assert (run.base["model"], run.base["max_new_tokens"], run.base["stop"]) == (str(tiny_model_dir), 10, "\n")
+    # what the sweep's settings files record stays where it was: the model's name, max_new_tokens (predict's
+    # default, as every verb's), stop
+    assert (run.base["model"], run.base["max_new_tokens"], run.base["stop"]) == \
+        (str(tiny_model_dir), DEFAULT_MAX_NEW_TOKENS, "\n")
     _, _, _, run = sweep.prepare(sweep.build_parser(), args)
     assert next(run.decoder.model.parameters()).dtype == torch.float32 and "dtype" not in run.base
 

@@ -6,13 +6,8 @@
 #   OUT=/tmp/study REPORTS=/tmp/study bash studies/demo_set/run.sh  # elsewhere
 # Every run answers afresh (--resume false), so the report's questions/s are this machine's; extra arguments go to
 # every predict (--trainer.accelerator gpu ...).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
-OUT=${OUT:-outputs}
 HERE=studies/demo_set
-REPORTS=${REPORTS:-$HERE}
-mkdir -p "$REPORTS"
+source "$(dirname "$0")/../common.sh"
 
 runs=()
 for method in origin per_prompt avg flex flex_shared_prefix; do

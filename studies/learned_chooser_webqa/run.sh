@@ -9,14 +9,9 @@
 #                                                                   # shipped file, which its config names)
 # Both steps resume and reuse what $OUT (default outputs) already holds; extra arguments go to both. The report
 # goes to $REPORTS (default: this folder), the chooser file to $CHOOSER (default: the shipped file, replaced).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
-OUT=${OUT:-outputs}
 HERE=studies/learned_chooser_webqa
-REPORTS=${REPORTS:-$HERE}
+source "$(dirname "$0")/../common.sh"
 CHOOSER=${CHOOSER:-configs/chooser_webqa_demos.json}
-mkdir -p "$REPORTS" "$OUT"
 
 # fit on train 0-1299 at K = 1, M = 3 (prints its 5-fold cross-validated accuracy beside origin and the mixture)
 $PY -m selfens_pl chooser --config "$HERE/chooser_webqa_demos.yaml" --output_dir "$OUT/chooser_webqa_demos" \

@@ -5,13 +5,8 @@
 #   OUT=/tmp/study REPORTS=/tmp/study bash studies/myriadlama_sweep/run.sh --data.limit 100   # a smaller check
 # Every sweep resumes and reuses what $OUT (default outputs) already holds; extra arguments go to every sweep and
 # to the chooser. Reports go to $REPORTS (default: this folder).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
-OUT=${OUT:-outputs}
 HERE=studies/myriadlama_sweep
-REPORTS=${REPORTS:-$HERE}
-mkdir -p "$REPORTS"
+source "$(dirname "$0")/../common.sh"
 
 sweep() {  # config output-name [flags]
   local config=$1 name=$2; shift 2

@@ -6,15 +6,11 @@
 #   OUT=/tmp/study REPORTS=/tmp/study bash studies/origin_share/run.sh --data.limit 100   # a smaller check
 # Every step resumes and reuses what $OUT (default outputs) already holds; extra arguments (flags `paraphrase`,
 # `sweep` and scripts/origin_share_grid.py all take) go to every step. Reports go to $REPORTS (default: this folder).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
-OUT=${OUT:-outputs}
 HERE=studies/origin_share
+source "$(dirname "$0")/../common.sh"
 SLICES=studies/webqa_slices
-REPORTS=${REPORTS:-$HERE}
 P=$OUT/paraphrases
-mkdir -p "$REPORTS" "$P"
+mkdir -p "$P"
 
 # the paraphrases of the four slices used here (studies/webqa_slices/ writes the same files)
 for s in sweep:300-799 check:800-1299 heldout:1300-1799 fifth:2300-2799; do

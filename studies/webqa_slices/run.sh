@@ -8,14 +8,10 @@
 # and `sweep` take: --data.limit, --model.model, --trainer.accelerator, ...) go to every step. Reports go to
 # $REPORTS (default: this folder). A rerun uses today's defaults: the slices swept before origin_share "auto" meant
 # 0.9 (the first five) were measured at 0.5; their configs' _origin0.5 and _equal rows reproduce those figures.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PY=${PYTHON:-python}
-OUT=${OUT:-outputs}
 HERE=studies/webqa_slices
-REPORTS=${REPORTS:-$HERE}
+source "$(dirname "$0")/../common.sh"
 P=$OUT/paraphrases
-mkdir -p "$REPORTS" "$P"
+mkdir -p "$P"
 
 paraphrase() {  # config slice
   $PY -m selfens_pl paraphrase --config "$HERE/$1" --output "$P/webquestions-train-$2.jsonl" "${EXTRA[@]}"
