@@ -55,28 +55,18 @@ def test_old_flag_names_still_work(tiny_model_dir, capsys):
     assert rows[0]["method"] == "origin"
 
 
-def test_paraphrases_generated_are_checked():
+def test_generated_paraphrases_are_checked(capsys):
     """Without --paraphrases the embedded model writes them with the paraphrase verb's checked method: every kept
-    one passes the checks, and the same seed gives the same ones."""
+    one is listed, passes the checks, and is a member (per_prompt answers it). The sampling's reproducibility is
+    the paraphrase verb's (tests/test_paraphrase.py)."""
     from selfens_pl.scoring.paraphrase_checks import CheckSettings, text_failures
 
-    args = [QUESTION, "--num_paraphrases", "3", "--seed", "7", "--model.max_new_tokens", "8",
-            "--trainer.accelerator", "cpu"]
-    rows = main(args)
-    kept = [r["method"] for r in rows if r["method"].startswith("per_prompt")][1:]
-    assert 1 <= len(kept) <= 3
-    again = main(args)
-    assert [r["answer"] for r in again] == [r["answer"] for r in rows]
-
-
-def test_generated_paraphrases_printed_pass_the_checks(capsys):
-    from selfens_pl.scoring.paraphrase_checks import CheckSettings, text_failures
-
-    main([QUESTION, "--num_paraphrases", "2", "--model.max_new_tokens", "4", "--trainer.accelerator", "cpu"])
+    rows = main([QUESTION, "--num_paraphrases", "2", "--model.max_new_tokens", "4", "--trainer.accelerator", "cpu"])
     out = capsys.readouterr().out
     assert "paraphrases written by the model and checked" in out
     listed = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("  [") and "(question)" not in line]
-    assert listed and all(not text_failures(QUESTION, p, CheckSettings()) for p in listed)
+    assert 1 <= len(listed) <= 2 and all(not text_failures(QUESTION, p, CheckSettings()) for p in listed)
+    assert len([r for r in rows if r["method"].startswith("per_prompt")]) == 1 + len(listed)
     assert "the second of two runs" in out
 
 

@@ -5,10 +5,8 @@ and small limits (a few questions each), in the README's order: later commands r
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -69,10 +67,21 @@ def work(tmp_path_factory) -> Path:
     return work
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "selfens_pl", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+def run(args: list[str], cwd: Path, capsys, monkeypatch) -> tuple[int, str, str]:
+    """``python -m selfens_pl <args>`` in ``cwd``, in this process (the entry point's ``main``, exit status and all:
+    a user error is ``SystemExit(2)``); saves each command the interpreter's start-up and torch's import."""
+    from selfens_pl.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["selfens_pl", *args])
+    capsys.readouterr()
+    try:
+        main(list(args))
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return status, out.out, out.err
 
 
 def test_the_readme_has_commands_for_every_step():
@@ -81,21 +90,20 @@ def test_the_readme_has_commands_for_every_step():
     assert len(README.splitlines()) <= 300
 
 
-def test_every_readme_command_runs(work):
+def test_every_readme_command_runs(work, capsys, monkeypatch):
     for args in readme_commands():
         verb = args[0]
         small = [flag for i, flag in enumerate(SMALL[verb]) if not (i % 2 == 0 and flag in args)
                  and not (i % 2 == 1 and SMALL[verb][i - 1] in args)]
+        status, out, err = run([*args, *small], work, capsys, monkeypatch)
         if "cuda" in args:  # a GPU command on this CPU machine: one line naming the flag, before any model loads
-            done = run([*args, *small], work)
-            assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
-            assert "cuda" in done.stderr.lower() or "gpu" in done.stderr.lower(), done.stderr
+            assert status == 2 and err.strip().count("\n") == 0, err[-2000:]
+            assert "cuda" in err.lower() or "gpu" in err.lower(), err
             continue
-        done = run([*args, *small], work)
-        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert status == 0, f"{' '.join(args)}\n{out[-3000:]}\n{err[-3000:]}"
         if verb == "predict" and "questions.jsonl" in args:  # the user's ids are kept
-            out = Path(work / yaml_output_dir(args, work))
-            ids = {json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()}
+            out_dir = Path(work / yaml_output_dir(args, work))
+            ids = {json.loads(line)["id"] for line in (out_dir / "predictions.jsonl").read_text().splitlines()}
             assert ids <= {f"mine-{i}" for i in range(5)} and ids, ids
 
 
@@ -108,10 +116,9 @@ def yaml_output_dir(args: list[str], work: Path) -> str:
     return config["output_dir"]
 
 
-def test_the_python_example_runs(work):
-    code = python_example()
-    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith(("avg", "vote", "rerank"))]
-    assert len(lines) == 3, done.stdout
+def test_the_python_example_runs(work, capsys, monkeypatch):
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    exec(compile(python_example(), "README.md", "exec"), {"__name__": "__readme__"})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("avg", "vote", "rerank"))]
+    assert len(lines) == 3, lines
