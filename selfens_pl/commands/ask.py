@@ -23,14 +23,14 @@ import sys
 import yaml
 
 from selfens_pl.api import Group, SelfEnsemble
-from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS, EMBEDDED_MODEL
+from selfens_pl.commands import RENAMED, add_device_flags, add_model_flags, device_and_dtype, rename_flags
+from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
 from selfens_pl.scoring.paraphrasing import DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
-#: Earlier flag names, still accepted (CHANGELOG.md).
-OLD_FLAGS = {"--model": "--model.model", "--device": "--trainer.accelerator", "--max_new_tokens": "--model.max_new_tokens",
-             "--instruction": "--data.instruction"}
+#: Earlier flag names, still accepted (CHANGELOG.md): every model verb's, and ask's own --instruction.
+OLD_FLAGS = {**RENAMED, "--instruction": "--data.instruction"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,16 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                         help=f"Paraphrase sampling temperature (default {DEFAULT_TEMPERATURE}, as paraphrase's)")
     parser.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help="Paraphrase nucleus sampling mass")
-    parser.add_argument("--model.model", dest="model", default=EMBEDDED_MODEL,
-                        help=f"Alias, local directory or hub id (default: {EMBEDDED_MODEL}, embedded)")
-    parser.add_argument("--model.max_new_tokens", dest="max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                        help="Most tokens generated per answer")
-    parser.add_argument("--model.trust_remote_code", dest="trust_remote_code", type=_bool, default=False,
-                        help="Passed to from_pretrained")
-    parser.add_argument("--trainer.accelerator", dest="device", default=None,
-                        help="cpu, cuda, gpu or auto (default: cuda when available)")
-    parser.add_argument("--trainer.precision", dest="precision", default=None,
-                        help="32-true, bf16-true or 16-true: the model's dtype (default: float32)")
+    add_model_flags(parser, DEFAULT_MAX_NEW_TOKENS, with_stop=False)
+    add_device_flags(parser)
     parser.add_argument("--data.instruction", dest="instruction", default=None,
                         help="Instruction line (default: the task's)")
     parser.add_argument("--data.task", dest="task", default="webqa", choices=("webqa", "myriadlama"),
@@ -71,15 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="Demonstrations for the extra blocks (webquestions-train, or a file)")
     parser.add_argument("--data.demo_selection", dest="demo_selection", default="similar",
                         choices=("similar", "random"), help="How the extra blocks are filled (default similar)")
-    return parser.parse_args([OLD_FLAGS.get(a, a) for a in argv])
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return parser.parse_args(rename_flags(argv, OLD_FLAGS))
 
 
 def build_heads(device_type: str, demo_answers: bool) -> list:
@@ -118,8 +102,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     paraphrases = None if args.paraphrases is None else [p.strip() for p in args.paraphrases]
     if paraphrases is not None and any(not p for p in paraphrases):
         raise UserError("ask: --paraphrases holds an empty paraphrase")
-    if args.max_new_tokens < 1:
-        raise UserError(f"ask: --model.max_new_tokens={args.max_new_tokens} must be >= 1")
+    model, max_new_tokens = getattr(args, "model.model"), getattr(args, "model.max_new_tokens")
+    if max_new_tokens < 1:
+        raise UserError(f"ask: --model.max_new_tokens={max_new_tokens} must be >= 1")
     few_shot = [] if args.zero_shot else args.few_shot
     if few_shot is not None and not isinstance(few_shot, list):
         raise UserError(f"ask: --data.few_shot must be a list of {{question, answer}} (got {few_shot!r})")
@@ -127,9 +112,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise UserError(f"ask: --data.demo_blocks={args.demo_blocks} needs --data.few_shot_pool (e.g. "
                         "webquestions-train)")
 
-    se = _flag_errors(lambda: SelfEnsemble.load(args.model, device=args.device, dtype=args.precision,
-                                                max_new_tokens=args.max_new_tokens,
-                                                trust_remote_code=args.trust_remote_code))
+    device, dtype = device_and_dtype(args)
+    se = SelfEnsemble.load(model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                           trust_remote_code=getattr(args, "model.trust_remote_code"))
     issues = []
     if paraphrases is None:
         [paraphrases] = se.paraphrase([question], args.num_paraphrases, args.seed, temperature=args.temperature,
@@ -151,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "seconds": answer.seconds})
 
     shots = len(se.template(args.task, few_shot, args.instruction).few_shot)
-    print(f"model: {args.model} on {se.device}; {f'{shots}-shot' if shots else 'zero-shot'}"
+    print(f"model: {model} on {se.device}; {f'{shots}-shot' if shots else 'zero-shot'}"
           + (f", {args.demo_blocks} blocks ({args.demo_selection} from {args.pool})" if args.demo_blocks > 1 else ""))
     if args.paraphrases is None:
         print(f"paraphrases written by the model and checked (seed {args.seed}):")
@@ -162,17 +147,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(format_rows(rows))
     print("seconds: the second of two runs of each method (the first warms up)")
     return rows
-
-
-def _flag_errors(load):
-    """The API names its arguments (``device=...``); ask's user typed flags: name those instead."""
-    try:
-        return load()
-    except UserError as exc:
-        message = str(exc)
-        for arg, flag in (("device ", "--trainer.accelerator="), ("dtype ", "--trainer.precision=")):
-            message = message.replace(arg, flag, 1) if message.startswith(arg) else message
-        raise UserError(message) from None
 
 
 if __name__ == "__main__":
