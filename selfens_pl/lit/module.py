@@ -16,6 +16,7 @@ from selfens_pl.engine.parallel import execution_device, execution_devices, is_d
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, FusionHead, OriginHead
 from selfens_pl.lit.training import answer_loss, check_trainable
+from selfens_pl.scoring.choice import score_choice
 from selfens_pl.scoring.metrics import LemmaMatchAccuracy, SquadScores
 from selfens_pl.scoring.summaries import score_oracles
 
@@ -189,11 +190,14 @@ class SelfEnsembleLM(LightningModule):
     def score(self, records: list[dict]) -> None:
         require_answers(records, "(give answers, or run with --model.score=false)")
         for rec in records:
+            if "choice" in rec:  # multiple choice (ChoiceHead): right by the chosen index, not by its text
+                score_choice(rec)
+                continue
             rec["correct"] = self.accuracy.match(rec["prediction"], rec["answers"])
             score_oracles(rec, self.accuracy.match)  # a rescoring record: any candidate / member answer right
         predictions = [r["prediction"] for r in records]
         answers = [r["answers"] for r in records]
-        self.accuracy.update(predictions, answers)
+        self.accuracy.update(predictions, answers, [r["correct"] for r in records])
         self.squad.update(predictions, answers)
 
     def on_predict_epoch_start(self) -> None:

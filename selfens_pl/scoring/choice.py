@@ -62,3 +62,13 @@ def choose(scores: list[list[float]], lengths: list[int], rule: str) -> tuple[in
     """``(index of the chosen option, fused scores [O])`` (:func:`fuse_option_scores`, lowest index on ties)."""
     fused = fuse_option_scores(scores, lengths, rule)
     return best(fused), fused
+
+
+def score_choice(rec: dict) -> bool | None:
+    """Score a multiple-choice record (one with ``choice``, :class:`~selfens_pl.heads.choice.ChoiceHead`) by index:
+    ``correct`` = ``choice == gold`` and ``member_correct`` = some member's own choice (``member_choices``) is the
+    gold one; both ``None`` without a gold index. Returns ``correct``."""
+    gold = rec.get("gold")
+    rec["correct"] = None if gold is None else rec["choice"] == gold
+    rec["member_correct"] = None if gold is None else gold in (rec.get("member_choices") or ())
+    return rec["correct"]

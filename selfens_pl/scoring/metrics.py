@@ -139,14 +139,17 @@ class LemmaMatchAccuracy(Metric):
         """Per-record verdict with this metric's options (does not update state)."""
         return is_match(prediction, answers, bidirectional=self.bidirectional)
 
-    def update(self, predictions: list[str], answers: list[list[str]]) -> None:
-        """Accumulate a batch; ``answers[i]`` holds the gold aliases of record ``i``."""
-        if len(predictions) != len(answers):
+    def update(self, predictions: list[str], answers: list[list[str]], verdicts: list[bool] | None = None) -> None:
+        """Accumulate a batch; ``answers[i]`` holds the gold aliases of record ``i``. ``verdicts [i]``: record
+        ``i``'s verdict taken elsewhere (a multiple-choice record is right by its chosen index,
+        :func:`selfens_pl.scoring.choice.score_choice`), else :meth:`match` decides."""
+        if len(predictions) != len(answers) or (verdicts is not None and len(verdicts) != len(predictions)):
             raise InternalError(
                 f"predictions and answers differ in length: {len(predictions)} vs {len(answers)}"
             )
-        n_correct = sum(self.match(p, a) for p, a in zip(predictions, answers))
-        self.correct += n_correct
+        if verdicts is None:
+            verdicts = [self.match(p, a) for p, a in zip(predictions, answers)]
+        self.correct += sum(bool(v) for v in verdicts)
         self.total += len(predictions)
 
     def compute(self) -> Tensor:

@@ -172,9 +172,16 @@ def myriadlama_few_shot(train_facts, k: int = 5, seed: int = 42) -> list[dict]:
 
 def is_grouped_myriadlama(path: str) -> bool:
     """A local JSONL whose first record is already grouped by fact (``manual_paraphrases``), not hub rows."""
+    first = first_jsonl_record(path)
+    return first is not None and "manual_paraphrases" in first
+
+
+def first_jsonl_record(path: str) -> dict | None:
+    """The first record of a local ``.jsonl`` file (what ``--data.source auto`` peeks at), or ``None`` when
+    ``path`` is not one or its first line is no JSON object (the reader then reports that line)."""
     local = Path(path).expanduser()
     if not local.is_file() or local.suffix != ".jsonl":
-        return False
+        return None
     head = b""  # the file up to its first record: the reader reads the rest (and reports a bad byte there)
     with local.open("rb") as fh:
         for raw in fh:
@@ -183,6 +190,7 @@ def is_grouped_myriadlama(path: str) -> bool:
                 break
     first = decode_utf8(head, path).strip() or "{}"  # one line naming the byte, as every other reader
     try:
-        return "manual_paraphrases" in json.loads(first)
+        record = json.loads(first)
     except json.JSONDecodeError:
-        return False  # not grouped: the row reader reports the broken line
+        return None
+    return record if isinstance(record, dict) else None
