@@ -24,6 +24,7 @@ from selfens_pl.data.prompts import PromptTokenizer
 from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FusionHead, VoteHead
+from selfens_pl.heads.controls import check_selection
 from selfens_pl.scoring.gains import Baselines
 from selfens_pl.sweep.derive import Deriver
 from selfens_pl.sweep.engine import Grid, fused_configs
@@ -89,6 +90,7 @@ def prepare(parser, argv: list[str] | None, check_flags=None):
     device_and_dtype(cfg)  # a device or dtype this torch cannot use: said before the data is read
     init = instantiate(parser, cfg)
     heads = list(init.heads)
+    check_selection(heads, cfg.data.demo_selection, max(ms))
     labels = [h.label for h in heads]
     for label in labels:
         if labels.count(label) > 1 or label in BUILT_IN:
@@ -160,10 +162,12 @@ def main(argv: list[str] | None = None) -> Path:
     derive = Deriver(facts, groups, grid, sweep.is_match)
     runs = [derive.per_prompt(), derive.origin()]
     baselines = Baselines(runs[1].records, runs[0].records)  # origin, the mean single paraphrase, member, oracle
-    vote = VoteHead()
+    vote, smallest = VoteHead(), min(grid.ks)
     for k, m in grid.configs():
         runs.append(derive.derived("vote", vote, k, m))
         for head, label, plan in zip(heads, labels, plans):
+            if not plan.runs_at(k, m, smallest):  # a control without its blocks, or asked again at another K
+                continue
             if plan.how == "rule" and (k, m) in fused_configs(grid):
                 runs.append(derive.fused(head, k, m))
             elif plan.how == "derived" and plan.cross_validated:
@@ -176,7 +180,12 @@ def main(argv: list[str] | None = None) -> Path:
     for head, label, plan in zip(heads, labels, plans):
         if plan.how == "generic":
             for k, m in grid.configs():
-                if not (k * m == 1 and plan.one_member_is_origin) and fits_layout(head, k, m):
+                if not (k * m == 1 and plan.one_member_is_origin) and fits_layout(head, k, m) and \
+                        plan.runs_at(k, m, smallest):
                     runs.append(sweep.generic(head, label, k, m))
+    for run in runs:  # which runs are controls, and which stand for every K (report.gains)
+        plan = dict(zip(labels, plans)).get(run.method)
+        if plan is not None and plan.control:
+            run.extra.update(control=True, ignores_k=plan.ignores_k)
     return write_outputs(sweep, runs, baselines, engine_seconds, time.perf_counter() - start,
                          time.process_time() - cpu_start)

@@ -10,6 +10,11 @@ Both baselines come from prediction records, per fact:
 
 The sweep's accuracy table adds, from the same per_prompt records, the *mean single member* (paraphrases ``< K``
 with blocks ``< M``) and the *oracle* (any of those members right).
+
+A third comparison, where control runs are given (:mod:`selfens_pl.heads.controls`: the kNN single prompt, the
+copied answer, self-consistency): a run against the *strongest control*, the control run with the highest accuracy
+among those it is compared with (:func:`strongest`; the sweep takes the controls at the run's own ``(K, M)``,
+``report`` every control run it is given).
 """
 
 from __future__ import annotations
@@ -65,3 +70,13 @@ def gain_over(own: dict[str, float], base: dict[str, float], resamples: int, see
     share none."""
     ids, a, b = aligned(own, base, names)
     return paired_bootstrap(a, b, resamples, seed), len(ids)
+
+
+def strongest(controls: list[tuple[str, dict[str, float]]]) -> tuple[str, dict[str, float]] | None:
+    """The ``(name, per-fact scores)`` of the control with the highest accuracy (mean score over its facts) among
+    ``controls``, ties to the first given (callers list the cheaper first); ``None`` when there is none."""
+    best = None
+    for name, scores in controls:
+        if scores and (best is None or sum(scores.values()) / len(scores) > best[2]):
+            best = (name, scores, sum(scores.values()) / len(scores))
+    return None if best is None else (best[0], best[1])

@@ -192,7 +192,7 @@ class Deriver:
                                   self.demos(g, group, plan.demo_answers))
             records.append(self.finish(decided, label, k, m))
             fed += scores.fed
-        run = self._run(label, k, m, records, self.rows(head, k, m))
+        run = self._run(label, k, m, records, self.rows(head, k, m), plan.asks)
         if plan.rescores:
             run.scored_tokens = fed / len(self.groups)
             run.extra["first_tokens"] = plan.first_tokens
@@ -270,7 +270,15 @@ class Deriver:
         run.extra["curve"] = curve
         return run
 
-    def _run(self, method: str, k: int, m: int, records: list[dict], rows: float) -> Run:
+    def _run(self, method: str, k: int, m: int, records: list[dict], rows: float,
+             asks: tuple[tuple[int, int], ...] | None = None) -> Run:
+        """A run of ``records``; its prompt tokens those of every member of ``(k, m)``, or with ``asks`` (a
+        control's plan) of those members ``(paraphrase, block)`` only, with their blocks' prefixes."""
         n = len(self.groups)
-        tokens = sum(self.cost(self.facts[g["id"]], self.subset(g, k, m), m) for g in self.groups) / n
+        if asks is None:
+            tokens = sum(self.cost(self.facts[g["id"]], self.subset(g, k, m), m) for g in self.groups) / n
+        else:
+            tokens = sum(self.facts[g["id"]]["q_tokens"][b * len(g["paraphrases"]) + p]
+                         + (self.facts[g["id"]]["block_tokens"][b - 1] if b else 0)
+                         for g in self.groups for p, b in asks) / n
         return Run(method, k, m, records, rows=rows, prompt_tokens=tokens)

@@ -27,8 +27,8 @@ from typing import Callable, Literal
 
 from selfens_pl.engine.fusion import WEIGHTED, rule_key
 from selfens_pl.errors import InternalError
-from selfens_pl.heads import (CascadeHead, FlexFusion, FusionHead, LogitFusion, OriginHead, PerPromptHead,
-                              RerankHead, VoteHead)
+from selfens_pl.heads import (CascadeHead, FlexFusion, FusionHead, LogitFusion, NearestAnswerHead, OriginHead,
+                              PerPromptHead, RerankHead, SelfConsistencyHead, SimilarPromptHead, VoteHead)
 
 How = Literal["rule", "derived", "generic"]
 
@@ -54,6 +54,15 @@ class HeadPlan:
             rule="learned")`` without a chooser file): the sweep fits it on its own facts, cross-validated by fold.
         one_member_is_origin: With one member the head answers exactly as origin: a ``generic`` head is not run at
             ``K x M = 1`` (an uncalibrated LogitFusion or FlexFusion fuses one member to itself).
+        control: A built-in control (:mod:`selfens_pl.heads.controls`): every method's gain over the strongest
+            control is reported (:func:`selfens_pl.sweep.report.gains`).
+        engine_free: ``decide`` reads at most the members' greedy answers: a derived head that adds nothing to the
+            engine pass (no rescoring tables), so adding it leaves the pass and its ``facts.jsonl`` as they were.
+        min_blocks: The head needs at least this many few-shot blocks: it is not run at a smaller ``M``.
+        ignores_k: The head's answers do not depend on ``K`` (it asks paraphrase 0 only, a fixed number of
+            times): run once per ``M``, at the smallest ``K``.
+        asks: The members ``(paraphrase, block)`` whose prompts a derived head encodes (its prompt tokens); ``None``:
+            every member of the configuration.
     """
 
     how: How
@@ -64,6 +73,15 @@ class HeadPlan:
     demo_answers: bool = False
     cross_validated: bool = False
     one_member_is_origin: bool = False
+    control: bool = False
+    engine_free: bool = False
+    min_blocks: int = 1
+    ignores_k: bool = False
+    asks: tuple[tuple[int, int], ...] | None = None
+
+    def runs_at(self, k: int, m: int, smallest_k: int) -> bool:
+        """Whether the sweep runs the head at ``(k, m)`` (``smallest_k``: the grid's smallest K)."""
+        return m >= self.min_blocks and (not self.ignores_k or k == smallest_k)
 
 
 def _generic(head: FusionHead) -> HeadPlan:
@@ -105,6 +123,23 @@ def _cascade(head: CascadeHead) -> HeadPlan:
                     first_tokens=ensemble.first_tokens)
 
 
+def _similar_prompt(head: SimilarPromptHead) -> HeadPlan:
+    # nearest is the engine's member (paraphrase 0, block 1); all asks a prompt no member asks: its own generate
+    if head.prompt == "nearest":
+        return HeadPlan("derived", control=True, engine_free=True, min_blocks=2, ignores_k=True, asks=((0, 1),))
+    return HeadPlan("generic", control=True, min_blocks=2, ignores_k=True)
+
+
+def _nearest_answer(head: NearestAnswerHead) -> HeadPlan:
+    # no model: the answers of the demonstrations of blocks < M, whatever K
+    return HeadPlan("derived", control=True, engine_free=True, min_blocks=2, ignores_k=True, asks=())
+
+
+def _self_consistency(head: SelfConsistencyHead) -> HeadPlan:
+    # samples: its own generate (sampling is no member's greedy answer); a fixed N asks the same prompt at every K
+    return HeadPlan("generic", control=True, ignores_k=head.samples != "members")
+
+
 #: Head class -> its plan, as a function of the head. Looked up in method resolution order (:func:`plan_for`).
 PLANS: dict[type, Callable[[FusionHead], HeadPlan]] = {
     FusionHead: _generic,
@@ -115,6 +150,9 @@ PLANS: dict[type, Callable[[FusionHead], HeadPlan]] = {
     FlexFusion: _flex,
     RerankHead: _rerank,
     CascadeHead: _cascade,
+    SimilarPromptHead: _similar_prompt,
+    NearestAnswerHead: _nearest_answer,
+    SelfConsistencyHead: _self_consistency,
 }
 
 
@@ -135,7 +173,7 @@ def plan_for(head: FusionHead) -> HeadPlan:
 class EngineNeeds:
     """What one engine pass must compute for a sweep's heads (:meth:`selfens_pl.sweep.runner.Sweep.engine`): the
     LogitFusion ``rules`` it decodes, whether it rescores every fact's answers (any derived head: the
-    rescoring tables are one pass over answers already decoded), the most ``first_tokens`` a derived head rescores
+    rescoring tables are one pass over answers already decoded; an ``engine_free`` control adds nothing), the most ``first_tokens`` a derived head rescores
     and whether one rescores the ``demo_answers``."""
 
     rules: list[str]
@@ -146,7 +184,7 @@ class EngineNeeds:
 
 def engine_needs(plans: list[HeadPlan]) -> EngineNeeds:
     """The :class:`EngineNeeds` of heads with these plans."""
-    derived = [p for p in plans if p.how == "derived"]
+    derived = [p for p in plans if p.how == "derived" and not p.engine_free]
     return EngineNeeds(rules=[p.engine_rule for p in plans if p.how == "rule"], rescore=bool(derived),
                        first_tokens=max((p.first_tokens for p in derived), default=1),
                        demo_answers=any(p.demo_answers for p in derived))

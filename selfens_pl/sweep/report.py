@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from selfens_pl.figures import save_figure
-from selfens_pl.scoring.gains import Baselines, gain_over
+from selfens_pl.scoring.gains import Baselines, gain_over, strongest
 from selfens_pl.sweep.engine import config_name
 from selfens_pl.sweep.runner import CANDIDATES, MEMBER, ORACLE, SINGLE, candidates_row
 
@@ -40,18 +40,31 @@ def accuracy_grid(runs, baselines: Baselines, configs: list[tuple[int, int]]) ->
     for run in runs:
         if run.method in ("origin", "per_prompt"):
             continue
-        grid.setdefault(run.method, {})[(run.k, run.m)] = run.accuracy
+        # a control that ignores K (run once per M) answers the same at every K
+        for k in ({k for k, m in configs if m == run.m} if run.extra.get("ignores_k") else {run.k}):
+            grid.setdefault(run.method, {})[(k, run.m)] = run.accuracy
     return grid
+
+
+def controls_at(runs, k: int, m: int) -> list:
+    """The control runs a run at ``(k, m)`` is compared with: those at the same ``M`` and the same ``K`` (a control
+    that ignores K: at any K), the cheapest first (decoded rows, then prompt tokens)."""
+    own = [r for r in runs if r.extra.get("control") and r.m == m and (r.k == k or r.extra.get("ignores_k"))]
+    return sorted(own, key=lambda r: (r.rows, r.prompt_tokens))
 
 
 def gains(runs, baselines: Baselines, resamples: int, seed: int) -> list[dict]:
     """Every run that is not origin by construction (``K x M >= 2``, or one member decoding more than one row: wider
     candidates), and origin: accuracy, gain over origin and over the mean single paraphrase at its K (standard
     prompt), each with a paired bootstrap interval over facts (``report``'s gains: :mod:`selfens_pl.scoring.gains`),
-    and its cost per question."""
+    and its cost per question. Every control is listed too (whatever its K x M). Where the sweep ran controls
+    (:mod:`selfens_pl.heads.controls`), each row also has ``control``, the strongest control at its ``(K, M)``
+    (:func:`controls_at`, :func:`~selfens_pl.scoring.gains.strongest`: the most accurate, ties to the cheaper), and
+    ``vs_control``, the gain over it (``None`` for that control itself)."""
     out = []
     for run in runs:
-        if run.method == "per_prompt" or (run.k * run.m < 2 and run.rows <= 1 and run.method != "origin"):
+        if run.method == "per_prompt" or (run.k * run.m < 2 and run.rows <= 1 and run.method != "origin"
+                                          and not run.extra.get("control")):
             continue
         own, single = run.per_fact(), baselines.single(run.k)
         row = {"method": run.method, "k": run.k, "m": run.m, "accuracy": run.accuracy,
@@ -59,8 +72,20 @@ def gains(runs, baselines: Baselines, resamples: int, seed: int) -> list[dict]:
                "vs_single": None if single is None else
                gain_over(own, single, resamples, seed, (run.name, SINGLE))[0],
                "rows": run.rows, "prompt_tokens": run.prompt_tokens, "scored_tokens": run.scored_tokens}
+        best = strongest([(c.name, c.per_fact()) for c in controls_at(runs, run.k, run.m)])
+        if best is not None:
+            row["control"] = best[0]
+            row["vs_control"] = None if best[0] == run.name else \
+                gain_over(own, best[1], resamples, seed, (run.name, best[0]))[0]
         out.append(row)
     return sorted(out, key=lambda r: (r["m"], r["k"], -r["accuracy"], r["method"]))
+
+
+def control_cell(row: dict) -> str:
+    """A gains row's 'vs strongest control' cell."""
+    if "control" not in row:
+        return "–"
+    return "strongest" if row["vs_control"] is None else f"{row['vs_control'].format()} ({row['control']})"
 
 
 def _pct(value: float) -> str:
@@ -73,15 +98,23 @@ def markdown(grid, gain_rows, cascades, configs, sweep, engine_seconds: float, t
     for method, cells in grid.items():
         lines.append("| " + " | ".join([method] + [_pct(cells[c]) if c in cells else "–" for c in configs]) + " |")
     resamples = sweep.cfg.resamples
+    controls = any("control" in r for r in gain_rows)
     lines += ["", f"## Gains (points) with paired bootstrap 95% intervals ({resamples:,} resamples of the facts, "
               f"seed {sweep.cfg.seed}) and cost per question", "",
-              "| method | K | M | accuracy | vs origin | vs mean single paraphrase | decoded rows | prompt tokens | "
-              "scored tokens |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| method | K | M | accuracy | vs origin | vs mean single paraphrase | "
+              + ("vs strongest control | " if controls else "") + "decoded rows | prompt tokens | scored tokens |",
+              "|" + " --- |" * (10 if controls else 9)]
     for r in gain_rows:
         scored = "" if r["scored_tokens"] is None else f"{r['scored_tokens']:.0f}"
         lines.append(f"| {r['method']} | {r['k']} | {r['m']} | {_pct(r['accuracy'])} | {r['vs_origin'].format()} | "
                      + ("–" if r["vs_single"] is None else r["vs_single"].format())
+                     + (f" | {control_cell(r)}" if controls else "")
                      + f" | {r['rows']:.2f} | {r['prompt_tokens']:.0f} | {scored} |")
+    if controls:
+        lines += ["", "vs strongest control: the gain over the most accurate control (`knn_prompt*`, `copy_*`, "
+                  "`self_consistency*`: docs/methods.md) at the run's K and M (a control that ignores K counts at "
+                  "every K; ties to the cheaper), named in parentheses; 'strongest' marks that control's own row, "
+                  "'–' a configuration without controls."]
     if cascades:
         lines += ["", "## Cascades: accuracy against decoded rows per question, over thresholds", ""]
         for (label, k, m), curve in cascades.items():
@@ -149,6 +182,9 @@ def draw_cost(runs, cascades, origin: float, single: float, out: Path, title: st
     for run in runs:
         if run.method in ("per_prompt", "origin") or run.method.startswith("cascade"):
             continue
+        if run.rows <= 0:  # a copy decodes nothing: a level, not a point on the log axis
+            ax.axhline(100 * run.accuracy, color="grey", linestyle=":", label=f"{run.method} M={run.m} (0 rows)")
+            continue
         methods.setdefault(run.method, []).append((run.rows, 100 * run.accuracy))
     for method, points in methods.items():
         points.sort()
@@ -184,7 +220,9 @@ def write_outputs(sweep, runs, baselines, engine_seconds: float, total: float, c
         "model": sweep.cfg.model, "n": n, "ks": list(sweep.grid.ks), "ms": list(sweep.grid.ms),
         "accuracy": {method: {config_name(*c): v for c, v in cells.items()} for method, cells in grid.items()},
         "gains": [dict(r, vs_origin=asdict(r["vs_origin"]),
-                       vs_single=None if r["vs_single"] is None else asdict(r["vs_single"])) for r in rows],
+                       vs_single=None if r["vs_single"] is None else asdict(r["vs_single"]),
+                       **({"vs_control": None if r["vs_control"] is None else asdict(r["vs_control"])}
+                          if "control" in r else {})) for r in rows],
         "cascades": {f"{label}_{config_name(k, m)}": curve for (label, k, m), curve in cascades.items()},
         "engine_seconds": round(engine_seconds, 1), "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
         "tokens_fed": sweep.decoder.stats.tokens_fed}, indent=2) + "\n")
