@@ -12,6 +12,10 @@ blocks the sweep asked with, M = the largest of its ``ms``), and prints, for the
   the more similar one): a nearest-neighbour vote;
 * for every run under ``--runs`` (a sweep's ``runs/<method>_k<K>_m<M>/``): the run's gain over both (similar).
 
+Both copies are the package's controls (:class:`selfens_pl.heads.NearestAnswerHead`, ``copy_nearest`` and
+``copy_vote``), which a sweep runs and reports beside every method (docs/methods.md, 'Controls'); this script adds
+the random-block row and the 'gold among the demos' column.
+
     python scripts/nearest_answer_baseline.py studies/webqa_slices/sweep_webqa.yaml --runs outputs/sweep_webqa/runs
 """
 
@@ -25,7 +29,8 @@ import yaml
 
 from selfens_pl.data.datamodule import ParaphraseDataModule
 from selfens_pl.engine.members import demo_answers
-from selfens_pl.scoring.agreement import vote
+from selfens_pl.heads.controls import demos_vote, nearest_answer
+from selfens_pl.scoring.agreement import Lemmas
 from selfens_pl.scoring.metrics import is_match
 from selfens_pl.scoring.stats import paired_bootstrap
 
@@ -59,13 +64,11 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     copies = {}
     for selection in (["similar", "random"] if args.selection == "both" else [args.selection]):
-        groups = groups_with_blocks(args.config, selection)
-        shown = [demo_answers(g) for g in groups]  # block 1 first, most similar first
-        among = [any(is_match(a, g["answers"]) for a in answers) for g, answers in zip(groups, shown)]
-        copy = {str(g["id"]): float(is_match(answers[0], g["answers"])) for g, answers in zip(groups, shown)}
-        # the package's vote over the demos' answers; equal log-probabilities send a tie to the more similar one
-        mode = {str(g["id"]): float(is_match(answers[vote(answers, [[0.0]] * len(answers))[0]], g["answers"]))
-                for g, answers in zip(groups, shown)}
+        groups, lemmas = groups_with_blocks(args.config, selection), Lemmas()
+        among = [any(is_match(a, g["answers"]) for a in demo_answers(g)) for g in groups]
+        # the copy controls' own definitions (NearestAnswerHead: copy_nearest, copy_vote)
+        copy = {str(g["id"]): float(is_match(nearest_answer(g), g["answers"])) for g in groups}
+        mode = {str(g["id"]): float(is_match(demos_vote(g, lemmas)[0], g["answers"])) for g in groups}
         copies[selection] = (copy, mode)
         cells = []
         for baseline in (copy, mode):

@@ -242,3 +242,24 @@ def test_the_strongest_control_column_picks_the_best_control_of_each_run():
     assert rows[("knn_prompt", 1, 3)]["vs_control"].diff == 0.0
     assert rows[("self_consistency_knn", 1, 3)]["rows"] == 3  # a control is listed whatever its K x M
     assert strongest([]) is None and strongest([("a", {"f": 0.0}), ("b", {"f": 0.0})])[0] == "a"
+
+
+def test_report_adds_the_gain_over_the_strongest_control_run_given(tmp_path):
+    """report on hand-made runs (4 facts): the copy (1/4, 0 rows) and the kNN prompt (3/4, 1 row) are controls; the
+    kNN prompt is the strongest; avg (4/4) gains +25 over it; without a control run given there is no column."""
+    from test_report import rec, table_rows, write_run
+
+    from selfens_pl.commands.report import gains_table
+
+    hits = {"origin": [1, 0, 0, 0], "copy_nearest": [1, 0, 0, 0], "knn_prompt": [1, 1, 1, 0], "avg": [1, 1, 1, 1]}
+    cost = {"copy_nearest": 0, "knn_prompt": 1}
+    runs = [load_run(write_run(tmp_path / m, {"method": m, "n": 4, "records": 4, "cost": {"decoded_rows": cost.get(m)}},
+                               [rec(f"q{i}", m, 0, bool(c)) for i, c in enumerate(h)])) for m, h in hits.items()]
+    table, note = gains_table(runs, 200, 0)
+    rows = {r[0]: r for r in table_rows(table)}
+    assert rows["run"][-1] == "vs strongest control"
+    assert rows["knn_prompt"][-1] == "strongest" and rows["avg"][-1].startswith("+25.0 [")
+    assert rows["copy_nearest"][-1].startswith("-50.0 [")
+    assert "Strongest control: `knn_prompt`" in note
+    table, _ = gains_table([r for r in runs if r.method in ("origin", "avg")], 200, 0)
+    assert "vs strongest control" not in table

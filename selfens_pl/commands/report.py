@@ -13,6 +13,9 @@ bound for any rule that picks one paraphrase's answer).
 
 Gains: every run's gain over origin and over the mean single paraphrase, each with a paired bootstrap 95% interval
 over the facts both answered (``--resamples``, ``--seed``; :func:`gains_table`, :mod:`selfens_pl.scoring.gains`).
+When the runs include control runs (:mod:`selfens_pl.heads.controls`: ``knn_prompt*``, ``copy_*``,
+``self_consistency*``), a third column: each run's gain over the strongest of them, the most accurate control run
+given (ties to the cheaper).
 
 Accuracy against coverage: answer only the most confident x% of a run's records and score those. Confidence is
 each record's ``mean_prob`` (``--confidence mean_prob``, the default: mean token probability of the answer; an
@@ -37,7 +40,8 @@ from selfens_pl.errors import UserError
 from selfens_pl.figures import save_figure
 from selfens_pl.jsonl import read_jsonl
 from selfens_pl.lit.writer import PREDICTIONS, SUMMARY
-from selfens_pl.scoring.gains import Baselines, gain_over
+from selfens_pl.heads.controls import is_control
+from selfens_pl.scoring.gains import Baselines, gain_over, strongest
 from selfens_pl.scoring.stats import per_fact
 from selfens_pl.scoring.summaries import accuracy_by_paraphrase, oracle_accuracy
 
@@ -319,7 +323,12 @@ def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[
         by_k = by_k or (single is not None and k is not None)
         return single
 
-    header = ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"]
+    # the strongest control: the most accurate of the control runs given (cheapest first: ties to the cheaper)
+    controls = sorted((r for r in runs if is_control(r.method)), key=lambda r: _cost(r, "decoded_rows"))
+    best = strongest([(str(i), per_fact(r.records)) for i, r in enumerate(controls)])
+    best_run = controls[int(best[0])] if best else None
+    header = ["run", "method", "n", "accuracy", "vs origin", "vs mean single paraphrase"] + \
+        (["vs strongest control"] if best else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for run, label in zip(runs, run_labels(runs)):
         if run.method == "per_prompt":
@@ -328,9 +337,15 @@ def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[
         if not own:
             continue
         cells = []
-        for base, name in ((baselines.origin, origin_name), (single_for(run), "the mean single paraphrase")):
+        bases = [(baselines.origin, origin_name), (single_for(run), "the mean single paraphrase")]
+        if best_run is not None:
+            bases.append((best[1], f"`{best_run.path.name}`"))
+        for base, name in bases:
             if base is None:
                 cells.append("–")
+                continue
+            if run is best_run and base is best[1]:
+                cells.append("strongest")
                 continue
             try:
                 gain, n = gain_over(own, base, resamples, seed, (f"`{run.path.name}`", name))
@@ -348,8 +363,17 @@ def gains_table(runs: list[Run], resamples: int = 2000, seed: int = 0) -> tuple[
             f"answered, seed {seed}). Origin: " + (f"run `{origin_run.path.name}`" if origin_run else
                                                    f"paraphrase 0 of `{per_prompt.path.name}`" if per_prompt else
                                                    "– (no origin or per_prompt run given)")
-            + f"; mean single paraphrase: {single_name}." + "".join(f" '–': {p}." for p in problems))
+            + f"; mean single paraphrase: {single_name}."
+            + (f" Strongest control: `{best_run.path.name}`, the most accurate of the control runs given ("
+               + ", ".join(f"`{r.path.name}`" for r in controls) + "; docs/methods.md, 'Controls')." if best else "")
+            + "".join(f" '–': {p}." for p in problems))
     return "\n".join(lines), note
+
+
+def _cost(run: Run, key: str) -> float:
+    """A cost per question a sweep run's summary states (``decoded_rows``, ``prompt_tokens``), else infinity."""
+    value = (run.summary.get("cost") or {}).get(key)
+    return float("inf") if value is None else float(value)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
