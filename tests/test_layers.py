@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"sweep"},  # the grid, the engine pass, derivation through the heads, the report
     {"lit"},  # LightningModule, training losses, writer callback, pre-flight checks, LightningCLI
     {"api"},  # the Python face: SelfEnsemble, Group, Answer
+    {"integrations"},  # other tools' evaluation loops over the API (lm-evaluation-harness)
     {"commands"},  # the verbs
     {"cli", "__main__", "__init__"},  # the entry point
 ]
