@@ -263,3 +263,20 @@ def test_report_adds_the_gain_over_the_strongest_control_run_given(tmp_path):
     assert "Strongest control: `knn_prompt`" in note
     table, _ = gains_table([r for r in runs if r.method in ("origin", "avg")], 200, 0)
     assert "vs strongest control" not in table
+
+
+def test_predict_refuses_a_control_on_random_blocks_or_none_naming_the_flag():
+    from types import SimpleNamespace
+
+    from selfens_pl.lit.preflight import check_head_data
+
+    def data(blocks, selection):
+        return SimpleNamespace(hparams=SimpleNamespace(demo_blocks=blocks, demo_selection=selection))
+
+    for head in (SimilarPromptHead(), NearestAnswerHead("vote"), SelfConsistencyHead()):
+        with pytest.raises(UserError, match="is a control for similar demonstrations.*--data.demo_selection similar"):
+            check_head_data(head, data(3, "random"))
+        check_head_data(head, data(3, "similar"))
+    with pytest.raises(UserError, match=r"knn_prompt_all needs extra few-shot blocks: give --data.demo_blocks 2 or more"):
+        check_head_data(SimilarPromptHead("all"), data(1, "similar"))
+    check_head_data(SelfConsistencyHead(prompt="origin"), data(1, "random"))  # origin's prompt: any data

@@ -69,16 +69,25 @@ def reads_similar_blocks(head: FusionHead) -> bool:
         (isinstance(head, SelfConsistencyHead) and head.prompt == "knn")
 
 
-def check_selection(heads: list[FusionHead], demo_selection: str, largest_m: int, flag: str = "--ms") -> None:
+def check_selection(heads: list[FusionHead], demo_selection: str, largest_m: int,
+                    flag: str = "--ms with an M >= 2 (e.g. 1,3)") -> None:
     """One error naming the flag when a control that reads similar blocks would read random ones
-    (``demo_selection``), or a kNN prompt or copy has no extra block at any ``M`` (``largest_m``)."""
+    (``demo_selection``), or a kNN prompt or copy has no extra block at any ``M`` (``largest_m``; ``flag``: what
+    the caller's user sets it with)."""
     for head in heads:
         if reads_similar_blocks(head) and largest_m > 1 and demo_selection != "similar":
             raise UserError(f"{head.method} is a control for similar demonstrations; --data.demo_selection is "
                             f"{demo_selection!r}: run with --data.demo_selection similar")
         if isinstance(head, (SimilarPromptHead, NearestAnswerHead)) and largest_m < 2:
-            raise UserError(f"{head.method} needs extra few-shot blocks: give {flag} with an M >= 2 (e.g. 1,3) and "
-                            "--data.demo_selection similar")
+            raise UserError(f"{head.method} needs extra few-shot blocks: give {flag} and --data.demo_selection "
+                            "similar")
+
+
+def init_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else one error naming the head's setting."""
+    if value not in choices:
+        raise UserError(f"--model.head.init_args.{name}={value!r}: choose {' or '.join(choices)}")
+    return value
 
 
 def check_blocks(groups: list[Group], method: str) -> None:
@@ -114,11 +123,18 @@ def demos_vote(group: Group, lemmas: Lemmas | None = None) -> tuple[str, float]:
     return answers[best], support
 
 
-class SimilarPromptHead(FusionHead):
+class BlocksControl(FusionHead):
+    """A control that reads the group's extra blocks (kNN prompt, copy): refuses a group without any. No training
+    loss (``fit`` refuses it, as vote and rerank)."""
+
+    def check_groups(self, groups: list[Group]) -> None:
+        super().check_groups(groups)
+        check_blocks(groups, self.method)
+
+
+class SimilarPromptHead(BlocksControl):
     """The kNN single prompt: paraphrase 0 asked once with the group's most similar demonstrations (module
     docstring), one row per group, batched across groups."""
-
-    training_loss = None
 
     def __init__(self, prompt: Literal["nearest", "all"] = "nearest"):
         """
@@ -128,9 +144,7 @@ class SimilarPromptHead(FusionHead):
                 most similar nearest the question.
         """
         super().__init__()
-        if prompt not in ("nearest", "all"):
-            raise UserError(f"--model.head.init_args.prompt={prompt!r}: choose nearest or all")
-        self.prompt = prompt
+        self.prompt = init_choice("prompt", prompt, ("nearest", "all"))
 
     @property
     def method(self) -> str:  # type: ignore[override]
@@ -138,10 +152,6 @@ class SimilarPromptHead(FusionHead):
 
     def decoded_rows(self, members: int) -> int:
         return 1
-
-    def check_groups(self, groups: list[Group]) -> None:
-        super().check_groups(groups)
-        check_blocks(groups, self.method)
 
     def item(self, group: Group) -> tuple[Group, str, int]:
         """The prompt as :func:`~selfens_pl.engine.batches.prompt_batch` takes it: ``(group, paraphrase 0, block)``;
@@ -176,10 +186,8 @@ class SimilarPromptHead(FusionHead):
         return self.answer(group, gens[len(group["paraphrases"])])
 
 
-class NearestAnswerHead(FusionHead):
+class NearestAnswerHead(BlocksControl):
     """The copy: no model; a demonstration's answer (``nearest``) or the demonstrations' vote (``vote``)."""
-
-    training_loss = None
 
     def __init__(self, rule: Literal["nearest", "vote"] = "nearest"):
         """
@@ -188,9 +196,7 @@ class NearestAnswerHead(FusionHead):
                 demonstrations agree on (lemma rule, ties to the more similar one).
         """
         super().__init__()
-        if rule not in ("nearest", "vote"):
-            raise UserError(f"--model.head.init_args.rule={rule!r}: choose nearest or vote")
-        self.rule = rule
+        self.rule = init_choice("rule", rule, ("nearest", "vote"))
 
     @property
     def method(self) -> str:  # type: ignore[override]
@@ -198,10 +204,6 @@ class NearestAnswerHead(FusionHead):
 
     def decoded_rows(self, members: int) -> int:
         return 0
-
-    def check_groups(self, groups: list[Group]) -> None:
-        super().check_groups(groups)
-        check_blocks(groups, self.method)
 
     def generate(self, decoder, prompts, groups: list[Group]):
         self.check_groups(groups)
@@ -234,8 +236,6 @@ class SelfConsistencyHead(FusionHead):
     """One prompt sampled ``N`` times, the majority answer (self-consistency, Wang et al. 2022): the ensemble's
     budget spent on one prompt."""
 
-    training_loss = None
-
     def __init__(self, samples: int | Literal["members"] = "members", temperature: float = 0.7, top_p: float = 1.0,
                  seed: int = 0, prompt: Literal["knn", "origin"] = "knn"):
         """
@@ -255,10 +255,8 @@ class SelfConsistencyHead(FusionHead):
             raise UserError(f"--model.head.init_args.temperature must be >= 0, got {temperature}")
         if not 0 < top_p <= 1:
             raise UserError(f"--model.head.init_args.top_p must be in (0, 1], got {top_p}")
-        if prompt not in ("knn", "origin"):
-            raise UserError(f"--model.head.init_args.prompt={prompt!r}: choose knn or origin")
-        self.samples, self.temperature, self.top_p, self.seed, self.prompt = samples, float(temperature), \
-            float(top_p), int(seed), prompt
+        self.samples, self.temperature, self.top_p, self.seed = samples, float(temperature), float(top_p), int(seed)
+        self.prompt = init_choice("prompt", prompt, ("knn", "origin"))
 
     @property
     def method(self) -> str:  # type: ignore[override]

@@ -31,6 +31,7 @@ from selfens_pl.engine.batches import check_context
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, OriginHead
 from selfens_pl.heads.flex import build_layout
+from selfens_pl.heads.controls import check_selection
 from selfens_pl.heads.rerank import rescores_demo_answers
 from selfens_pl.lit.writer import PART_GLOB, PREDICTIONS, SUMMARY
 
@@ -117,6 +118,9 @@ def check_head_data(head, datamodule) -> None:
         raise UserError(f"--model.head.init_args.demo_answers=true rescores the answers of the extra few-shot blocks' "
                         f"demonstrations, but --data.demo_blocks={blocks} asks with none: set --data.demo_blocks 2 "
                         "or more (and --data.few_shot_pool), or demo_answers false")
+    # a control for similar demonstrations (heads/controls.py) on random blocks, or on none
+    check_selection(_heads(head), getattr(getattr(datamodule, "hparams", None), "demo_selection", "random"), blocks,
+                    "--data.demo_blocks 2 or more")
 
 
 # -- everything predict reads, before it writes ----------------------------------------------------------------------

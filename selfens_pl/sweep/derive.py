@@ -23,7 +23,11 @@ from those answers, the very function its ``generate`` calls on the answers it d
 * ``rerank_learned_cv`` (a ``RerankHead(rule="learned")`` without a chooser file): the chooser is fit on the sweep's
   own facts, cross-validated: each fact is picked (:meth:`~selfens_pl.heads.rerank.RerankHead.pick`) by the chooser
   fit on the other folds (:func:`~selfens_pl.scoring.chooser.fold_choosers`, folds by a hash of the fact id);
-* LogitFusion rules: the engine decoded them; the record is the head's own.
+* LogitFusion rules: the engine decoded them; the record is the head's own;
+* the controls (:mod:`selfens_pl.heads.controls`): ``knn_prompt`` by
+  :meth:`~selfens_pl.heads.controls.SimilarPromptHead.decide` (member (paraphrase 0, block 1)), the copies by
+  :meth:`~selfens_pl.heads.controls.NearestAnswerHead.decide` (the blocks' demonstrations, no model); their prompt
+  tokens are those of the members they ask (their plan's ``asks``: none for a copy).
 
 Each run also states its cost per question: decoded rows (the head's
 :meth:`~selfens_pl.heads.base.FusionHead.decoded_rows`, or each record's for a cascade), prompt tokens encoded (the

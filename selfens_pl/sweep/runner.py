@@ -15,13 +15,15 @@ member and every LogitFusion rule at every ``(K, M)`` come from that one encodin
 sweep's plan for it (:func:`selfens_pl.sweep.plan.plan_for`): an uncalibrated LogitFusion rule is decoded by that
 pass; VoteHead, RerankHead without a fused candidate and a cascade escalating to either are derived for every
 ``(K, M)`` without decoding, by the head's own ``decide`` on the pass's answers (:mod:`selfens_pl.sweep.derive`; a
-cascade with its curve over thresholds), as are origin, per_prompt and vote. Any other head (FlexFusion, calibrated
-or weighted LogitFusion, RerankHead with a fused candidate) runs on its own per ``(K, M)`` through
+cascade with its curve over thresholds), as are origin, per_prompt and vote, and the controls ``knn_prompt`` and
+the copies (:mod:`selfens_pl.heads.controls`). Any other head (FlexFusion, calibrated or weighted LogitFusion,
+RerankHead with a fused candidate, ``knn_prompt_all``, self-consistency) runs on its own per ``(K, M)`` through
 ``head.generate``.
 
 Every gain is given against origin (paraphrase 0, standard prompt) and against the mean single paraphrase
 (paraphrases ``< K``, standard prompt) with a paired bootstrap 95% interval over facts (:mod:`selfens_pl.scoring.gains`),
-and every run states its cost per question. Outputs under ``--output_dir``: ``facts.jsonl`` (the engine's rows,
+and, where controls were swept, against the strongest control at its ``(K, M)`` (:func:`selfens_pl.sweep.report.gains`);
+every run states its cost per question. Outputs under ``--output_dir``: ``facts.jsonl`` (the engine's rows,
 resumable fact by fact), ``runs/<method>_k<K>_m<M>/`` (``predictions.jsonl`` + ``summary.json``, readable by
 ``python -m selfens_pl report``), ``sweep.md``, ``sweep.png`` (accuracy against K, a panel per M),
 ``sweep_cost.png`` (accuracy against decoded rows per question, cascade curves included) and ``sweep.json``.
