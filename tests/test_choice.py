@@ -68,33 +68,33 @@ def test_the_rules_on_a_table():
         check_choice_rule("sum")
 
 
-@pytest.mark.parametrize("rule", CHOICE_RULES)
-def test_fused_scores_are_the_rule_over_members_scored_one_prompt_at_a_time(tiny_lm, rule):
+def test_fused_scores_are_the_rule_over_members_scored_one_prompt_at_a_time(tiny_lm, one_thread):
     """Every member's option scores equal a plain forward pass of its prompt alone, and the fused scores are the
     rule applied to those; one member (members: origin, or a one-paraphrase group) is that prompt's own choice."""
     group = GROUPS[0]
     alone = [plain_scores(tiny_lm, p, group["options"]) for p in group["paraphrases"]]
     lengths = [len(answer_continuation(tiny_lm.decoder, o)) for o in group["options"]]
-    rec = answer(tiny_lm, ChoiceHead(rule), [group])[0]
-    assert rec["option_lengths"] == lengths
-    for got, want in zip(rec["member_scores"], alone):
-        assert got == pytest.approx(want, abs=1e-4)
-    assert rec["option_scores"] == pytest.approx(fuse_option_scores(alone, lengths, rule), abs=1e-4)
-    assert rec["choice"] == max(range(4), key=fuse_option_scores(alone, lengths, rule).__getitem__)
-    assert rec["prediction"] == group["options"][rec["choice"]]
-    assert rec["correct"] == (rec["choice"] == 1)
-    # one prompt: members: origin asks paraphrase 0 alone; a one-paraphrase group fused is exactly that
-    origin = answer(tiny_lm, ChoiceHead(rule, members="origin"), [group])[0]
-    single = answer(tiny_lm, ChoiceHead(rule), [{**group, "paraphrases": group["paraphrases"][:1]}])[0]
-    assert origin["member_scores"] == single["member_scores"]
-    assert (origin["choice"], origin["option_scores"]) == (single["choice"], single["option_scores"])
-    assert origin["member_scores"][0] == pytest.approx(alone[0], abs=1e-4)
-    own = alone[0] if rule != "mean_token" else [s / n for s, n in zip(alone[0], lengths)]
-    assert origin["choice"] == max(range(4), key=own.__getitem__)
-    assert origin["paraphrase_index"] == 0 and origin["paraphrases"] == group["paraphrases"][:1]
+    for rule in CHOICE_RULES:
+        rec = answer(tiny_lm, ChoiceHead(rule), [group])[0]
+        assert rec["option_lengths"] == lengths
+        for got, want in zip(rec["member_scores"], alone):
+            assert got == pytest.approx(want, abs=1e-4)
+        assert rec["option_scores"] == pytest.approx(fuse_option_scores(alone, lengths, rule), abs=1e-4)
+        assert rec["choice"] == max(range(4), key=fuse_option_scores(alone, lengths, rule).__getitem__)
+        assert rec["prediction"] == group["options"][rec["choice"]]
+        assert rec["correct"] == (rec["choice"] == 1)
+        # one prompt: members: origin asks paraphrase 0 alone; a one-paraphrase group fused is exactly that
+        origin = answer(tiny_lm, ChoiceHead(rule, members="origin"), [group])[0]
+        single = answer(tiny_lm, ChoiceHead(rule), [{**group, "paraphrases": group["paraphrases"][:1]}])[0]
+        assert origin["member_scores"] == single["member_scores"]
+        assert (origin["choice"], origin["option_scores"]) == (single["choice"], single["option_scores"])
+        assert origin["member_scores"][0] == pytest.approx(alone[0], abs=1e-4)
+        own = alone[0] if rule != "mean_token" else [s / n for s, n in zip(alone[0], lengths)]
+        assert origin["choice"] == max(range(4), key=own.__getitem__), rule
+        assert origin["paraphrase_index"] == 0 and origin["paraphrases"] == group["paraphrases"][:1]
 
 
-def test_a_batch_of_groups_answers_as_each_group_alone(tiny_lm):
+def test_a_batch_of_groups_answers_as_each_group_alone(tiny_lm, one_thread):
     head = ChoiceHead("mixture")
     together = answer(tiny_lm, head, GROUPS)
     for rec, group in zip(together, GROUPS):
@@ -130,7 +130,7 @@ def test_a_bad_record_is_one_line_naming_it(tmp_path, bad, message):
     assert str(info.value) == f"{path}: line 2 ({record}): {problem}"
 
 
-def test_the_shipped_file_and_an_open_question_group(tiny_lm):
+def test_the_shipped_file_and_an_open_question_group(tiny_lm, one_thread):
     path = str(resources.files("selfens_pl.resources") / "choice_myriadlama.jsonl")
     groups = load_choice_groups(path)
     assert auto_source(path) == "choice" and len(groups) == 300
