@@ -24,7 +24,8 @@ import torch
 
 from selfens_pl.data.datamodule import demo_few_shot
 from selfens_pl.data.demos import attach_blocks, check_demo_selection, load_pool
-from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
+from selfens_pl.data.prompts import (MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, ChatTemplate,
+                                     PromptTemplate, check_chat_template)
 from selfens_pl.engine.kv_cache import CACHE_LENGTHS
 from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS, EMBEDDED_MODEL, pick_device, pick_dtype
 from selfens_pl.errors import UserError
@@ -147,9 +148,11 @@ class SelfEnsemble:
         return self.module.decoder
 
     def template(self, task: Task = "webqa", few_shot: Sequence[dict] | None = None,
-                 instruction: str | None = None) -> PromptTemplate:
+                 instruction: str | None = None, chat_template: ChatTemplate = "none") -> PromptTemplate:
         """The prompt every member shares: ``instruction`` (default: the task's) and the ``few_shot`` examples
-        ``[{question, answer}]`` (default: the task's standard five; ``[]`` for zero-shot)."""
+        ``[{question, answer}]`` (default: the task's standard five; ``[]`` for zero-shot), rendered as
+        ``chat_template`` says (``none``: the ``Q:``/``A:`` text; ``model``: this model's chat template)."""
+        check_chat_template(chat_template, self.module.tokenizer, flag="chat_template")
         if task not in ("webqa", "myriadlama"):
             raise UserError(f"answer(task={task!r}): choose webqa or myriadlama")
         if instruction is None:
@@ -160,19 +163,23 @@ class SelfEnsemble:
             if not isinstance(example, dict) or not {"question", "answer"} <= set(example):
                 raise UserError(f"answer(few_shot=...): example {i} is not a {{question, answer}} dict")
         return PromptTemplate(instruction=instruction,
-                              few_shot=[{"question": e["question"], "answer": e["answer"]} for e in few_shot])
+                              few_shot=[{"question": e["question"], "answer": e["answer"]} for e in few_shot],
+                              chat_template=chat_template)
 
     def paraphrase(self, questions: Sequence[str | Group], k: int = 4, seed: int = DEFAULT_SEED,
-                   **sampling) -> list[list[str]]:
+                   chat_template: ChatTemplate = "none", **sampling) -> list[list[str]]:
         """Up to ``k`` checked paraphrases of each question, by this model (the ``paraphrase`` verb's method and
         defaults: :func:`~selfens_pl.scoring.paraphrasing.checked_paraphrases`; ``sampling`` overrides
         ``temperature``, ``top_p``, ``max_new_tokens``, ``max_retries``). A question whose candidates all fail the
-        checks gets fewer (possibly none): a bad paraphrase never pads a group."""
+        checks gets fewer (possibly none): a bad paraphrase never pads a group. ``chat_template``: the paraphrasing
+        prompt as text (``none``) or through this model's chat template (``model``)."""
         if k < 1:
             raise UserError(f"paraphrase(k={k}): must be >= 1")
+        check_chat_template(chat_template, self.module.tokenizer, flag="chat_template")
         groups = self.groups(questions)
         with torch.inference_mode():
-            records = checked_paraphrases(self.decoder, groups, k, seed, **sampling)
+            records = checked_paraphrases(self.decoder, groups, k, seed, chat_template=chat_template,
+                                          flag="chat_template", **sampling)
         return [rec["paraphrases"][1:] for rec in records]
 
     def groups(self, questions: Sequence[str | Group | dict], paraphrases: Sequence[Sequence[str]] | None = None
@@ -203,7 +210,7 @@ class SelfEnsemble:
                demo_blocks: int = 1, pool: str | list[str] | None = None,
                demo_selection: Literal["random", "similar"] = "similar", task: Task = "webqa",
                few_shot: Sequence[dict] | None = None, instruction: str | None = None,
-               batch_size: int = 8) -> list[Answer]:
+               chat_template: ChatTemplate = "none", batch_size: int = 8) -> list[Answer]:
         """Answer every question with ``head`` (default: ``OriginHead``, the question alone).
 
         Args:
@@ -219,6 +226,10 @@ class SelfEnsemble:
             task: ``webqa`` or ``myriadlama``: the default instruction and few-shot block, and the pool's schema.
             few_shot: Block 0's examples ``[{question, answer}]`` (default: the task's standard five).
             instruction: The instruction line (default: the task's).
+            chat_template: How every prompt is rendered (every member and block, and the paraphrasing prompt with
+                ``paraphrases="generate"``): ``none`` (default), the ``Q:``/``A:`` text; ``model``, this model's chat
+                template (the instruction as the system message, each few-shot example a user/assistant turn pair,
+                the question the last user turn; :mod:`selfens_pl.data.prompts`). A model without one is refused.
             batch_size: Groups decoded together.
         """
         head = head if head is not None else OriginHead()
@@ -229,10 +240,11 @@ class SelfEnsemble:
         if demo_blocks < 1:
             raise UserError(f"answer(demo_blocks={demo_blocks}): must be >= 1")
         _argument("demo_selection", demo_selection, check_demo_selection)
-        template = self.template(task, few_shot, instruction)
+        template = self.template(task, few_shot, instruction, chat_template)
         if paraphrases == "generate":
             groups = self.groups(questions)
-            for group, extra in zip(groups, self.paraphrase(questions, num_paraphrases)):
+            for group, extra in zip(groups, self.paraphrase(questions, num_paraphrases,
+                                                            chat_template=chat_template)):
                 group["paraphrases"] += extra
                 group["paraphraser"] = self.module.hparams.model
         elif isinstance(paraphrases, str):

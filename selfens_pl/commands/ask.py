@@ -12,7 +12,7 @@ attention backend on CPU, ``auto`` otherwise), the ``vote`` and the ``rerank_mix
 ``--data.demo_blocks`` > 1 also ``rerank_mixture_demos``, with the demonstrations' answers among the candidates;
 ``per_prompt [j]`` is member ``j``: paraphrase ``j % K`` with block ``j // K``). Each method runs twice and its
 second run is timed, so no row pays the model's warm-up. Flags name what predict's do (``--model.model``,
-``--trainer.accelerator``, ``--data.few_shot``, ...).
+``--trainer.accelerator``, ``--data.few_shot``, ``--data.chat_template``, ...).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 
 from selfens_pl.api import Group, SelfEnsemble
 from selfens_pl.commands import RENAMED, add_device_flags, add_model_flags, device_and_dtype, rename_flags
+from selfens_pl.data.prompts import check_chat_template
 from selfens_pl.engine.models import DEFAULT_MAX_NEW_TOKENS
 from selfens_pl.errors import UserError
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, PerPromptHead, RerankHead, VoteHead
@@ -63,6 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="Demonstrations for the extra blocks (webquestions-train, or a file)")
     parser.add_argument("--data.demo_selection", dest="demo_selection", default="similar",
                         choices=("similar", "random"), help="How the extra blocks are filled (default similar)")
+    parser.add_argument("--data.chat_template", dest="chat_template", default="none", choices=("none", "model"),
+                        help="Render every prompt (and the paraphrasing prompt) as the Q:/A: text (none, default) or "
+                             "through the model's chat template (model)")
     return parser.parse_args(rename_flags(argv, OLD_FLAGS))
 
 
@@ -115,10 +119,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device, dtype = device_and_dtype(args)
     se = SelfEnsemble.load(model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
                            trust_remote_code=getattr(args, "model.trust_remote_code"))
+    check_chat_template(args.chat_template, se.module.tokenizer)  # named by its flag, before any answer
     issues = []
     if paraphrases is None:
-        [paraphrases] = se.paraphrase([question], args.num_paraphrases, args.seed, temperature=args.temperature,
-                                      top_p=args.top_p)
+        [paraphrases] = se.paraphrase([question], args.num_paraphrases, args.seed, chat_template=args.chat_template,
+                                      temperature=args.temperature, top_p=args.top_p)
         if len(paraphrases) < args.num_paraphrases:
             issues.append(f"{args.num_paraphrases - len(paraphrases)} of {args.num_paraphrases} paraphrases failed "
                           "the checks on every try: left out")
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   paraphraser=se.module.hparams.model if args.paraphrases is None else None)
 
     options = dict(task=args.task, few_shot=few_shot, instruction=args.instruction, demo_blocks=args.demo_blocks,
-                   pool=args.pool, demo_selection=args.demo_selection)
+                   pool=args.pool, demo_selection=args.demo_selection, chat_template=args.chat_template)
     rows = []
     for head in build_heads(se.device.type, demo_answers=args.demo_blocks > 1):
         se.answer([group], head, **options)  # warm-up: the timed run below pays no first-call cost

@@ -9,12 +9,13 @@ groups file.
 
 The questions are read as predict reads them (``--data.path``, ``--data.source``, ``--data.split``, ``--data.start``,
 ``--data.limit``; :class:`~selfens_pl.data.datamodule.ParaphraseDataModule`), by default the WebQuestions test split
-from the hub; each group's first paraphrase (its question) is paraphrased. The model and device take predict's
-flags too (``--model.model``, ``--model.max_new_tokens``, ``--trainer.accelerator``, ``--trainer.precision``). The
-old flags are still accepted on the command line (CHANGELOG.md): ``--source X`` reads ``X`` as WebQuestions records
-(``--data.path X --data.source webqa``), ``--split`` / ``--start`` / ``--limit`` / ``--batch_size`` are the
-``--data.*`` ones, ``--model`` / ``--max_new_tokens`` the ``--model.*`` ones, ``--device`` is
-``--trainer.accelerator``.
+from the hub; each group's first paraphrase (its question) is paraphrased. ``--data.chat_template model`` renders
+the paraphrasing prompt through the model's chat template (default ``none``: the ``Q:``/``A:`` text). The model and
+device take predict's flags too (``--model.model``, ``--model.max_new_tokens``, ``--trainer.accelerator``,
+``--trainer.precision``). The old flags are still accepted on the command line (CHANGELOG.md): ``--source X`` reads
+``X`` as WebQuestions records (``--data.path X --data.source webqa``), ``--split`` / ``--start`` / ``--limit`` /
+``--batch_size`` are the ``--data.*`` ones, ``--model`` / ``--max_new_tokens`` the ``--model.*`` ones, ``--device``
+is ``--trainer.accelerator``.
 
 Method (:mod:`selfens_pl.scoring.paraphrasing`): a paraphrasing instruction plus five worked examples in the
 package's ``Q:``/``A:`` few-shot format; ``num_paraphrases`` sampling slots per question,
@@ -97,7 +98,8 @@ def build_parser():
     parser = model_and_data_parser(
         "paraphrase", "Generate paraphrases of questions with a language model and keep those that pass the quality "
         "checks.", "The questions (each group's first paraphrase), read as predict reads them",
-        max_new_tokens=30, max_new_tokens_help="Most tokens per paraphrase", with_stop=False, data_keep=("path", "source", "split", "start", "limit", "batch_size"),
+        max_new_tokens=30, max_new_tokens_help="Most tokens per paraphrase", with_stop=False,
+        data_keep=("path", "source", "split", "start", "limit", "batch_size", "chat_template"),
         model_help="Paraphrasing model (need not be the answering one): alias, smollm2-135m-instruct (embedded), "
                    "local directory or hub id; recorded as each record's 'paraphraser'")
     parser.set_defaults({"data.path": WEBQUESTIONS})
@@ -133,16 +135,16 @@ def build_parser():
 #: Settings that decide what a record holds: a file written with other values is not resumed.
 SETTINGS_KEYS = ("model", "source", "split", "num_paraphrases", "temperature", "top_p", "max_new_tokens", "seed",
                  "max_retries", "checks", "min_content", "max_new", "min_length_ratio", "max_length_ratio", "judge",
-                 "judge_margin", "data_source", "dtype")
+                 "judge_margin", "data_source", "dtype", "chat_template")
 
 #: What a settings file written before a key existed meant by it: every earlier file read WebQuestions records
-#: (ids ``webqa-<split>-<index>``) and loaded the weights in float32.
-LEGACY_SETTINGS = {"data_source": "webqa", "dtype": None}
+#: (ids ``webqa-<split>-<index>``), loaded the weights in float32 and wrote the text prompt.
+LEGACY_SETTINGS = {"data_source": "webqa", "dtype": None, "chat_template": "none"}
 
 #: The flag of a settings key whose name is not the flag's.
 SETTINGS_FLAGS = {"model": "--model.model", "source": "--data.path", "split": "--data.split",
                   "max_new_tokens": "--model.max_new_tokens", "data_source": "--data.source",
-                  "dtype": "--trainer.precision"}
+                  "dtype": "--trainer.precision", "chat_template": "--data.chat_template"}
 
 
 def settings_path(output: Path) -> Path:
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> Path:
                   / f"{source_tag(cfg.data.path, cfg.data.split)}-{cfg.data.split}.jsonl")
     named = {"model": cfg.model.model, "source": cfg.data.path, "split": cfg.data.split,
              "max_new_tokens": cfg.model.max_new_tokens, "checks": list(cfg.checks), "data_source": data_source(data),
-             "dtype": dtype}
+             "dtype": dtype, "chat_template": cfg.data.chat_template}
     settings = {key: named[key] if key in named else cfg[key] for key in SETTINGS_KEYS}
     check_settings(output, settings)
 
@@ -230,9 +232,10 @@ def run(cfg, todo: list[dict], output: Path, k: int, settings: CheckSettings, fi
     SIGINT stops once the batch in flight is appended (:mod:`selfens_pl.stopping`)."""
     start = time.perf_counter()
     decoder = load_model(cfg)
+    # the prompt first: a model without the chat template asked for is refused before any file is written
+    sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.model.max_new_tokens, cfg.data.chat_template)
     if loaded is not None:
         loaded()
-    sample = paraphrase_sampler(decoder, cfg.temperature, cfg.top_p, cfg.model.max_new_tokens)
     checker = ParaphraseChecker(settings, EquivalenceJudge(decoder, cfg.judge_margin) if cfg.judge else None)
     with stopping.after_batch(), ProgressBar(total, "Paraphrasing", unit="questions", done=first_done) as bar:
         for first in range(0, len(todo), cfg.data.batch_size):

@@ -85,12 +85,20 @@ def rows_batch(decoder: GreedyDecoder, rows: list[list[int]], rows_per_group: in
     return batch
 
 
+def stop_at_end_of_turn(decoder: GreedyDecoder, prompts: PromptTokenizer) -> None:
+    """Under a chat template an answer ends with the template's end-of-turn token (``<|im_end|>``, ``<|eot_id|>``):
+    make it one of the tokens the decoder stops at (not kept in the answer, as EOS), if the model's EOS ids lack it."""
+    if prompts.end_of_turn is not None:
+        decoder.eos_ids.add(prompts.end_of_turn)
+
+
 def prompt_batch(decoder: GreedyDecoder, prompts: PromptTokenizer, items: list[tuple],
                  rows_per_group: int = 1) -> PrefillBatch:
     """One row per item ``(group, paraphrase)`` or ``(group, paraphrase, block)`` (few-shot block ``block`` of the
     group, :mod:`selfens_pl.data.demos`; 0 = the template's): the full prompt, or only the question when the decoder
     shares prefixes (each distinct prefix encoded once per batch). Checks every prompt against the context window,
     naming the record."""
+    stop_at_end_of_turn(decoder, prompts)
     tokenizers = [prompts.for_block(item[0], item[2] if len(item) > 2 else 0) for item in items]
     for (group, paraphrase, *_), tok in zip(items, tokenizers):
         check_context(decoder, len(tok.prefix_ids) + len(tok.question_ids(paraphrase)), group["id"])

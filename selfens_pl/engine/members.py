@@ -152,9 +152,17 @@ def demo_answers(group: Group) -> list[str]:
     return [d["answer"] for block in group.get("blocks") or () for d in block]
 
 
-def answer_continuation(decoder: GreedyDecoder, answer: str) -> list[int]:
+def answer_continuation(decoder: GreedyDecoder, answer: str, prompts: PromptTokenizer | None = None) -> list[int]:
     """The tokens a member decodes to give ``answer`` after ``"A:"``: `` {answer}`` and the stop string (the
-    tokenizer's own split of the text, as a demonstration shows it), or EOS when the decoder has no stop string."""
+    tokenizer's own split of the text, as a demonstration shows it), or EOS when the decoder has no stop string.
+    Under ``prompts``' chat template (:mod:`selfens_pl.data.prompts`) as its assistant turn shows it: ``{answer}``
+    and the end-of-turn token (without one, the stop string or EOS as above)."""
+    if prompts is not None and prompts.chat:
+        ids = decoder.tokenizer.encode(answer.strip(), add_special_tokens=False)
+        if prompts.end_of_turn is not None:
+            return ids + [prompts.end_of_turn]
+        return ids + (decoder.tokenizer.encode(decoder.stop, add_special_tokens=False) if decoder.stop is not None
+                      else [min(decoder.eos_ids)])
     if decoder.stop is not None:
         return decoder.tokenizer.encode(f" {answer.strip()}{decoder.stop}", add_special_tokens=False)
     return decoder.tokenizer.encode(f" {answer.strip()}", add_special_tokens=False) + [min(decoder.eos_ids)]

@@ -98,7 +98,7 @@ class ChoiceHead(FusionHead):
         self.check_groups(groups)
         asked = [self.asked(g) for g in groups]
         items, encoded, starts = encode_members(decoder, prompts, asked)
-        options = [[answer_continuation(decoder, o) for o in g["options"]] for g in groups]  # [g][O] token ids
+        options = [[answer_continuation(decoder, o, prompts) for o in g["options"]] for g in groups]  # [g][O] token ids
         tables = score_tables(decoder, encoded, member_rows(items, starts), options)
         return [self.pick(g, table, [len(tokens) for tokens in own])
                 for g, table, own in zip(asked, tables, options)]

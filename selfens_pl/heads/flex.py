@@ -42,7 +42,7 @@ from selfens_pl.data.content_free import CALIBRATIONS, Calibration, content_free
 from selfens_pl.data.demos import num_blocks
 from selfens_pl.data.group import Group
 from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, block_mask, dense_mask
-from selfens_pl.engine.batches import check_context, prompt_batch
+from selfens_pl.engine.batches import check_context, prompt_batch, stop_at_end_of_turn
 from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
 from selfens_pl.engine.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
 from selfens_pl.engine.members import group_valid
@@ -167,6 +167,7 @@ class FlexFusion(FusionHead):
         """
         device = decoder.device
         backend = self.resolve_backend(device)
+        stop_at_end_of_turn(decoder, prompts)
         layouts = [build_layout(prompts, g["paraphrases"], self.layout, self.positions, g) for g in groups]
         for group, lay in zip(groups, layouts):
             check_context(decoder, lay.next_position, group["id"], what="fused sequence (highest position)")

@@ -4,14 +4,16 @@ A paraphrasing instruction plus five worked examples in the package's ``Q:``/``A
 (:data:`PARAPHRASE_INSTRUCTION`, :data:`PARAPHRASE_FEW_SHOT`); :func:`paraphrase_sampler` samples them with a
 decoder (all slots of a question share one prefill), :func:`paraphrase_groups` keeps the first line of each sample
 (:func:`first_line`) when it passes the checks of :mod:`selfens_pl.scoring.paraphrase_checks`, and samples a
-rejected slot again with a new seed.
+rejected slot again with a new seed. With ``chat_template="model"`` the same instruction and examples are
+rendered through the model's chat template (:mod:`selfens_pl.data.prompts`: the instruction as the system message,
+each example a user/assistant turn pair), and a sample also ends at the template's end of turn.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
+from selfens_pl.data.prompts import CHAT_FLAG, ChatTemplate, PromptTemplate, PromptTokenizer, check_chat_template
 from selfens_pl.engine.batches import prompt_batch
 from selfens_pl.engine.sampling import Sampler
 from selfens_pl.scoring.paraphrase_checks import CheckSettings, ParaphraseChecker, copy_key
@@ -107,11 +109,15 @@ def paraphrase_groups(sample: SampleFn, groups: list[dict], k: int, seed: int, m
     return records
 
 
-def paraphrase_sampler(decoder, temperature: float, top_p: float, max_new_tokens: int) -> SampleFn:
-    """A :data:`SampleFn` over ``decoder``'s model: the paraphrase prompt of each item, its samples from one
-    prefill (its KV cache copied once per seed), each stopped at the end of its first line."""
+def paraphrase_sampler(decoder, temperature: float, top_p: float, max_new_tokens: int,
+                       chat_template: ChatTemplate = "none", flag: str = CHAT_FLAG) -> SampleFn:
+    """A :data:`SampleFn` over ``decoder``'s model: the paraphrase prompt of each item (the Q:/A: text, or the
+    model's chat template: ``chat_template``; ``flag`` is what its errors name), its samples from one prefill (its KV
+    cache copied once per seed), each stopped at the end of its first line."""
     sampler = Sampler(decoder, temperature, top_p, max_new_tokens, stop="\n")
-    prompts = PromptTokenizer(decoder.tokenizer, PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT))
+    chat = check_chat_template(chat_template, flag=flag)
+    template = PromptTemplate(PARAPHRASE_INSTRUCTION, PARAPHRASE_FEW_SHOT, chat)
+    prompts = PromptTokenizer(decoder.tokenizer, template, flag)
 
     def sample(items: list[tuple[dict, str]], seeds: list[list[int]]) -> list[list[str]]:
         repeat = len(seeds[0])
@@ -124,9 +130,11 @@ def paraphrase_sampler(decoder, temperature: float, top_p: float, max_new_tokens
 def checked_paraphrases(decoder, groups: list[dict], k: int, seed: int = DEFAULT_SEED,
                         temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
                         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_retries: int = DEFAULT_MAX_RETRIES,
-                        check: CheckFn | None = None) -> list[dict]:
+                        check: CheckFn | None = None, chat_template: ChatTemplate = "none",
+                        flag: str = CHAT_FLAG) -> list[dict]:
     """Up to ``k`` paraphrases of each group's question sampled with ``decoder``'s model and kept only when they pass
     the paraphrase checks (``check``; default :class:`ParaphraseChecker` with every text check at its default
-    threshold): :func:`paraphrase_groups`' records, the method of the ``paraphrase`` verb with its defaults."""
-    sample = paraphrase_sampler(decoder, temperature, top_p, max_new_tokens)
+    threshold): :func:`paraphrase_groups`' records, the method of the ``paraphrase`` verb with its defaults.
+    ``chat_template``: the prompt as text (``none``) or through the model's chat template (``model``)."""
+    sample = paraphrase_sampler(decoder, temperature, top_p, max_new_tokens, chat_template, flag)
     return paraphrase_groups(sample, groups, k, seed, max_retries, check or ParaphraseChecker(CheckSettings()))

@@ -119,8 +119,9 @@ def engine_pass(decoder, prompts, groups: list[Group], grid: Grid, rules: list[s
     if demo_answers:
         if not rescore:
             raise InternalError("the engine scores demonstration answers only for rescoring (rescore off)")
+        tokens_of = partial(answer_continuation, decoder, prompts=prompts)  # as the members' prompts show an answer
         for fact, group in zip(out, groups):
-            fact["demos"] = [[p, tokens] for p, tokens in demo_candidates(group, partial(answer_continuation, decoder))]
+            fact["demos"] = [[p, tokens] for p, tokens in demo_candidates(group, tokens_of)]
     if rescore:
         score_candidates(decoder, encoded, out, rows)
     for k, m in fused_configs(grid):
