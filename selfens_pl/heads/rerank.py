@@ -319,7 +319,8 @@ def rerank_pass(decoder, prompts, groups: list[Group], fused: str | None = None,
     alts = member_alternatives(decoder, encoded, rows, first_tokens)
     extra = [own[0] for own in fused_answers(decoder, encoded, rows, [fused])] if fused else [None] * len(groups)
     lemmas = Lemmas()
-    demos = [demo_candidates(g, partial(answer_continuation, decoder)) if demo_answers else () for g in groups]
+    tokens_of = partial(answer_continuation, decoder, prompts=prompts)  # as the members' prompts show an answer
+    demos = [demo_candidates(g, tokens_of) if demo_answers else () for g in groups]
     cands = [candidates([x.prediction for x in own], [x.continuation for x in own], lemmas,
                         [] if fx is None or not fx.prediction else [(fx.prediction, fx.continuation)],
                         [[(x.prediction, x.continuation) for x in mine] for mine in alt], shown)
