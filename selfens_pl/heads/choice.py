@@ -11,8 +11,9 @@ candidates): ``s [N, O]`` sequence log-probabilities per group, batched across t
 How an option continues the prompt: the prompt ends ``"...\\nA:"`` (the open-question format,
 :mod:`selfens_pl.data.prompts`) and option ``o`` is scored as the tokens a member would decode to answer it: a leading
 space, the option's text, then the stop string (``"\\n"``; EOS when the decoder has none),
-:func:`~selfens_pl.engine.members.answer_continuation`, exactly as RerankHead scores open-question answers. The stop
-token counts, so an option is scored as a *complete* answer (``Paris`` is not credited with the mass of
+:func:`~selfens_pl.engine.members.answer_continuation`, exactly as RerankHead scores open-question answers (with
+``--data.chat_template model``: the option's text and the end-of-turn token, as the assistant turn shows an answer).
+The stop token counts, so an option is scored as a *complete* answer (``Paris`` is not credited with the mass of
 ``Paris Saint-Germain``), and ``L_o`` (``mean_token``'s length) includes it. The options are not shown in the
 prompt: each is scored as the answer to the question as asked (cloze-style).
 
@@ -26,8 +27,9 @@ Cost per group of ``N`` members and ``O`` options: ``N`` prompt rows encoded onc
 
 Record (one per group): the base fields (``prediction`` = the chosen option's text, ``paraphrase_index`` 0 for
 origin, else ``None``), plus ``options``, ``gold``, ``choice`` (the chosen index), ``option_scores [O]`` (fused),
-``member_scores [N][O]``, ``option_lengths [O]`` (tokens scored), ``member_choices [N]`` (each member's own argmax), ``correct`` (``choice == gold``;
-``None`` without gold) and ``member_correct`` (some member's own choice is right). ``agreement``: the share of
+``member_scores [N][O]``, ``option_lengths [O]`` (tokens scored), ``member_choices [N]`` (each member's own
+argmax), ``correct`` (``choice == gold``; ``None`` without gold) and ``member_correct`` (some member's own choice is
+right). ``agreement``: the share of
 members whose own choice is the chosen one; ``mean_prob``: the chosen option's per-token geometric-mean
 probability, averaged over the members.
 """
@@ -98,7 +100,8 @@ class ChoiceHead(FusionHead):
         self.check_groups(groups)
         asked = [self.asked(g) for g in groups]
         items, encoded, starts = encode_members(decoder, prompts, asked)
-        options = [[answer_continuation(decoder, o, prompts) for o in g["options"]] for g in groups]  # [g][O] token ids
+        # [g][O] each option's token ids, as a member would answer it (under a chat template: its assistant turn)
+        options = [[answer_continuation(decoder, o, prompts) for o in g["options"]] for g in groups]
         tables = score_tables(decoder, encoded, member_rows(items, starts), options)
         return [self.pick(g, table, [len(tokens) for tokens in own])
                 for g, table, own in zip(asked, tables, options)]
