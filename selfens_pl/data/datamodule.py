@@ -16,7 +16,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from selfens_pl.data.demos import DemoSelection, attach_blocks, check_demo_selection, load_pool
-from selfens_pl.data.prompts import MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, PromptTemplate
+from selfens_pl.data.prompts import (MYRIADLAMA_FEW_SHOT, MYRIADLAMA_INSTRUCTION, WEBQA_INSTRUCTION, ChatTemplate,
+                                     PromptTemplate, check_chat_template)
 from selfens_pl.data.records import check_record, check_str, check_str_list, looks_like_path, read_records
 from selfens_pl.data.sources import (
     group_myriadlama,
@@ -194,6 +195,7 @@ class ParaphraseDataModule(LightningDataModule):
         val_split: str = "validation",
         val_limit: int | None = None,
         val_size: int = 0,
+        chat_template: ChatTemplate = "none",
     ):
         """
         Args:
@@ -244,6 +246,11 @@ class ParaphraseDataModule(LightningDataModule):
             val_limit: Validate on the first ``val_limit`` groups of ``val_path``.
             val_size: Fine-tuning without ``val_path``: hold the last ``val_size`` groups of ``path`` out of training
                 and validate on them.
+            chat_template: How every prompt is rendered (every member, every few-shot block, content-free and
+                rescoring prompts alike): ``none`` (default), the reference code's ``Q:``/``A:`` text; ``model``, the
+                tokenizer's chat template: the instruction as the system message, each few-shot example as a
+                user/assistant turn pair, the question as the last user turn (:mod:`selfens_pl.data.prompts`; a model
+                without a chat template is refused). Measured against each other in ``studies/chat_template/``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -299,13 +306,14 @@ class ParaphraseDataModule(LightningDataModule):
             few_shot = list(MYRIADLAMA_FEW_SHOT)
         else:  # WebQuestions' standard block (five train questions: the demo's, and every webqa preset's)
             few_shot = demo_few_shot()
-        return PromptTemplate(instruction=instruction, few_shot=few_shot)
+        return PromptTemplate(instruction=instruction, few_shot=few_shot, chat_template=hp.chat_template)
 
     def _check_slice(self) -> None:
         """The numeric flags, before any file is read: one error naming the flag (torch's sampler would say
         ``batch_size should be a positive integer value`` in a traceback; ``num_paraphrases 0`` would reach the
         heads as empty groups)."""
         hp = self.hparams
+        check_chat_template(hp.chat_template)
         if hp.limit is not None and hp.limit < 1:
             raise UserError(f"--data.limit must be >= 1, got {hp.limit}")
         if isinstance(hp.start, bool) or not isinstance(hp.start, int) or hp.start < 0:
