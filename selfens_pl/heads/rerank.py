@@ -47,7 +47,7 @@ from selfens_pl.engine.members import (answer_continuation, decode_members, demo
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.scoring.agreement import Lemmas, weighted_support
-from selfens_pl.scoring.chooser import DEMO_FEATURES, FEATURES, Chooser, candidate_features
+from selfens_pl.scoring.chooser import Chooser, candidate_features, feature_set, rich_features, set_name
 from selfens_pl.scoring.rescoring import DEMO_MEMBER, Candidate, RerankRule, best, candidates, check_rule, combine
 
 
@@ -56,7 +56,8 @@ class RerankHead(FusionHead):
 
     def __init__(self, rule: RerankRule | Literal["learned"] = "mixture", fused: FusionMethod | None = None,
                  chooser: str | None = None, first_tokens: int = 1, demo_answers: bool = False,
-                 origin_share: float | str | None = "auto"):
+                 origin_share: float | str | None = "auto",
+                 chooser_features: Literal["standard", "rich"] | None = None):
         """
         Args:
             rule: How the members' sequence log-probabilities of a candidate combine: ``mixture`` (log of their mean
@@ -81,6 +82,10 @@ class RerankHead(FusionHead):
                 ``paraphrase`` generated, every member equal for written ones (and with ``learned``, whose chooser
                 weighs its own features, or ``fused``). ``None``: every member equal always (the method gets
                 ``_equal``). A number (not with ``learned`` or ``fused``): the method gets ``_origin{share}``.
+            chooser_features: With ``rule: learned`` and no file (a sweep's cross-validated chooser): ``standard``
+                (default; a logistic regression) or ``rich`` (:mod:`selfens_pl.scoring.chooser_features`; boosted
+                trees, the method gets ``_rich``). With a file: the set the file scores (given, it must be the
+                file's). Either way the records get the chooser's calibrated ``confidence`` when it has one.
         """
         super().__init__()
         self.rule = rule if rule == "learned" else check_rule(rule)
@@ -90,7 +95,13 @@ class RerankHead(FusionHead):
             raise UserError(f"--model.head.init_args.demo_answers must be true or false, got {demo_answers!r}")
         self.demo_answers = demo_answers
         self.chooser = chooser
-        self.model = Chooser.load(chooser, features=self.features) if chooser is not None else None
+        if chooser_features is not None and rule != "learned":
+            raise UserError(f"--model.head.init_args.chooser_features={chooser_features!r} goes with rule: learned "
+                            f"(rule is {rule!r})")
+        wanted = None if chooser_features is None else feature_set(
+            chooser_features, demo_answers, "--model.head.init_args.chooser_features")
+        self.chooser_features = chooser_features
+        self.model = Chooser.load(chooser, features=wanted, demo_answers=demo_answers) if chooser else None
         self._lemmas = Lemmas()  # the chooser's support features: each answer lemmatised once
         if fused is not None:
             check_method(fused, "--model.head.init_args.fused")
@@ -109,7 +120,7 @@ class RerankHead(FusionHead):
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return (f"rerank_{self.rule}" + (f"_{self.fused}" if self.fused else "")
+        return (f"rerank_{self.rule}" + ("_rich" if self.rich else "") + (f"_{self.fused}" if self.fused else "")
                 + (f"_top{self.first_tokens}" if self.first_tokens > 1 else "")
                 + ("_demos" if self.demo_answers else "") + share_suffix(self.origin_share, self.weighs_members))
 
@@ -121,8 +132,16 @@ class RerankHead(FusionHead):
 
     @property
     def features(self) -> tuple[str, ...]:
-        """The chooser's features for this head (:mod:`selfens_pl.scoring.chooser`)."""
-        return DEMO_FEATURES if self.demo_answers else FEATURES
+        """The chooser's features for this head (:mod:`selfens_pl.scoring.chooser`): its file's, else those of
+        ``chooser_features``."""
+        if self.model is not None:
+            return self.model.features
+        return feature_set(self.chooser_features or "standard", self.demo_answers)
+
+    @property
+    def rich(self) -> bool:
+        """Whether its chooser scores the rich features (:mod:`selfens_pl.scoring.chooser_features`)."""
+        return self.rule == "learned" and set_name(self.features) == "rich"
 
     @property
     def learns_from_facts(self) -> bool:
@@ -142,9 +161,15 @@ class RerankHead(FusionHead):
     def candidate_features(self, group: Group, gens: list[Generation], cands: list[Candidate],
                            table: list[list[float]], lemmas: Lemmas | None = None) -> list[list[float]]:
         """``[C][F]`` the chooser's features of each candidate (:func:`~selfens_pl.scoring.chooser.
-        candidate_features`); the demonstrations are the answers of the group's extra few-shot blocks."""
-        return candidate_features([x.prediction for x in gens], [c.prediction for c in cands], table,
-                                  [len(c.tokens) for c in cands], len(group["paraphrases"]), demo_answers(group),
+        candidate_features`, or :func:`~selfens_pl.scoring.chooser_features.rich_features`); the demonstrations are
+        the answers of the group's extra few-shot blocks."""
+        answers, texts, lengths = [x.prediction for x in gens], [c.prediction for c in cands], [len(c.tokens)
+                                                                                              for c in cands]
+        if self.rich:
+            return rich_features(group["paraphrases"][0], answers, texts, [c.member != DEMO_MEMBER for c in cands],
+                                 table, lengths, len(group["paraphrases"]), demo_answers(group),
+                                 lemmas or self._lemmas, self.demo_answers)
+        return candidate_features(answers, texts, table, lengths, len(group["paraphrases"]), demo_answers(group),
                                   lemmas or self._lemmas, self.demo_answers)
 
     def decoded_rows(self, members: int) -> int:
@@ -245,6 +270,8 @@ class RerankHead(FusionHead):
                               list(group["paraphrases"]))
         answers = [x.prediction for x in gens]
         rec["agreement"] = 0.0 if chosen is None else chosen.support / len(gens)
+        if self.model is not None and self.model.calibration is not None:  # P(right) of the choice, calibrated
+            rec["confidence"] = None if chosen is None else round(self.model.confidence(scores), 4)
         rec["paraphrase_predictions"] = answers
         rec["candidates"] = [{"prediction": c.prediction, "member": c.member, "support": c.support,
                               "score": round(s, 4)} for c, s in zip(cands, scores)]

@@ -2,9 +2,24 @@
 
 Rescoring rules (:mod:`selfens_pl.scoring.rescoring`) pick a candidate with one fixed formula over the members'
 sequence log-probabilities. The chooser learns how to weigh the signals instead (as LPAQA learns prompt-ensemble
-weights on training facts, Jiang et al. 2020): a logistic regression (scikit-learn) over per-candidate features, fit
-on grouped facts with known answers, scores each candidate; the highest wins (ties: the lowest candidate index,
-i.e. the candidate first produced by the lowest member, as the rules do).
+weights on training facts, Jiang et al. 2020): a model over per-candidate features, fit on grouped facts with known
+answers, scores each candidate; the highest wins (ties: the lowest candidate index, i.e. the candidate first
+produced by the lowest member, as the rules do). Two models (:func:`fit_chooser`, ``chooser --model_type``):
+
+* ``logistic``: a logistic regression (scikit-learn), the chooser's first model and the standard features' default;
+* ``boosting``: gradient-boosted trees (scikit-learn's ``HistGradientBoostingClassifier``, :data:`BOOSTING`), the
+  rich features' default. It is a pointwise model over the candidates with the argmax per group, not a pairwise or
+  listwise ranker: scikit-learn has no ranking objective (LightGBM's lambdarank would add a dependency for one
+  head), and with one right candidate per group at most the argmax of a pointwise log-odds is what a listwise
+  softmax would pick; what a listwise model sees of the other candidates, the rich features give each candidate
+  (its gap to the group's best score, its place among the group's candidates, :mod:`~selfens_pl.scoring.
+  chooser_features`). Trees learn the interactions (answer type x question word, demonstrations' agreement x the
+  members' scores) a linear model cannot.
+
+Calibrated confidence: :func:`calibration` fits ``P(the chosen candidate is right)`` on the chosen candidate's score
+and its margin over the next best (Platt scaling), on choices of choosers fit on other folds of the training groups;
+:meth:`Chooser.confidence` gives it and the head writes it to the record (``confidence``), so answering only the most
+confident questions trades coverage for accuracy.
 
 Per candidate ``c`` of a group of ``N = K x M`` members (``K`` paraphrases x ``M`` few-shot blocks, block-major) with
 sequence log-probabilities ``s[m][c]`` and ``L_c`` tokens, the features (:data:`FEATURES`) are
@@ -24,8 +39,15 @@ sequence log-probabilities ``s[m][c]`` and ``L_c`` tokens, the features (:data:`
   first; 0 when none agrees), so the chooser can learn when a near question's answer is worth copying.
 
 Fit and use never mix facts: :func:`fold_choosers` assigns facts to folds by a hash of their id, and a
-fact's choice comes from the chooser fit on the other folds. The fitted chooser is saved as a small JSON file
-(feature names, standardisation, weights) that :class:`Chooser` loads without scikit-learn.
+fact's choice comes from the chooser fit on the other folds. The fitted chooser is saved as a JSON file that
+:class:`Chooser` loads and scores with without scikit-learn: a logistic one (format :data:`FORMAT`: feature names,
+standardisation, weights; files written before load as they did), a boosted one (:data:`TREES_FORMAT`: feature
+names, baseline and every tree's nodes as plain lists, :func:`trees_of`: no pickle, so nothing runs at load, and
+a damaged file is one error at load), both with the optional ``calibration``.
+
+The standard features are :data:`FEATURES` (:data:`DEMO_FEATURES`); the rich ones :data:`RICH_FEATURES`
+(:data:`RICH_DEMO_FEATURES`, :mod:`selfens_pl.scoring.chooser_features`); a file names the set it scores and a head
+with the file computes that set.
 
 A chooser file also says the model it was fit with (``"model": {"name", "identity", "name_or_path"}``, written by
 ``python -m selfens_pl chooser``): its features are that model's scores, ranks and margins, so a head with the file
@@ -47,74 +69,37 @@ from pathlib import Path
 
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import atomic_write
-from selfens_pl.scoring.agreement import Lemmas
+from selfens_pl.scoring.chooser_features import (DEMO_FEATURES, FEATURES, RICH_DEMO_FEATURES, RICH_FEATURES,
+                                                 candidate_features, rich_features)
 from selfens_pl.scoring.rescoring import best
 
-FEATURES: tuple[str, ...] = (
-    "support_members", "support_paraphrases", "support_blocks", "from_origin",
-    "mixture", "max", "mean", "mean_token", "origin_score", "mixture_margin",
-    "mean_rank", "first_rank_share", "tokens", "demo_answer",
-)
-DEMO_FEATURES: tuple[str, ...] = FEATURES + ("demo_share", "demo_nearest")
+__all__ = ["DEMO_FEATURES", "FEATURES", "RICH_DEMO_FEATURES", "RICH_FEATURES", "Chooser", "FitModel",
+           "candidate_features", "feature_set", "fit_chooser", "fold_choosers", "fold_of", "rich_features"]
+
 FORMAT = "selfens_pl.chooser/1"
+#: A boosted-tree chooser's file (a logistic one keeps :data:`FORMAT`, so files written before load as they did).
+TREES_FORMAT = "selfens_pl.chooser/2"
+#: ``--chooser_features`` -> the feature sets ``(without, with)`` demonstration answers.
+FEATURE_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "standard": (FEATURES, DEMO_FEATURES), "rich": (RICH_FEATURES, RICH_DEMO_FEATURES)}
+#: The model each feature set is fit with unless told otherwise (``chooser --model_type``).
+DEFAULT_MODEL = {"standard": "logistic", "rich": "boosting"}
+MODEL_TYPES: tuple[str, ...] = ("logistic", "boosting")
 
 
-def _mixture(column: list[float]) -> float:
-    top = max(column)
-    return top + math.log(sum(math.exp(v - top) for v in column) / len(column))
+def feature_set(name: str, demo_answers: bool, flag: str = "--chooser_features") -> tuple[str, ...]:
+    """The feature names of set ``name`` (:data:`FEATURE_SETS`) with or without demonstration answers."""
+    if name not in FEATURE_SETS:
+        raise UserError(f"{flag}={name!r}: choose one of {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name][bool(demo_answers)]
 
 
-def candidate_features(predictions: list[str], candidates: list[str], table: list[list[float]], lengths: list[int],
-                       k: int, demo_answers: list[str] = (), lemmas: Lemmas | None = None,
-                       demo_features: bool = False) -> list[list[float]]:
-    """``[C][F]`` features of each candidate (module docstring): :data:`FEATURES`, or :data:`DEMO_FEATURES` with
-    ``demo_features``.
-
-    Args:
-        predictions: ``[N]`` every member's own answer, block-major (member ``m`` = paraphrase ``m % k``, block
-            ``m // k``).
-        candidates: ``[C]`` the distinct candidate answers.
-        table: ``[N][C]`` sequence log-probability of candidate ``c`` under member ``m``.
-        lengths: ``[C]`` tokens scored per candidate.
-        k: paraphrases per block.
-        demo_answers: answers of the demonstrations the group was asked with (any block), block order.
-        demo_features: also the demonstrations' vote and nearest agreeing demonstration.
-    """
-    n, c = len(predictions), len(candidates)
-    if n == 0 or n % k or len(table) != n or any(len(row) != c for row in table) or len(lengths) != c:
-        raise InternalError(f"candidate_features: {n} members, k={k}, a {len(table)}-row table and {len(lengths)} "
-                            f"lengths for {c} candidates do not fit together")
-    lemmas = lemmas or Lemmas()
-    m = n // k
-    columns = [[table[j][i] for j in range(n)] for i in range(c)]
-    mixtures = [_mixture(col) for col in columns]
-    ranks = [[0.0] * c for _ in range(n)]
-    for j, row in enumerate(table):
-        for position, i in enumerate(sorted(range(c), key=lambda i: (-row[i], i))):
-            ranks[j][i] = position / (c - 1) if c > 1 else 0.0
-    out = []
-    for i, cand in enumerate(candidates):
-        agree = [lemmas.agree(cand, p) for p in predictions]
-        shown = [lemmas.agree(cand, a) for a in demo_answers]
-        col = columns[i]
-        others = [mx for o, mx in enumerate(mixtures) if o != i]
-        row = [
-            sum(agree) / n,
-            sum(any(agree[b * k + p] for b in range(m)) for p in range(k)) / k,
-            sum(any(agree[b * k + p] for p in range(k)) for b in range(m)) / m,
-            float(predictions[0] == cand),
-            mixtures[i], max(col), sum(col) / n, sum(col) / n / lengths[i], col[0],
-            mixtures[i] - max(others) if others else 0.0,
-            sum(ranks[j][i] for j in range(n)) / n,
-            sum(ranks[j][i] == 0.0 for j in range(n)) / n,
-            float(lengths[i]),
-            float(any(shown)),
-        ]
-        if demo_features:
-            d = len(demo_answers)
-            row += [sum(shown) / d if d else 0.0, 1.0 - shown.index(True) / d if any(shown) else 0.0]
-        out.append(row)
-    return out
+def set_name(features: tuple[str, ...]) -> str:
+    """The :data:`FEATURE_SETS` name of ``features``."""
+    for name, sets in FEATURE_SETS.items():
+        if tuple(features) in sets:
+            return name
+    raise InternalError(f"no feature set has the features {list(features)}")
 
 
 def model_identity(name: str) -> str:
@@ -171,7 +156,11 @@ class FitModel:
 
 @dataclass
 class Chooser:
-    """A fitted linear chooser: ``score = w . (x - mean) / scale + bias`` per candidate."""
+    """A fitted chooser. Logistic: ``score = w . (x - mean) / scale + bias`` per candidate. Boosted trees
+    (``trees``): ``score = baseline + sum_t value_t(x)``, each tree's leaf value for ``x`` (no standardisation).
+    Either score is a log-odds that the candidate is right; ``calibration`` ``[a, b, c]`` (fit on held-out folds)
+    maps the chosen candidate's score and its margin over the next best to ``P(right) = sigmoid(a score + b margin
+    + c)`` (:meth:`confidence`)."""
 
     weights: list[float]
     bias: float
@@ -186,6 +175,16 @@ class Chooser:
     fit_with: FitModel | None = None
     #: ``(flag, path)`` it was loaded from (:meth:`load`), for the errors that name the file.
     source: tuple[str, str] | None = field(default=None, compare=False)
+    #: Boosted trees (:func:`trees_of`): ``[{"feature", "threshold", "left", "right", "leaf", "value",
+    #: "missing_left"}]``, one list per field over the tree's nodes (node 0 the root); ``None``: logistic.
+    trees: list[dict] | None = None
+    baseline: float = 0.0
+    #: ``[a, b, c]`` of :meth:`confidence`; ``None``: not calibrated (no ``confidence`` in the records).
+    calibration: list[float] | None = None
+
+    @property
+    def model_type(self) -> str:
+        return "logistic" if self.trees is None else "boosting"
 
     def check_model(self, lm) -> None:
         """One error naming the file, the model it was fit with and the model in use (``lm``, loaded: its
@@ -208,8 +207,21 @@ class Chooser:
         return self.layout is None or (blocks == self.layout[1] and 1 <= paraphrases <= self.layout[0])
 
     def scores(self, features: list[list[float]]) -> list[float]:
+        """``[C]`` each candidate's log-odds of being right, of its ``[C][F]`` features."""
+        if self.trees is not None:
+            return [self.baseline + sum(_leaf_value(tree, row) for tree in self.trees) for row in features]
         return [self.bias + sum(w * (x - mu) / s for w, x, mu, s in zip(self.weights, row, self.mean, self.scale))
                 for row in features]
+
+    def confidence(self, scores: list[float]) -> float | None:
+        """The calibrated probability that the best of ``scores`` (:meth:`scores` of a group's candidates) is
+        right; ``None`` without a calibration."""
+        if self.calibration is None or not scores:
+            return None
+        top, margin = _top_and_margin(scores)
+        a, b, c = self.calibration
+        z = a * top + b * margin + c
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
     def choose(self, features: list[list[float]]) -> int:
         """The candidate with the highest score (ties: the lowest index); ``features`` must be non-empty."""
@@ -218,20 +230,30 @@ class Chooser:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps({"format": FORMAT, "features": list(self.features), "weights": self.weights,
-                                       "bias": self.bias, "mean": self.mean, "scale": self.scale,
-                                       "trained_on": self.trained_on,
-                                       **({} if self.layout is None else
-                                          {"layout": {"paraphrases": self.layout[0], "blocks": self.layout[1]}}),
-                                       "model": None if self.fit_with is None else self.fit_with.to_json()},
-                                      indent=2) + "\n")
+        data = {"format": FORMAT if self.trees is None else TREES_FORMAT, "features": list(self.features)}
+        if self.trees is None:
+            data.update(weights=self.weights, bias=self.bias, mean=self.mean, scale=self.scale)
+        else:
+            data.update(model_type="boosting", baseline=self.baseline)
+        data["trained_on"] = self.trained_on
+        if self.layout is not None:
+            data["layout"] = {"paraphrases": self.layout[0], "blocks": self.layout[1]}
+        data["model"] = None if self.fit_with is None else self.fit_with.to_json()
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
+        text = json.dumps(data, indent=2)
+        if self.trees is not None:  # one tree a line: readable, and a tenth of the indented size
+            text = text[:-2] + ',\n  "trees": [\n' + ",\n".join(
+                "    " + json.dumps(tree, separators=(",", ":")) for tree in self.trees) + "\n  ]\n}"
+        atomic_write(path, text + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path, flag: str = "--model.head.init_args.chooser",
-             features: tuple[str, ...] = FEATURES) -> Chooser:
+             features: tuple[str, ...] | None = FEATURES, demo_answers: bool | None = None) -> Chooser:
         """The chooser saved at ``path``, which must score ``features`` (:data:`FEATURES`, or :data:`DEMO_FEATURES`
-        for a head with demonstration answers)."""
+        for a head with demonstration answers; ``None``: any feature set of :data:`FEATURE_SETS` with or without
+        them, as ``demo_answers`` says: a head takes the set its file was fit with)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:  # missing, a directory, unreadable: named with its flag, not as a Union mismatch
@@ -240,14 +262,17 @@ class Chooser:
                             "`python -m selfens_pl chooser --out <file>`") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{flag}={str(path)!r}: not a chooser file (invalid JSON: {exc.msg})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise UserError(f"{flag}={str(path)!r}: not a chooser file (expected format {FORMAT!r}; make one with "
-                            "`python -m selfens_pl chooser fit`)")
-        if tuple(data.get("features", ())) != features:
-            demos = "with" if features == DEMO_FEATURES else "without"
+        if not isinstance(data, dict) or data.get("format") not in (FORMAT, TREES_FORMAT):
+            raise UserError(f"{flag}={str(path)!r}: not a chooser file (expected format {FORMAT!r} or "
+                            f"{TREES_FORMAT!r}; make one with `python -m selfens_pl chooser`)")
+        own = tuple(data.get("features", ()))
+        wanted = (features,) if features is not None else tuple(sets[bool(demo_answers)]
+                                                                for sets in FEATURE_SETS.values())
+        if own not in wanted:
+            demos = "with" if wanted[0] in (DEMO_FEATURES, RICH_DEMO_FEATURES) else "without"
             raise UserError(f"{flag}={str(path)!r}: its features {data.get('features')} are not those of a head "
-                            f"{demos} demo_answers {list(features)}: fit it again (`python -m selfens_pl chooser fit`"
-                            f"{' --demo_answers true' if features == DEMO_FEATURES else ''})")
+                            f"{demos} demo_answers {' or '.join(str(list(w)) for w in wanted)}: fit it again "
+                            f"(`python -m selfens_pl chooser`{' --demo_answers true' if demos == 'with' else ''})")
         layout = data.get("layout")
         if layout is not None:
             shape = (layout.get("paraphrases"), layout.get("blocks")) if isinstance(layout, dict) else (None, None)
@@ -255,9 +280,56 @@ class Chooser:
                 raise UserError(f"{flag}={str(path)!r}: its 'layout' {layout!r} must be {{\"paraphrases\": K, "
                                 "\"blocks\": M}} with whole numbers >= 1")
             layout = shape
-        return cls([float(w) for w in data["weights"]], float(data["bias"]), [float(v) for v in data["mean"]],
-                   [float(v) for v in data["scale"]], features, int(data.get("trained_on", 0)), layout,
-                   _fit_model(data, flag, path), (flag, str(path)))
+        try:
+            if data["format"] == TREES_FORMAT:
+                model = dict(weights=[], bias=0.0, mean=[], scale=[], trees=[_tree(t, len(own)) for t in data["trees"]],
+                             baseline=float(data["baseline"]))
+            else:
+                model = dict(weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),
+                             mean=[float(v) for v in data["mean"]], scale=[float(v) for v in data["scale"]])
+            calibration = data.get("calibration")
+            if calibration is not None:
+                calibration = [float(v) for v in calibration]
+                if len(calibration) != 3:
+                    raise ValueError("calibration")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{flag}={str(path)!r}: a damaged chooser file ({type(exc).__name__}: {exc}); fit it "
+                            "again with `python -m selfens_pl chooser`") from None
+        return cls(**model, features=own, trained_on=int(data.get("trained_on", 0)), layout=layout,
+                   fit_with=_fit_model(data, flag, path), source=(flag, str(path)), calibration=calibration)
+
+
+_TREE_FIELDS = ("feature", "threshold", "left", "right", "leaf", "value", "missing_left")
+
+
+def _tree(tree, features: int) -> dict:
+    """A tree of a chooser file, checked: every field one list per node, children and features in range (a hand
+    edit that breaks it is said at load, not as an IndexError while choosing)."""
+    nodes = len(tree["value"])
+    if set(tree) != set(_TREE_FIELDS) or any(len(tree[k]) != nodes for k in _TREE_FIELDS) or not nodes:
+        raise ValueError(f"a tree needs the fields {list(_TREE_FIELDS)}, one value per node")
+    for i in range(nodes):
+        if not tree["leaf"][i] and not (0 <= tree["feature"][i] < features
+                                        and i < tree["left"][i] < nodes and i < tree["right"][i] < nodes):
+            raise ValueError(f"tree node {i} points outside the tree or the features")
+    return tree
+
+
+def _leaf_value(tree: dict, row: list[float]) -> float:
+    """The value of the leaf ``row`` ends in: left where ``x[feature] <= threshold`` (NaN: ``missing_left``), as
+    scikit-learn's histogram trees predict on raw (unbinned) features."""
+    node = 0
+    while not tree["leaf"][node]:
+        x = row[tree["feature"][node]]
+        left = tree["missing_left"][node] if x != x else x <= tree["threshold"][node]
+        node = tree["left"][node] if left else tree["right"][node]
+    return tree["value"][node]
+
+
+def _top_and_margin(scores: list[float]) -> tuple[float, float]:
+    """The best score and its margin over the next best (capped at 10; 10 for a lone candidate)."""
+    ordered = sorted(scores, reverse=True)
+    return ordered[0], min(10.0, ordered[0] - ordered[1]) if len(ordered) > 1 else 10.0
 
 
 def _fit_model(data: dict, flag: str, path) -> FitModel | None:
@@ -279,12 +351,31 @@ def _fit_model(data: dict, flag: str, path) -> FitModel | None:
     return FitModel(model["name"], model.get("identity") or model_identity(model["name"]), model.get("name_or_path"))
 
 
+#: The boosted trees' settings (scikit-learn ``HistGradientBoostingClassifier``): small trees, slow learning, no
+#: early stopping (its validation split would cut groups apart and make the fit depend on row order).
+BOOSTING = {"learning_rate": 0.05, "max_iter": 200, "max_leaf_nodes": 15, "min_samples_leaf": 20,
+            "l2_regularization": 1.0}
+CALIBRATION_FOLDS = 3
+
+
 def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: float = 1.0,
-                features: tuple[str, ...] = FEATURES) -> Chooser:
-    """Logistic regression (scikit-learn, L2 with inverse strength ``c``, balanced classes) of "candidate is right"
-    over every candidate of every group. ``groups[g]``: ``[C_g][F]`` features; ``labels[g]``: ``[C_g]``."""
+                features: tuple[str, ...] = FEATURES, model_type: str = "logistic",
+                calibrate: bool = True) -> Chooser:
+    """"Candidate is right" over every candidate of every group: ``logistic`` regression (scikit-learn, L2 with
+    inverse strength ``c``, balanced classes) or ``boosting`` (:data:`BOOSTING` trees; ``c`` unused), both scored
+    per candidate and the argmax per group chosen. ``groups[g]``: ``[C_g][F]`` features; ``labels[g]``: ``[C_g]``.
+    ``calibrate``: also :func:`calibration` over :data:`CALIBRATION_FOLDS` folds of these groups (the chooser's
+    ``confidence``; none when the folds are too small to fit it)."""
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"--model_type={model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    chooser = _fit(groups, labels, c, features, model_type)
+    if calibrate:
+        chooser.calibration = calibration(groups, labels, c, features, model_type)
+    return chooser
+
+
+def _fit(groups, labels, c: float, features: tuple[str, ...], model_type: str) -> Chooser:
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
 
     x = np.array([row for feats in groups for row in feats], dtype=np.float64)
     y = np.array([bool(v) for lab in labels for v in lab])
@@ -293,6 +384,14 @@ def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: fl
     if len(x) == 0 or y.all() or not y.any():
         raise UserError(f"chooser fit: {len(x)} candidates of which {int(y.sum())} right: it needs both right and "
                         "wrong candidates (more facts, or facts with answers)")
+    if model_type == "boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        model = HistGradientBoostingClassifier(**BOOSTING, early_stopping=False, random_state=0).fit(x, y)
+        return Chooser([], 0.0, [], [], tuple(features), len(groups), trees=trees_of(model),
+                       baseline=float(np.ravel(model._baseline_prediction)[0]))
+    from sklearn.linear_model import LogisticRegression
+
     mean, scale = x.mean(0), x.std(0)
     scale[scale == 0] = 1.0
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
@@ -301,18 +400,67 @@ def fit_chooser(groups: list[list[list[float]]], labels: list[list[bool]], c: fl
                    [float(v) for v in scale], tuple(features), len(groups))
 
 
+def trees_of(model) -> list[dict]:
+    """A fitted binary ``HistGradientBoostingClassifier``'s trees as :attr:`Chooser.trees` (plain lists: a JSON
+    file, no pickle). Its decision function is ``baseline + sum of the trees' leaf values`` (tested)."""
+    trees = []
+    for (predictor,) in model._predictors:  # one tree per iteration for a binary target
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise InternalError("a chooser tree split on a categorical feature; the chooser has none")
+        trees.append({"feature": [int(v) for v in nodes["feature_idx"]],
+                      "threshold": [float(v) for v in nodes["num_threshold"]],
+                      "left": [int(v) for v in nodes["left"]], "right": [int(v) for v in nodes["right"]],
+                      "leaf": [int(v) for v in nodes["is_leaf"]], "value": [float(v) for v in nodes["value"]],
+                      "missing_left": [int(v) for v in nodes["missing_go_to_left"]]})
+    return trees
+
+
+def calibration(groups, labels, c: float = 1.0, features: tuple[str, ...] = FEATURES,
+                model_type: str = "logistic", folds: int = CALIBRATION_FOLDS) -> list[float] | None:
+    """``[a, b, c]`` of :meth:`Chooser.confidence`: a logistic regression (Platt scaling) of "the chosen candidate
+    is right" on its score and margin, each group scored by a chooser fit on the other ``folds`` folds (group
+    ``g`` in fold ``g % folds``); ``None`` when a fold cannot be fit or the held-out choices are all right or all
+    wrong."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    kept = [g for g in range(len(groups)) if groups[g]]
+    points, right = [], []
+    for f in range(folds):
+        train = [g for g in kept if g % folds != f]
+        try:
+            model = _fit([groups[g] for g in train], [labels[g] for g in train], c, features, model_type)
+        except UserError:  # a fold with no right (or no wrong) candidate
+            return None
+        for g in kept:
+            if g % folds == f:
+                scores = model.scores(groups[g])
+                points.append(_top_and_margin(scores))
+                right.append(bool(labels[g][best(scores)]))
+    if len(set(right)) < 2:
+        return None
+    platt = LogisticRegression(C=1e4, max_iter=2000).fit(np.array(points), np.array(right))
+    return [float(platt.coef_[0][0]), float(platt.coef_[0][1]), float(platt.intercept_[0])]
+
+
 def fold_of(fact_id: str, folds: int) -> int:
     """A fact's fold: a hash of its id (stable across runs, processes and file order)."""
     return int(hashlib.sha256(str(fact_id).encode()).hexdigest()[:8], 16) % folds
 
 
 def fold_choosers(ids: list[str], groups: list[list[list[float]]], labels: list[list[bool]], folds: int = 5,
-                  c: float = 1.0, features: tuple[str, ...] = FEATURES) -> dict[int, Chooser]:
+                  c: float = 1.0, features: tuple[str, ...] = FEATURES,
+                  model_type: str | None = None) -> dict[int, Chooser]:
     """``{fold: chooser fit on every OTHER fold}`` (:func:`fold_of`): score fact ``i`` with
-    ``choosers[fold_of(ids[i], folds)]`` and no fact is ever scored by a chooser that saw it."""
+    ``choosers[fold_of(ids[i], folds)]`` and no fact is ever scored by a chooser that saw it (nor calibrated on
+    it: the calibration folds are within the other folds). ``model_type``: :data:`DEFAULT_MODEL` of the feature
+    set when ``None`` (the sweep's cross-validated head: logistic for the standard features, boosting for rich)."""
     if folds < 2:
         raise UserError(f"--chooser_folds must be >= 2, got {folds}")
+    model_type = model_type or DEFAULT_MODEL[set_name(features)]
     fold = [fold_of(i, folds) for i in ids]
     return {f: fit_chooser([groups[g] for g in range(len(ids)) if fold[g] != f and groups[g]],
-                           [labels[g] for g in range(len(ids)) if fold[g] != f and groups[g]], c, features)
+                           [labels[g] for g in range(len(ids)) if fold[g] != f and groups[g]], c, features,
+                           model_type)
             for f in range(folds)}
