@@ -47,11 +47,13 @@ def demo_records(n: int) -> list[dict]:
 
 def test_origin_is_lm_evals_own_hf_model(tiny_model_dir, tasks, one_thread):
     """head=origin, no other member: every answer and every log-likelihood (and is_greedy) lm_eval's ``hf`` model
-    gives on the same requests; the prompt is the package's, byte for byte."""
-    ours = evaluate(SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), device="cpu"), tasks, [GEN, CHOICE], 3)
+    gives on the same requests, and every answer the package's own origin run gives."""
+    lm = SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), device="cpu")
+    ours = evaluate(lm, tasks, [GEN, CHOICE], 3)
     theirs = evaluate("hf", tasks, [GEN, CHOICE], 3, f"pretrained={tiny_model_dir},dtype=float32")
-    for (args, answer), (_, expected) in zip(ours[GEN], theirs[GEN], strict=True):
-        assert answer == expected
+    api = lm.ensemble.answer([r["paraphrases"][0] for r in demo_records(3)])  # predict's answers (tests/test_api.py)
+    for (args, answer), (_, expected), own in zip(ours[GEN], theirs[GEN], api, strict=True):
+        assert answer == expected == cut_at(own.generation, ("\n",))
     for (_, (loglik, greedy)), (_, (expected, expected_greedy)) in zip(ours[CHOICE], theirs[CHOICE], strict=True):
         assert loglik == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy
     assert len(ours[CHOICE]) == 12  # 3 questions x 4 options
