@@ -30,6 +30,7 @@ from selfens_pl.data.sources import (
     split_facts,
     webqa_groups,
 )
+from selfens_pl.data.sources.choice import is_choice_file, load_choice_groups
 from selfens_pl.distributed import data_parallel_shard
 from selfens_pl.errors import UserError
 
@@ -38,7 +39,7 @@ DEMO = "demo"
 #: The hub datasets whose schema ``--data.source auto`` knows; another hub id needs an explicit source.
 HUB_SOURCES = {"stanfordnlp/web_questions": "webqa", "iszhaoxin/MyriadLAMA": "myriadlama"}
 
-Source = Literal["auto", "groups", "webqa", "myriadlama"]
+Source = Literal["auto", "groups", "webqa", "myriadlama", "choice"]
 
 
 def auto_source(path: str) -> str:
@@ -49,6 +50,8 @@ def auto_source(path: str) -> str:
     if path == DEMO:
         return DEMO
     if Path(path).expanduser().exists():
+        if is_choice_file(path):  # multiple choice: records with options
+            return "choice"
         return "myriadlama" if is_grouped_myriadlama(path) else "file"
     if path in HUB_SOURCES:
         return HUB_SOURCES[path]
@@ -209,7 +212,9 @@ class ParaphraseDataModule(LightningDataModule):
                 (``myriadlama``). ``groups``: ``{id, paraphrases}`` records only. ``webqa`` (``question, answers,
                 url``: one paraphrase per group, ids ``webqa-<split>-<index>``); ``myriadlama`` (hub rows ``uuid,
                 sub_ent, template, ...``, or a local file already grouped with ``manual_paraphrases`` /
-                ``auto_paraphrases``).
+                ``auto_paraphrases``). ``choice``: multiple choice, ``{id?, question?, paraphrases?, options, gold}``
+                (:mod:`selfens_pl.data.sources.choice`; ``auto`` reads a ``.jsonl`` whose first record has
+                ``options`` so), answered by :class:`~selfens_pl.heads.choice.ChoiceHead`.
             task: Picks the default instruction and few-shot block: ``webqa`` or ``myriadlama``.
             split: Dataset split for hub sources (MyriadLAMA: the split the test facts are drawn from).
             limit: Answer only the first ``limit`` groups (from ``start``).
@@ -280,6 +285,8 @@ class ParaphraseDataModule(LightningDataModule):
         source = auto_source(path) if hp.source == "auto" else hp.source
         if source in ("groups", DEMO, "file"):
             return load_groups(demo_path() if path == DEMO else path, auto=source != "groups")
+        if source == "choice":
+            return load_choice_groups(path)
         if source == "webqa":
             return webqa_groups(load_webqa(path, split), id_prefix=f"webqa-{split}")
         if source == "myriadlama":
@@ -289,7 +296,7 @@ class ParaphraseDataModule(LightningDataModule):
                 _, facts = split_facts(group_myriadlama(load_myriadlama_rows(path, split)), hp.test_size,
                                        hp.few_shot_seed)
             return myriadlama_groups(facts, hp.num_manual, hp.num_auto)
-        raise UserError(f"--data.source={hp.source!r}: choose auto, groups, webqa or myriadlama")
+        raise UserError(f"--data.source={hp.source!r}: choose auto, groups, webqa, myriadlama or choice")
 
     def _template(self, groups: list[dict]) -> PromptTemplate:
         hp = self.hparams
