@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=None, help="paraphrases (default: the largest of ks)")
     ap.add_argument("--m", type=int, default=None, help="few-shot blocks (default: the largest of ms)")
     ap.add_argument("--demo_answers", type=int, default=1, help="1: the demonstrations' answers are candidates")
+    ap.add_argument("--output_dir", default=None, help="where the sweep wrote facts.jsonl (default: the config's)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     cfg, grid, groups = sweep_groups(args.config)
     k, m = args.k or grid.k_max, args.m or grid.m_max
-    path = Path(cfg.output_dir) / "facts.jsonl"
+    path = Path(args.output_dir or cfg.output_dir) / "facts.jsonl"
     facts = records_by_id(path, read_objects(path, tool="chooser_variants"))
     groups = [g for g in groups if g["id"] in facts]
     if len(groups) < 2 * args.folds:

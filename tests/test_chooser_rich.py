@@ -33,8 +33,9 @@ def test_rich_features_of_a_hand_made_group():
     cands = ["Barack Obama", "1961", "Hawaii"]
     table = [[-1.0, -3.0, -2.0], [-2.0, -0.5, -4.0], [-0.5, -4.0, -3.0]]
     demos = ["Hawaii", "Barack Obama", "hawaii", "Kenya"]  # nearest first
+    questions = ["where was obama born", "who was born in 1961 in hawaii", "where is honolulu", "where was he born"]
     rows = rich_features("Who was born in 1961?", predictions, cands, [True, True, False], table, [3, 2, 2], 1,
-                         demos, demo_features=True)
+                         demos, demo_features=True, demo_questions=questions)
     assert len(rows) == 3 and all(len(r) == len(RICH_DEMO_FEATURES) for r in rows)
     standard = candidate_features(predictions, cands, table, [3, 2, 2], 1, demos, demo_features=True)
     assert [r[:len(FEATURES)] for r in rows] == [r[:len(FEATURES)] for r in standard]  # the standard set first
@@ -55,6 +56,9 @@ def test_rich_features_of_a_hand_made_group():
     assert _f(rows, "nearest1_agree") == [0.0, 0.0, 1.0]
     assert _f(rows, "nearest3_agree") == [1.0, 0.0, 2.0] and _f(rows, "nearest10_agree") == [1.0, 0.0, 2.0]
     assert _f(rows, "nearest_is_first") == [0.0, 0.0, 1.0]
+    # content words: {born, 1961} asked; {obama, born}, {born, 1961, hawaii}, {honolulu}, {he, born} shown
+    assert _f(rows, "agree_overlap") == pytest.approx([2 / 3, 0.0, 1 / 3])  # Hawaii: demos 0 and 2, the best 1/3
+    assert _f(rows, "nearest_overlap") == pytest.approx([1 / 3] * 3)
     without = rich_features("Who was born in 1961?", predictions, cands, [True, True, False], table, [3, 2, 2], 1,
                             demos)
     assert [r[:len(RICH_FEATURES)] for r in rows] == without

@@ -168,7 +168,8 @@ class RerankHead(FusionHead):
         if self.rich:
             return rich_features(group["paraphrases"][0], answers, texts, [c.member != DEMO_MEMBER for c in cands],
                                  table, lengths, len(group["paraphrases"]), demo_answers(group),
-                                 lemmas or self._lemmas, self.demo_answers)
+                                 lemmas or self._lemmas, self.demo_answers,
+                                 demo_questions=[d["question"] for block in group.get("blocks") or () for d in block])
         return candidate_features(answers, texts, table, lengths, len(group["paraphrases"]), demo_answers(group),
                                   lemmas or self._lemmas, self.demo_answers)
 

@@ -22,7 +22,10 @@ log-probabilities ``s[m][c]`` over ``C`` candidates and ``L_c`` tokens,
 * with demonstration answers, the demonstrations by similarity rank (``demo_answers`` nearest first, as
   :func:`~selfens_pl.engine.members.demo_answers` gives them with ``demo_selection: similar``): their vote and
   nearest agreeing one (as the standard demo set), how many of the nearest 1, 3, 5 and 10 agree with ``c`` (lemma
-  rule) and whether the very nearest does.
+  rule), whether the very nearest does, how much the question shares with the demonstration questions whose answer
+  agrees with ``c`` (the largest word overlap, Jaccard over content words: a demonstration that asks nearly the same
+  question is worth copying) and with the nearest demonstration's question (the same for every candidate: how near
+  the neighbours are at all).
 
 Every feature is a float; none depends on the fact's answers. Both functions are pure Python.
 """
@@ -114,12 +117,25 @@ _EXTRA = ("min", "mixture_gap", "mean_token_gap", "max_gap", "mean_token_margin"
           *(f"q_{w}" for w in WH_WORDS), "q_other",
           "capitalised", "title_case", "has_digit", "year", "words", "chars",
           "who_capitalised", "where_capitalised", "which_capitalised", "when_year", "how_many_digit")
-_DEMO_EXTRA = ("demo_share", "demo_nearest", *(f"nearest{n}_agree" for n in NEAREST), "nearest_is_first")
+_DEMO_EXTRA = ("demo_share", "demo_nearest", *(f"nearest{n}_agree" for n in NEAREST), "nearest_is_first",
+               "agree_overlap", "nearest_overlap")
 
 RICH_FEATURES: tuple[str, ...] = FEATURES + _EXTRA
 RICH_DEMO_FEATURES: tuple[str, ...] = RICH_FEATURES + _DEMO_EXTRA
 
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+_FUNCTION_WORDS = frozenset("a an the of in on at to for from by with and or is are was were be been do does did "
+                            "what who whom whose where when which why how many much s".split())
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The lower-cased words of ``text`` without function and question words."""
+    return frozenset(w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _FUNCTION_WORDS)
+
+
+def overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard overlap of two word sets (0 when both are empty)."""
+    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def wh_word(question: str) -> str:
@@ -151,7 +167,7 @@ def form_features(question_word: str, answer: str) -> list[float]:
 def rich_features(question: str, predictions: list[str], candidates: list[str], produced: list[bool],
                   table: list[list[float]], lengths: list[int], k: int, demo_answers: list[str] = (),
                   lemmas: Lemmas | None = None, demo_features: bool = False,
-                  standard: list[list[float]] | None = None) -> list[list[float]]:
+                  standard: list[list[float]] | None = None, demo_questions: list[str] = ()) -> list[list[float]]:
     """``[C][F]``: :data:`RICH_FEATURES` of each candidate (:data:`RICH_DEMO_FEATURES` with ``demo_features``).
 
     Args:
@@ -163,10 +179,12 @@ def rich_features(question: str, predictions: list[str], candidates: list[str], 
         k: paraphrases per block.
         demo_answers: ``[D]`` the demonstrations' answers, nearest first.
         standard: ``[C][14]`` the standard features of the same candidates, if already computed.
+        demo_questions: ``[D]`` the demonstrations' questions (with ``demo_features``; one per answer).
     """
     n, c = len(predictions), len(candidates)
-    if len(produced) != c:
-        raise InternalError(f"rich_features: {len(produced)} provenance flags for {c} candidates")
+    if len(produced) != c or (demo_features and len(demo_questions) != len(demo_answers)):
+        raise InternalError(f"rich_features: {len(produced)} provenance flags for {c} candidates, "
+                            f"{len(demo_questions)} demonstration questions for {len(demo_answers)} answers")
     lemmas = lemmas or Lemmas()
     base = standard if standard is not None else candidate_features(predictions, candidates, table, lengths, k,
                                                                    demo_answers, lemmas)
@@ -178,6 +196,8 @@ def rich_features(question: str, predictions: list[str], candidates: list[str], 
     mixture_place, token_place = _places(mixtures), _places(per_token)
     question_word = wh_word(question)
     d = len(demo_answers)
+    asked = content_words(question)
+    near = [overlap(asked, content_words(q)) for q in demo_questions] if demo_features else []
     out = []
     for i, cand in enumerate(candidates):
         ranks = [member_ranks[j][i] for j in range(n)]
@@ -193,6 +213,7 @@ def rich_features(question: str, predictions: list[str], candidates: list[str], 
         if demo_features:
             shown = [lemmas.agree(cand, a) for a in demo_answers]
             row += [sum(shown) / d if d else 0.0, 1.0 - shown.index(True) / d if any(shown) else 0.0,
-                    *(float(sum(shown[:near])) for near in NEAREST), float(bool(shown) and shown[0])]
+                    *(float(sum(shown[:k])) for k in NEAREST), float(bool(shown) and shown[0]),
+                    max((v for v, agrees in zip(near, shown) if agrees), default=0.0), near[0] if near else 0.0]
         out.append(row)
     return out
