@@ -21,7 +21,9 @@ _EXPORTS = {
     "SelfEnsemble": "selfens_pl.api", "Group": "selfens_pl.api", "Answer": "selfens_pl.api",
     "FusionHead": "selfens_pl.heads", "OriginHead": "selfens_pl.heads", "PerPromptHead": "selfens_pl.heads",
     "LogitFusion": "selfens_pl.heads", "FlexFusion": "selfens_pl.heads", "VoteHead": "selfens_pl.heads",
-    "RerankHead": "selfens_pl.heads", "CascadeHead": "selfens_pl.heads",
+    "RerankHead": "selfens_pl.heads", "CascadeHead": "selfens_pl.heads", "ChoiceHead": "selfens_pl.heads",
+    "SimilarPromptHead": "selfens_pl.heads", "NearestAnswerHead": "selfens_pl.heads",
+    "SelfConsistencyHead": "selfens_pl.heads",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -3,6 +3,7 @@
 from selfens_pl.engine.fusion import fuse_logits
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.heads.cascade import CascadeHead
+from selfens_pl.heads.choice import ChoiceHead
 from selfens_pl.heads.controls import NearestAnswerHead, SelfConsistencyHead, SimilarPromptHead
 from selfens_pl.heads.flex import FlexFusion
 from selfens_pl.heads.logit import LogitFusion
