@@ -134,7 +134,7 @@ def test_the_confidence_is_calibrated_on_held_out_folds_and_ranks_the_choices():
 
 
 def test_cross_validation_and_its_calibration_never_fit_on_the_scored_fold(monkeypatch):
-    ids, groups, labels = _toy(40)
+    ids, groups, labels = _toy(40, len(FEATURES))
     calls = []
     real = module._fit
 
@@ -143,13 +143,13 @@ def test_cross_validation_and_its_calibration_never_fit_on_the_scored_fold(monke
         return real(train_groups, *args)
 
     monkeypatch.setattr(module, "_fit", spy)
-    fold_choosers(ids, groups, labels, folds=4, features=RICH_FEATURES)  # rich: boosting, calibrated
+    fold_choosers(ids, groups, labels, folds=4, features=FEATURES)  # standard: logistic, calibrated
     per_fold = 1 + module.CALIBRATION_FOLDS  # the chooser, then its calibration folds
     assert len(calls) == 4 * per_fold
     for f in range(4):
         own = {id(groups[g]) for g in range(len(ids)) if fold_of(ids[g], 4) == f}
         assert own and all(not own & trained for trained in calls[f * per_fold:(f + 1) * per_fold])
-    choices = cross_validated_choices(ids, groups, labels, 4, RICH_FEATURES, "logistic")
+    choices = cross_validated_choices(ids, groups, labels, 4, FEATURES, "logistic")
     assert len(choices.right) == 40 and all(c is None or 0 < c < 1 for c in choices.confidence)
 
 
