@@ -281,6 +281,13 @@ def test_coverage_by_agreement_breaks_ties_by_mean_prob():
         coverage_curve(records, "entropy")
 
 
+def test_coverage_by_the_chooser_s_calibrated_confidence():
+    records = [dict(conf(False, 0.9), confidence=0.2), dict(conf(True, 0.1), confidence=0.8),
+               dict(conf(True, 0.5), confidence=0.6)]
+    assert coverage_curve(records, "confidence") == pytest.approx([1.0, 1.0, 2 / 3])  # 0.8, 0.6, then 0.2
+    assert coverage_curve([conf(True, 0.5)], "confidence") is None  # no chooser confidence on any record
+
+
 def test_report_prints_the_area_and_draws_the_curve(runs, tmp_path, capsys):
     import matplotlib.image
 

@@ -210,7 +210,9 @@ def draw_chart(runs: list[Run], out: str | Path, title: str = "accuracy per meth
 
 
 COVERAGE_POINTS = (0.1, 0.25, 0.5, 0.75, 1.0)
-CONFIDENCES = ("mean_prob", "agreement")
+#: Record fields that rank answers: the answer tokens' mean probability, the members' agreement, and a learned
+#: chooser's calibrated probability that its choice is right (``RerankHead(rule: learned)``).
+CONFIDENCES = ("mean_prob", "agreement", "confidence")
 
 
 def coverage_curve(records: list[dict], confidence: str = "mean_prob") -> list[float] | None:
