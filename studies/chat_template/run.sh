@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates this study's reports: the prompt as the reference code's Q:/A: text (--data.chat_template none) against
-# the model's chat template (model), embedded SmolLM2-135M-Instruct, greedy: origin and the best cheap method on the
-# 800 shipped MyriadLAMA facts, origin and the recommended method on WebQuestions train questions 1300-1599.
-#   bash studies/chat_template/run.sh            # about 1 h 45 min on 2 CPU cores (two runs at a time: 1 h)
-#   OUT=/tmp/study REPORTS=/tmp/study bash studies/chat_template/run.sh --data.limit 50   # a smaller check
+# the model's chat template (model), embedded SmolLM2-135M-Instruct, greedy, each run a preset of configs/ with the
+# study's data: origin on the 800 shipped MyriadLAMA facts and the best cheap method (rerank_myriadlama.yaml with
+# demonstration answers, similar blocks, the first paraphrase: K = 1, M = 3) on the first 200; origin on WebQuestions
+# train questions 1300-1599 and the recommended method (rerank_demos_webqa.yaml) on 1300-1399.
+#   bash studies/chat_template/run.sh            # 8 runs one after the other: about 2 h on a shared 2-core CPU
+#   OUT=/tmp/study REPORTS=/tmp/study bash studies/chat_template/run.sh --data.limit 2   # a smaller check
 # A finished run is not run again (delete its folder to redo it); extra arguments go to every predict. Reports go
 # to $REPORTS (default: this folder): report_<data>.md (every run's accuracy) and gains_<data>.md (each method with
 # the template against without it, paired bootstrap 95% intervals, 2,000 resamples, seed 0).
@@ -11,20 +13,26 @@ HERE=studies/chat_template
 source "$(dirname "$0")/../common.sh"
 R=$OUT/chat_template
 mkdir -p "$R"
+FACTS='[../shared/data/myriadlama/dev.jsonl, ../shared/data/myriadlama/dev600.jsonl]'
+TRAIN=../shared/data/webquestions/train.jsonl
 
-predict() {  # config mode [flags]
-  local config=$1 mode=$2; shift 2
-  if [ ! -f "$R/${config}_$mode/summary.json" ]; then
-    $PY -m selfens_pl predict --config "$HERE/$config.yaml" --data.chat_template "$mode" \
-      --output_dir "$R/${config}_$mode" "$@"
-  fi
+predict() {  # name preset [flags]: the run with the text prompt, then with the chat template
+  local name=$1 preset=$2; shift 2
+  for mode in none model; do
+    if [ ! -f "$R/${name}_$mode/summary.json" ]; then
+      $PY -m selfens_pl predict --config "configs/$preset.yaml" --data.chat_template "$mode" \
+        --output_dir "$R/${name}_$mode" "$@"
+    fi
+  done
 }
 
+predict origin_myriadlama origin_myriadlama --data.path "$FACTS" "$@"
+predict rerank_demos_myriadlama rerank_myriadlama --model.head.init_args.demo_answers true \
+  --data.num_paraphrases 1 --data.demo_selection similar --data.limit 200 "$@"
+predict origin_webqa origin_webqa --data.path "$TRAIN" --data.start 1300 --data.limit 300 "$@"
+predict rerank_demos_webqa rerank_demos_webqa --data.path "$TRAIN" --data.start 1300 --data.limit 100 "$@"
+
 for data in myriadlama webqa; do
-  for config in origin_$data rerank_demos_$data; do
-    predict "$config" none "$@"
-    predict "$config" model "$@"
-  done
   $PY -m selfens_pl report "$R"/{origin,rerank_demos}_${data}_{none,model} --out "$REPORTS/report_$data.md"
   { $PY scripts/paired_gains.py "$R/origin_${data}_none" "$R/origin_${data}_model"
     echo
