@@ -128,6 +128,21 @@ def test_resume_counts_a_key_only_one_config_has(tmp_path):
         check_resumable(tmp_path, old)
 
 
+def test_a_setting_added_since_resumes_at_the_value_runs_before_it_had(tmp_path):
+    """A folder written before ``--data.chat_template`` (or a head's ``chooser_features``) existed resumes when this
+    run asks for the value that answers as before, and is refused for any other."""
+    head = "  head:\n    class_path: selfens_pl.heads.RerankHead\n    init_args:\n      rule: learned\n"
+    old = "model:\n  model: tiny\n" + head + "data:\n  path: a.jsonl\n"
+    (tmp_path / "config.yaml").write_text(old)
+    (tmp_path / PREDICTIONS).write_text(lines(rec("q0")))
+    now = old.replace("rule: learned\n", "rule: learned\n      chooser_features: null\n") + "  chat_template: none\n"
+    check_resumable(tmp_path, now)
+    with pytest.raises(ValueError, match=r"--data.chat_template \('model' here; its config.yaml predates it: 'none'\)"):
+        check_resumable(tmp_path, now.replace("chat_template: none", "chat_template: model"))
+    with pytest.raises(ValueError, match=r"--model.head.init_args.chooser_features \('rich' here"):
+        check_resumable(tmp_path, now.replace("chooser_features: null", "chooser_features: rich"))
+
+
 def test_read_merged_refuses_a_bad_middle_line_and_skips_a_half_written_last_one(tmp_path, capsys):
     path = tmp_path / PREDICTIONS
     path.write_text(lines(rec("q0")) + '{"id": "q1", "pred\n' + lines(rec("q2")))

@@ -43,11 +43,24 @@ RESUME_FREE_KEYS = {"data": {"batch_size", "num_workers", "val_path", "val_split
 
 _ABSENT = object()
 
+#: Settings added after runs were made, each with the value that answers as runs made before it did: a folder
+#: whose config.yaml predates the setting resumes when this run asks for that value (``"name"``: a ``model`` or
+#: ``data`` key; ``"model.head.<init arg>"``: a head's init argument, whatever the head).
+ADDED_SETTINGS: dict[str, object] = {
+    "data.chat_template": "none",  # before it, every prompt was the plain text one
+    "model.head.chooser_features": None,  # before it, a learned chooser had the standard features
+}
+
 
 def _difference(name: str, before, after) -> str | None:
     """``--name`` when the two values differ, saying which config lacks the key; ``None`` when they are equal. Two
     mappings with the same ``class_path`` (a head) name the setting inside that differs
-    (``--model.head.init_args.method``)."""
+    (``--model.head.init_args.method``). A setting of :data:`ADDED_SETTINGS` that the old config lacks counts as
+    the value runs made before it answered with."""
+    added = name.replace(".init_args.", ".")
+    if before is _ABSENT and after is not _ABSENT and added in ADDED_SETTINGS:
+        was = ADDED_SETTINGS[added]
+        return None if after == was else f"--{name} ({after!r} here; its config.yaml predates it: {was!r})"
     if before is _ABSENT and after is _ABSENT or before == after:
         return None
     if before is _ABSENT:
