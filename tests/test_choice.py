@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from selfens_pl.cli import main
-from selfens_pl.data.datamodule import auto_source
+from selfens_pl.data.datamodule import ParaphraseDataModule, auto_source
 from selfens_pl.data.prompts import PromptTemplate
 from selfens_pl.data.sources.choice import load_choice_groups
 from selfens_pl.engine.members import answer_continuation
@@ -138,6 +138,8 @@ def test_the_shipped_file_and_an_open_question_group(tiny_lm, one_thread):
                for g in groups)
     golds = [g["gold"] for g in groups]
     assert min(golds.count(i) for i in range(4)) > 50  # the gold position is drawn, not always first
+    # the presets name it `choice-myriadlama`: the package's copy, from any working directory
+    assert ParaphraseDataModule(path="choice-myriadlama", task="myriadlama")._load("choice-myriadlama", "test") == groups
     with pytest.raises(UserError, match=r"^record 'q': ChoiceHead needs at least 2 'options'"):
         ChoiceHead().generate(tiny_lm.decoder, tiny_lm.prompts(TEMPLATE),
                               [{"id": "q", "paraphrases": ["a?"], "answers": ["b"], "confidences": None}])

@@ -61,6 +61,18 @@ def auto_source(path: str) -> str:
                      "for another one give --data.source webqa or myriadlama (its schema)")
 
 
+#: Question files shipped in the package, by ``--data.path`` name: they answer from any working directory (a file
+#: of the same name there is read instead only when written as a path, ``./choice-myriadlama``).
+SHIPPED_FILES = {"choice-myriadlama": "choice_myriadlama.jsonl"}
+
+
+def shipped_path(path: str) -> str:
+    """The package's copy of the shipped file named ``path`` (:data:`SHIPPED_FILES`), else ``path`` itself."""
+    if path in SHIPPED_FILES:
+        return str(resources.files("selfens_pl.resources") / SHIPPED_FILES[path])
+    return path
+
+
 def demo_path() -> str:
     """The shipped demo set: 40 WebQuestions train questions, 5 hand-written paraphrases each."""
     return str(resources.files("selfens_pl.resources") / "demo_webqa.jsonl")
@@ -282,6 +294,7 @@ class ParaphraseDataModule(LightningDataModule):
                     groups.append(group)
             return groups
         hp = self.hparams
+        path = shipped_path(path)
         source = auto_source(path) if hp.source == "auto" else hp.source
         if source in ("groups", DEMO, "file"):
             return load_groups(demo_path() if path == DEMO else path, auto=source != "groups")
