@@ -2,8 +2,8 @@
 # Regenerates this study: does the best method (the original question x 3 similar five-shot blocks, every candidate
 # rescored under every member, a learned chooser) beat the strongest control (kNN single prompt, copy of the
 # nearest demonstration's answer or their vote, self-consistency at a matched budget)? WebQuestions' fresh train
-# slice (3300-3499) and MyriadLAMA's first 120 dev facts, embedded SmolLM2-135M-Instruct, no hub.
-#   bash studies/beat_the_control/run.sh      # about an hour on a 2-core machine shared by five jobs
+# slice (3300-3777) and the 800 shipped MyriadLAMA facts, embedded SmolLM2-135M-Instruct, no hub.
+#   bash studies/beat_the_control/run.sh      # about 2 h 40 min on 2 CPU cores from scratch
 # Each sweep resumes and reuses what $OUT (default outputs) already holds; extra arguments go to both sweeps. The
 # reports go to $REPORTS (default: this folder): each sweep's sweep.md and the chooser variants' tables.
 HERE=studies/beat_the_control
