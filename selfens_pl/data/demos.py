@@ -138,7 +138,7 @@ def _myriadlama_pool(source: str, split: str) -> list[dict]:
     for fact in facts:
         if not fact["manual_paraphrases"]:
             continue
-        rng = random.Random(_seed(str(fact["uuid"]), "demonstration"))
+        rng = random.Random(stable_seed(str(fact["uuid"]), "demonstration"))
         out.append({"id": str(fact["uuid"]), "question": rng.choice(fact["manual_paraphrases"]),
                     "answer": fact["answers"][0]})
     return out
@@ -149,7 +149,9 @@ def _webqa_pool(source: str, split: str) -> list[dict]:
             for rec in load_webqa(source, split)]
 
 
-def _seed(*parts: str) -> int:
+def stable_seed(*parts: str) -> int:
+    """A seed that depends on ``parts`` alone (SHA-256 of them joined by NUL): not on the process, the batch or the
+    order of the groups."""
     return int(hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest(), 16)
 
 
@@ -185,7 +187,7 @@ def draw_blocks(group: dict, pool: list[dict], m: int, shots: int, keys: list[st
     used: set[int] = set()
     blocks = []
     for b in range(1, m):
-        rng = random.Random(_seed(str(group["id"]), str(b)))
+        rng = random.Random(stable_seed(str(group["id"]), str(b)))
         block: list[dict] = []
         while len(block) < shots:
             i = eligible[rng.randrange(len(eligible))]

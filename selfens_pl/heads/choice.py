@@ -41,6 +41,7 @@ from typing import Literal
 
 from selfens_pl.data.demos import cut_blocks
 from selfens_pl.data.group import Group
+from selfens_pl.engine.decoding import Generation
 from selfens_pl.engine.members import answer_continuation, encode_members, member_rows, score_tables
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead
@@ -114,14 +115,11 @@ class ChoiceHead(FusionHead):
             member_choices([[s / length for s, length in zip(row, lengths)] for row in table])
         option = group["options"][choice]
         mean_prob = sum(math.exp(row[choice] / lengths[choice]) for row in table) / len(table)
-        rec = {
-            "id": group["id"],
-            "method": self.method,
-            "paraphrase_index": 0 if self.members == "origin" else None,
-            "paraphrases": group["paraphrases"],
-            "generation": f" {option}",
+        rec = self.record(group, Generation(text=f" {option}"), 0 if self.members == "origin" else None,
+                          group["paraphrases"])
+        # the option verbatim (a generation's prediction is its first line stripped), scored, not decoded
+        rec.update({
             "prediction": option,
-            "answers": group.get("answers"),
             "mean_prob": mean_prob,
             "agreement": own.count(choice) / len(own),
             "options": list(group["options"]),
@@ -131,6 +129,6 @@ class ChoiceHead(FusionHead):
             "member_scores": table,
             "option_lengths": lengths,
             "member_choices": own,
-        }
+        })
         score_choice(rec)
         return rec

@@ -38,10 +38,9 @@ strongest control: :func:`selfens_pl.scoring.gains.strongest`).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
-from selfens_pl.data.demos import num_blocks
+from selfens_pl.data.demos import num_blocks, stable_seed
 from selfens_pl.data.group import Demo, Group
 from selfens_pl.engine.batches import prompt_batch
 from selfens_pl.engine.decoding import Generation, no_fusion
@@ -226,10 +225,9 @@ class NearestAnswerHead(BlocksControl):
 
 
 def sample_seed(seed: int, group_id, index: int) -> int:
-    """The seed of sample ``index`` of group ``group_id``: a hash of the three, so it depends on nothing else (not
-    the batch, not the order of the groups)."""
-    digest = hashlib.sha256(f"{seed}\x00{group_id}\x00{index}".encode("utf-8")).hexdigest()
-    return int(digest, 16) % (2 ** 63)
+    """The seed of sample ``index`` of group ``group_id``: :func:`~selfens_pl.data.demos.stable_seed` of the three
+    (it depends on nothing else: not the batch, not the order of the groups), within the sampler's 63 bits."""
+    return stable_seed(str(seed), str(group_id), str(index)) % (2 ** 63)
 
 
 class SelfConsistencyHead(FusionHead):

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from selfens_pl.errors import InternalError, UserError
-from selfens_pl.scoring.rescoring import best, combine
+from selfens_pl.errors import InternalError
+from selfens_pl.scoring.rescoring import RERANK_RULES, best, check_rule, combine
 
 ChoiceRule = Literal["mixture", "product", "max", "mean_token", "vote"]
-CHOICE_RULES: tuple[str, ...] = ("mixture", "product", "max", "mean_token", "vote")
+#: The rescoring rules, applied to options instead of candidate answers (the same :func:`combine`).
+CHOICE_RULES: tuple[str, ...] = RERANK_RULES
 
 
 def check_choice_rule(rule: str, flag: str = "--model.head.init_args.rule") -> str:
-    """``rule`` if it is one of :data:`CHOICE_RULES`, else a UserError naming ``flag``."""
-    if rule not in CHOICE_RULES:
-        raise UserError(f"{flag}={rule!r}: choose one of {', '.join(CHOICE_RULES)}")
-    return rule
+    """``rule`` if it is one of :data:`CHOICE_RULES`, else a UserError naming ``flag`` (the rescoring rules' check)."""
+    return check_rule(rule, flag)
 
 
 def member_choices(scores: list[list[float]]) -> list[int]:
