@@ -9,7 +9,7 @@ A *member* of a group is one (paraphrase, few-shot block) pair (:func:`selfens_p
 * :func:`decode_members`: each member's own greedy answer (per_prompt's answers, one batched decode);
 * :func:`member_alternatives`: each member's answers from its 2nd .. k-th most likely first token;
 * :func:`score_tables`: each candidate answer's sequence log-probability under each member (teacher forced, the
-  prompts' KV caches copied);
+  prompts' KV caches copied); :func:`score_members` encodes and scores in one call (multiple choice's whole pass);
 * :func:`fused_answers`: each group's answer under LogitFusion rules, fused over a chosen subset of its rows.
 
 :class:`~selfens_pl.heads.rerank.RerankHead` runs them over a batch's groups, and the sweep's engine pass
@@ -95,6 +95,17 @@ def score_tables(decoder: GreedyDecoder, encoded: EncodedPrompts, rows: list[lis
                                               [continuations[g] for g, _ in todo]) if todo else [])
     return [[[sum(lp) for lp in next(scored)] if continuations[g] else [] for _ in own]
             for g, own in enumerate(rows)]
+
+
+def score_members(decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[Group],
+                  continuations: list[list[list[int]]]) -> tuple[list[list[list[float]]], EncodedPrompts, list[list[int]]]:
+    """Every member of every group encoded once (:func:`encode_members`), then each of group g's continuations
+    ``continuations[g][c]`` scored under each of its members (:func:`score_tables`). Returns ``tables [g][N][C]``,
+    ``encoded`` and ``rows [g][N]`` (its rows of each group's members), for any further pass from the same
+    encoding (lm_eval's ``is_greedy`` decode)."""
+    items, encoded, starts = encode_members(decoder, prompts, groups)
+    rows = member_rows(items, starts)
+    return score_tables(decoder, encoded, rows, continuations), encoded, rows
 
 
 def group_valid(groups: list[Group] | list[int], n: int, device) -> torch.Tensor:

@@ -2,9 +2,9 @@
 
 A multiple-choice group (:mod:`selfens_pl.data.sources.choice`) carries ``options [O]`` and the ``gold`` index. Per
 batch, the prompts of every member of every group (paraphrase x few-shot block, :mod:`selfens_pl.data.demos`) are
-encoded ONCE (:func:`~selfens_pl.engine.members.encode_members`), then every option of a group is scored under every
-one of its members' prompts in one teacher-forced pass that copies the prompts' KV caches
-(:func:`~selfens_pl.engine.members.score_tables`, as :class:`~selfens_pl.heads.rerank.RerankHead` scores its
+encoded ONCE, then every option of a group is scored under every one of its members' prompts in one teacher-forced
+pass that copies the prompts' KV caches (:func:`~selfens_pl.engine.members.score_members`, the pass lm_eval's
+``loglikelihood`` runs too, :mod:`selfens_pl.integrations.lm_eval`; as :class:`~selfens_pl.heads.rerank.RerankHead` scores its
 candidates): ``s [N, O]`` sequence log-probabilities per group, batched across the batch's groups. A rule
 (:mod:`selfens_pl.scoring.choice`) fuses them into one score per option; the highest wins. Nothing is decoded.
 
@@ -42,7 +42,7 @@ from typing import Literal
 from selfens_pl.data.demos import cut_blocks
 from selfens_pl.data.group import Group
 from selfens_pl.engine.decoding import Generation
-from selfens_pl.engine.members import answer_continuation, encode_members, member_rows, score_tables
+from selfens_pl.engine.members import answer_continuation, score_members
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead
 from selfens_pl.scoring.choice import ChoiceRule, check_choice_rule, choose, member_choices, score_choice
@@ -100,10 +100,9 @@ class ChoiceHead(FusionHead):
     def generate(self, decoder, prompts, groups: list[Group]) -> list[dict]:
         self.check_groups(groups)
         asked = [self.asked(g) for g in groups]
-        items, encoded, starts = encode_members(decoder, prompts, asked)
         # [g][O] each option's token ids, as a member would answer it (under a chat template: its assistant turn)
         options = [[answer_continuation(decoder, o, prompts) for o in g["options"]] for g in groups]
-        tables = score_tables(decoder, encoded, member_rows(items, starts), options)
+        tables, _, _ = score_members(decoder, prompts, asked, options)  # [g][N][O]
         return [self.pick(g, table, [len(tokens) for tokens in own])
                 for g, table, own in zip(asked, tables, options)]
 

@@ -37,7 +37,7 @@ from selfens_pl.api import SelfEnsemble
 from selfens_pl.data.demos import attach_blocks, check_demo_selection, load_pool
 from selfens_pl.engine.decoding import GreedyDecoder, no_fusion
 from selfens_pl.engine.fusion import RULES
-from selfens_pl.engine.members import encode_members, member_rows, score_tables
+from selfens_pl.engine.members import score_members
 from selfens_pl.engine.models import EMBEDDED_MODEL
 from selfens_pl.errors import UserError, user_error_message
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, RerankHead, VoteHead
@@ -190,10 +190,9 @@ class SelfEnsembleEvalLM(LM):
             # prompts checked against the context window with the longest continuation as the "answer"
             decoder = self.decoder(max(len(t) for own in conts for t in own), None)
             with torch.inference_mode():
-                items, encoded, starts = encode_members(
-                    decoder, prompts_for(self.tokenizer, batch[0]["templates"][0], shared), batch)
-                rows = member_rows(items, starts)
-                tables = score_tables(decoder, encoded, rows, conts)  # [g][N][O]
+                # the pass ChoiceHead runs: [g][N][O] tables, and the encoding for the greedy check below
+                tables, encoded, rows = score_members(
+                    decoder, prompts_for(self.tokenizer, batch[0]["templates"][0], shared), batch, conts)
                 greedy = decoder.decode_n_tokens(encoded.batch(torch.tensor([own[0] for own in rows],
                                                                             device=decoder.device)),
                                                  no_fusion, no_fusion)  # the task prompt's greedy continuation
