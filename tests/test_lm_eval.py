@@ -150,3 +150,31 @@ def test_command_line_registers_the_model(monkeypatch, capsys):
     assert exc.value.code == 2 and seen == [["--model", "selfens_pl", "--tasks", CHOICE, "--include_path", task_dir()]]
     assert capsys.readouterr().err.strip() == ("selfens_pl: error: --model_args bogus=1: not a selfens_pl model_arg "
                                                "(docs/lm-eval.md)")
+
+
+def test_lm_eval_own_command_finds_the_model_through_the_shipped_tasks(tiny_model_dir, tmp_path):
+    """``lm_eval --model selfens_pl --tasks <a shipped task's YAML>``, lm_eval's own command in a fresh process:
+    reading the task imports its ``utils``, which registers the model; without ``--device`` (lm_eval then passes
+    ``cuda:0``) it runs where it can, here the CPU. Answers equal the in-process run's (tested above)."""
+    import os
+    import subprocess
+
+    command = Path(sys.executable).with_name("lm_eval")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(command), "--model", "selfens_pl", "--model_args", f"pretrained={tiny_model_dir}",
+                           "--tasks", str(Path(task_dir()) / f"{CHOICE}.yaml"), "--limit", "2",
+                           "--output_path", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"|{CHOICE}|" in done.stdout.replace(" ", "")
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
+    assert results["config"]["model"] == "selfens_pl" and results["n-samples"][CHOICE]["effective"] == 2
+
+
+def test_device_only_when_asked():
+    from selfens_pl.integrations.lm_eval import requested_device
+
+    assert requested_device("cuda:0", ["lm_eval", "--tasks", "x"]) is None  # lm_eval's default, not typed
+    assert requested_device("cuda:0", ["lm_eval", "--device", "cuda:0"]) == "cuda:0"
+    assert requested_device("cuda:0", ["lm_eval", "--device=cuda:0"]) == "cuda:0"
+    assert requested_device("cpu", []) == "cpu" and requested_device(None, []) is None

@@ -50,6 +50,7 @@ MODEL_NAME = "selfens_pl"
 #: LogitFusion rules a model_arg ``head=`` names directly (the ``weighted_*`` rules need sampled confidences).
 LOGIT_RULES = tuple(rule for rule in RULES if not rule.startswith("weighted_"))
 HEADS = ("origin", *LOGIT_RULES, "flex", "vote", "rerank")
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"  #: what lm_eval's command line passes as the device without --device
 DEFAULT_BATCH_SIZE = 8  #: groups per batch for ``--batch_size auto``
 #: generation kwargs of lm_eval tasks that greedy decoding reads (``until``, ``max_gen_toks``) or that only
 #: restate it (``do_sample: false``, ``temperature: 0``, and nucleus / top-k settings, which greedy ignores)
@@ -89,7 +90,7 @@ class SelfEnsembleEvalLM(LM):
         self.pool = _model_arg("pool", pool, lambda p: load_pool(p, "webqa")) if demo_blocks > 1 else None
         self.question_field, self.target_delimiter, self.seed = question_field, target_delimiter, seed
         self.batch_size = _batch_size(batch_size, max_batch_size)
-        self.ensemble = SelfEnsemble.load(pretrained, device=device, dtype=dtype, compile=compile,
+        self.ensemble = SelfEnsemble.load(pretrained, device=requested_device(device), dtype=dtype, compile=compile,
                                           trust_remote_code=trust_remote_code)
         self.model_name = pretrained
         self._decoders: dict[tuple[int, str | None], GreedyDecoder] = {}
@@ -219,6 +220,16 @@ def register() -> None:
 
     if MODEL_NAME not in MODEL_REGISTRY:
         register_model(MODEL_NAME)(SelfEnsembleEvalLM)
+
+
+def requested_device(device: str | None, argv: list[str] | None = None) -> str | None:
+    """The device the user asked for, ``None`` for none (then CUDA when present, else the CPU). lm_eval's command
+    line hands every model ``cuda:0`` when ``--device`` is not given (its config's default, CUDA or not); that is no
+    request, as lm_eval's ``hf`` model reads it too. A ``--device`` typed on the command line (``argv``: default
+    ``sys.argv``) is a request, refused when it cannot run."""
+    argv = sys.argv if argv is None else argv
+    typed = any(a == "--device" or a.startswith("--device=") for a in argv)
+    return None if device == LM_EVAL_DEFAULT_DEVICE and not typed else device
 
 
 def build_head(name: str, rule: str, origin_share, demo_answers: bool):

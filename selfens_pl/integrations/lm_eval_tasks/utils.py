@@ -17,6 +17,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+import selfens_pl.integrations.lm_eval  # noqa: F401  (registers --model selfens_pl when lm_eval reads these tasks)
 from selfens_pl.data.datamodule import demo_few_shot, demo_path
 from selfens_pl.scoring.metrics import SquadScores, is_match
 
