@@ -161,3 +161,30 @@ def test_predict_writes_the_accuracy_by_index(tiny_model_dir, tmp_path, monkeypa
     assert summary["method"] == "choice_product"
     assert summary["accuracy"] == sum(r["choice"] == r["gold"] for r in records) / 3
     assert summary["member_oracle"] == sum(r["gold"] in r["member_choices"] for r in records) / 3
+
+
+def test_attention_fusion_scores_as_the_fused_sequence_decodes(tiny_lm, one_thread):
+    """``fuse: attention``: scoring the fused sequence's own greedy answer gives the log-probabilities its decode
+    gave each token (first token fused over the members, later ones from the one sequence); one member is the plain
+    prompt's scores; a batch answers as each group alone; a rule that needs member scores is refused."""
+    from selfens_pl.engine.decoding import no_fusion
+    from selfens_pl.heads.flex import FlexFusion
+
+    prompts, flex = tiny_lm.prompts(TEMPLATE), FlexFusion()
+    batch, fuse_first = flex.fused_batch(tiny_lm.decoder, prompts, [dict(GROUPS[0])])
+    gen = tiny_lm.decoder.decode_n_tokens(batch, fuse_first, no_fusion)[0]
+    scored = flex.score_options(tiny_lm.decoder, prompts, [dict(GROUPS[0])], [[gen.token_ids]])[0][0]
+    assert len(gen.token_ids) > 1 and scored == pytest.approx(gen.logprobs[:len(gen.token_ids)], abs=1e-4)
+
+    one = GROUPS[2]  # one paraphrase: the fused sequence is the prompt alone
+    attention = answer(tiny_lm, ChoiceHead(fuse="attention"), [one])[0]
+    assert attention["option_scores"] == pytest.approx(plain_scores(tiny_lm, one["paraphrases"][0], one["options"]),
+                                                       abs=1e-4)
+    assert attention["method"] == "choice_attention" and attention["member_scores"] is None
+    together = answer(tiny_lm, ChoiceHead("mean_token", fuse="attention"), GROUPS)
+    for group, rec in zip(GROUPS, together):
+        alone = answer(tiny_lm, ChoiceHead("mean_token", fuse="attention"), [group])[0]
+        assert rec["option_scores"] == pytest.approx(alone["option_scores"], abs=1e-4)
+        assert rec["choice"] == alone["choice"] and rec["correct"] == (rec["choice"] == group["gold"])
+    with pytest.raises(UserError, match=r"^--model.head.init_args.rule='max': with fuse=attention"):
+        ChoiceHead("max", fuse="attention")

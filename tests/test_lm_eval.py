@@ -57,6 +57,10 @@ def test_origin_is_lm_evals_own_hf_model(tiny_model_dir, tasks, one_thread):
     for (_, (loglik, greedy)), (_, (expected, expected_greedy)) in zip(ours[CHOICE], theirs[CHOICE], strict=True):
         assert loglik == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy
     assert len(ours[CHOICE]) == 12  # 3 questions x 4 options
+    # head=flex with one member: its fused sequence is the task's prompt, scored and checked for greed as hf does
+    flex = evaluate(SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), device="cpu", head="flex"), tasks, [CHOICE], 3)
+    for (_, (loglik, greedy)), (_, (expected, expected_greedy)) in zip(flex[CHOICE], theirs[CHOICE], strict=True):
+        assert loglik == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy
 
 
 def test_fused_head_is_the_packages_own_run(tiny_model_dir, tasks, one_thread):
@@ -108,6 +112,8 @@ def test_refusals_are_one_line(tiny_model_dir, tmp_path):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), bogus=1)
     with pytest.raises(UserError, match="head='nope'"):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), head="nope")
+    with pytest.raises(UserError, match="choice_rule=max: head=flex scores each continuation once"):
+        SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), head="flex", choice_rule="max")
     with pytest.raises(UserError, match="demo_blocks=3 needs pool="):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), demo_blocks=3)
     with pytest.raises(UserError, match="is not in the prompt"):

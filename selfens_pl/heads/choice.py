@@ -22,6 +22,14 @@ every option scored the same way; the ensemble is compared with it (``studies/mu
 (K=1, M=1) every rule ranks the options as that member's log-likelihoods do (``mean_token``: per token), so
 ``members: all`` on a one-member group answers exactly as ``members: origin`` (tested).
 
+``fuse: attention`` scores the options by attention-level fusion instead
+(:meth:`~selfens_pl.heads.flex.FlexFusion.score_options`, FlexFusion's default layout: every member's full prompt in
+ONE sequence, each positioned as if asked alone, isolated by the mask): an option's first token under the mean of the
+members' next-token probabilities, its later tokens from the one sequence, attending to every member. One score per
+option, so ``rule`` is ``mixture`` (that sequence log-likelihood) or ``mean_token`` (per token); ``member_scores``,
+``member_choices`` and ``agreement`` are ``None`` (no member scores on its own). Cost per group: one prompt row of
+every member's tokens and one scored row.
+
 Cost per group of ``N`` members and ``O`` options: ``N`` prompt rows encoded once and ``N`` scored rows holding the
 ``O`` options packed (:meth:`~selfens_pl.engine.decoding.GreedyDecoder.score_continuations`); no decoded row.
 
@@ -45,10 +53,14 @@ from selfens_pl.engine.decoding import Generation
 from selfens_pl.engine.members import answer_continuation, score_members
 from selfens_pl.errors import UserError
 from selfens_pl.heads.base import FusionHead
+from selfens_pl.heads.flex import FlexFusion
 from selfens_pl.scoring.choice import ChoiceRule, check_choice_rule, choose, member_choices, score_choice
 
 #: Which members score the options: every member of the group, or paraphrase 0 with the template's block only.
 ChoiceMembers = Literal["all", "origin"]
+#: How the members' judgements of an option combine: their own scores fused by ``rule``, or one fused sequence.
+ChoiceFuse = Literal["scores", "attention"]
+_ATTENTION_RULES = ("mixture", "mean_token")  #: one score per option: its sequence log-likelihood, or per token
 #: The rules under which one member's choice is its own log-likelihood argmax (``mean_token`` is per token).
 _SEQUENCE_RULES = ("mixture", "product", "max", "vote")
 
@@ -58,7 +70,7 @@ class ChoiceHead(FusionHead):
 
     training_loss = None  # predict only: fit refuses it, naming --model.head
 
-    def __init__(self, rule: ChoiceRule = "mixture", members: ChoiceMembers = "all"):
+    def __init__(self, rule: ChoiceRule = "mixture", members: ChoiceMembers = "all", fuse: ChoiceFuse = "scores"):
         """
         Args:
             rule: How the members' option log-likelihoods combine (:mod:`selfens_pl.scoring.choice`): ``mixture``
@@ -66,6 +78,8 @@ class ChoiceHead(FusionHead):
                 (``product`` per token) or ``vote`` (most members' own choice, ties by ``mixture``).
             members: ``all`` (default): the self-ensemble over every member (paraphrases x few-shot blocks).
                 ``origin``: the single-prompt control, paraphrase 0 with the template's few-shot block.
+            fuse: ``scores`` (default): each member scores the options, ``rule`` fuses the scores. ``attention``:
+                the options scored once on the members' fused sequence (FlexFusion's layout; module docstring).
         """
         super().__init__()
         self.rule = check_choice_rule(rule)
@@ -73,11 +87,22 @@ class ChoiceHead(FusionHead):
             raise UserError(f"--model.head.init_args.members={members!r}: choose all (the self-ensemble) or origin "
                             "(paraphrase 0 with the standard block: the single-prompt control)")
         self.members = members
+        if fuse not in ("scores", "attention"):
+            raise UserError(f"--model.head.init_args.fuse={fuse!r}: choose scores (each member scores the options, "
+                            "the rule fuses them) or attention (the options scored on the members' fused sequence)")
+        if fuse == "attention" and self.rule not in _ATTENTION_RULES:
+            raise UserError(f"--model.head.init_args.rule={rule!r}: with fuse=attention one fused sequence scores "
+                            "each option: choose mixture (its log-likelihood) or mean_token (per token)")
+        self.fuse = fuse
+        # the default FlexFusion: concat layout, aligned positions, first token by the mean of the probabilities
+        self.flex = FlexFusion() if fuse == "attention" else None
 
     @property
     def method(self) -> str:  # type: ignore[override]
         if self.members == "origin":  # one member: the sequence rules all pick its own argmax
             return "choice_origin" + ("" if self.rule in _SEQUENCE_RULES else f"_{self.rule}")
+        if self.fuse == "attention":
+            return "choice_attention" + ("" if self.rule == "mixture" else f"_{self.rule}")
         return f"choice_{self.rule}"
 
     def decoded_rows(self, members: int) -> int:
@@ -102,7 +127,10 @@ class ChoiceHead(FusionHead):
         asked = [self.asked(g) for g in groups]
         # [g][O] each option's token ids, as a member would answer it (under a chat template: its assistant turn)
         options = [[answer_continuation(decoder, o, prompts) for o in g["options"]] for g in groups]
-        tables, _, _ = score_members(decoder, prompts, asked, options)  # [g][N][O]
+        if self.flex is None:
+            tables, _, _ = score_members(decoder, prompts, asked, options)  # [g][N][O]
+        else:  # [g][1][O]: one fused sequence scores each option
+            tables = [[[sum(lp) for lp in own]] for own in self.flex.score_options(decoder, prompts, asked, options)]
         return [self.pick(g, table, [len(tokens) for tokens in own])
                 for g, table, own in zip(asked, tables, options)]
 
@@ -129,5 +157,7 @@ class ChoiceHead(FusionHead):
             "option_lengths": lengths,
             "member_choices": own,
         })
+        if self.flex is not None:  # no member scored on its own
+            rec.update({"member_scores": None, "member_choices": None, "agreement": None})
         score_choice(rec)
         return rec

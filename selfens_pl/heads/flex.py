@@ -43,7 +43,7 @@ from selfens_pl.data.demos import num_blocks
 from selfens_pl.data.group import Group
 from selfens_pl.engine.attention import FLEX_BLOCK, GENERATED, PAD, PREFIX, block_mask, dense_mask
 from selfens_pl.engine.batches import check_context, prompt_batch, stop_at_end_of_turn
-from selfens_pl.engine.decoding import PrefillBatch, pad_token_id
+from selfens_pl.engine.decoding import EncodedPrompts, PrefillBatch, pad_token_id
 from selfens_pl.engine.fusion import RULES, WEIGHTED, FusionMethod, check_prior_floor, fuse_logits, no_fusion
 from selfens_pl.engine.members import group_valid
 from selfens_pl.errors import UserError
@@ -248,20 +248,42 @@ class FlexFusion(FusionHead):
     def decoded_rows(self, members: int) -> int:
         return 1  # every member in one fused sequence
 
-    def generate(self, decoder, prompts, groups: list[Group]):
+    def fused_batch(self, decoder, prompts, groups: list[Group]):
+        """``(batch, fuse_first)``: the groups' fused sequences (:meth:`build_batch`) and the first-token rule over
+        their members' final-token logits, calibrated when asked (one prefill of the content-free rows)."""
         self.check_groups(groups)
         check_no_blocks(self, groups)
         batch = self.build_batch(decoder, prompts, groups)
-        fuse_first = self.fuse_first
-        if self.calibration != "none":
-            prior = self.content_free_prior(decoder, prompts, groups, batch.gather.shape[1])
+        if self.calibration == "none":
+            return batch, self.fuse_first
+        prior = self.content_free_prior(decoder, prompts, groups, batch.gather.shape[1])
 
-            def fuse_first(logits, weights=None, valid=None):
-                return self.fuse_first(logits, weights, valid, prior)
+        def fuse_first(logits, weights=None, valid=None):
+            return self.fuse_first(logits, weights, valid, prior)
 
+        return batch, fuse_first
+
+    def generate(self, decoder, prompts, groups: list[Group]):
+        batch, fuse_first = self.fused_batch(decoder, prompts, groups)
         gens = decoder.decode_n_tokens(batch, fuse_first, no_fusion)
         records = [self.record(g, gen, None, list(g["paraphrases"])) for g, gen in zip(groups, gens)]
         return self.add_agreement(decoder, prompts, groups, records)
+
+    @torch.inference_mode()
+    def score_options(self, decoder, prompts, groups: list[Group],
+                      continuations: list[list[list[int]]]) -> list[list[list[float]]]:
+        """``[g][O][L_o]``: the log-probability of each token of group g's continuation ``continuations[g][o]``
+        (token ids) after its fused sequence, teacher forced: its first token under the fused first-token
+        distribution (:meth:`fuse_first`, normalised), every later one from the one sequence, attending to every
+        member and its own earlier tokens as a generated token does. One prefill per batch; the options of a group
+        packed after it (:meth:`~selfens_pl.engine.decoding.GreedyDecoder.score_continuations`), each positioned
+        where a generated answer starts. Scoring :meth:`generate`'s own answer gives its token log-probabilities."""
+        batch, fuse_first = self.fused_batch(decoder, prompts, groups)
+        cache = decoder.new_cache(batch.rows, batch.pad_mask.shape[1])
+        logits = decoder.prefill(batch, cache)  # [g, k, V] at every member's final token
+        first = fuse_first(logits, batch.weights, batch.valid)  # [g, V] fused log-scores
+        encoded = EncodedPrompts(cache, first.float(), batch.pad_mask, batch.next_position)
+        return decoder.score_continuations(encoded, list(range(len(groups))), continuations)
 
 
 def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3,

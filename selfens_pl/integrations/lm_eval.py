@@ -17,7 +17,7 @@ lm_eval (0.4.10 .. 0.4.13) finds models only in its registry (``lm_eval.api.regi
 * ``loglikelihood``: every (context, continuation) scored under every member of the context's group (one encoding
   of the members, their KV caches reused for every continuation), fused per option by ``choice_rule``
   (:func:`selfens_pl.scoring.choice.fuse_option_scores`); ``is_greedy``: the continuation is the task prompt's own
-  greedy continuation.
+  greedy continuation. ``head=flex``: scored once on the members' fused sequence instead (attention-level fusion).
 * ``loglikelihood_rolling`` (perplexity) is refused.
 
 Every model_arg is in ``docs/lm-eval.md``.
@@ -67,7 +67,7 @@ class SelfEnsembleEvalLM(LM):
 
     def __init__(self, pretrained: str = EMBEDDED_MODEL, head: str = "origin", paraphrases: int | str = 0,
                  demo_blocks: int = 1, demo_selection: str = "similar", pool: str | None = None, demo_shots: int = 5,
-                 question_field: str = "question", target_delimiter: str = " ", choice_rule: str = "mixture",
+                 question_field: str = "question", target_delimiter: str = " ", choice_rule: str | None = None,
                  rule: str = "mixture", origin_share: float | str = "auto", demo_answers: bool = False,
                  seed: int = DEFAULT_SEED, dtype: str | None = None, device: str | None = None,
                  batch_size: int | str = DEFAULT_BATCH_SIZE, max_batch_size: int | None = None,
@@ -82,8 +82,11 @@ class SelfEnsembleEvalLM(LM):
         if demo_blocks > 1 and pool is None:
             raise UserError(f"--model_args demo_blocks={demo_blocks} needs pool= (demonstrations for the extra "
                             "blocks: webquestions-train, or a file in the WebQuestions schema)")
-        self.choice_rule = check_choice_rule(choice_rule, "--model_args choice_rule")
         self.head = build_head(head, rule, origin_share, demo_answers)
+        if choice_rule is not None and isinstance(self.head, FlexFusion):
+            raise UserError(f"--model_args choice_rule={choice_rule}: head=flex scores each continuation once, on the "
+                            "members' fused sequence; choice_rule fuses members' own scores (any other head)")
+        self.choice_rule = check_choice_rule(choice_rule or "mixture", "--model_args choice_rule")
         self.paraphrase_table = read_paraphrase_file(paraphrases) if isinstance(paraphrases, str) else None
         self.paraphrases, self.demo_blocks, self.demo_shots = paraphrases, demo_blocks, demo_shots
         self.demo_selection = _model_arg("demo_selection", demo_selection, check_demo_selection)
@@ -190,21 +193,32 @@ class SelfEnsembleEvalLM(LM):
             conts = [[tokens[o] for o in options[c]] for c in chunk]
             # prompts checked against the context window with the longest continuation as the "answer"
             decoder = self.decoder(max(len(t) for own in conts for t in own), None)
+            prompts = prompts_for(self.tokenizer, batch[0]["templates"][0], shared)
             with torch.inference_mode():
-                # the pass ChoiceHead runs: [g][N][O] tables, and the encoding for the greedy check below
-                tables, encoded, rows = score_members(
-                    decoder, prompts_for(self.tokenizer, batch[0]["templates"][0], shared), batch, conts)
-                greedy = decoder.decode_n_tokens(encoded.batch(torch.tensor([own[0] for own in rows],
-                                                                            device=decoder.device)),
-                                                 no_fusion, no_fusion)  # the task prompt's greedy continuation
-            for context, table, own, gen in zip(chunk, tables, conts, greedy, strict=True):
-                fused = fuse_option_scores(table, [len(t) for t in own], self.choice_rule)
+                fused_all, greedy = self.score_and_greedy(decoder, prompts, batch, conts)
+            for context, fused, own, gen in zip(chunk, fused_all, conts, greedy, strict=True):
                 for option, score, toks in zip(options[context], fused, own, strict=True):
                     scores[(context, option)] = (float(score), gen.continuation[:len(toks)] == toks)
         out = [scores[pair] for pair in pairs]
         for req, result in zip(requests, out):
             self.cache_hook.add_partial("loglikelihood", req.args, result)
         return out
+
+    def score_and_greedy(self, decoder, prompts, batch: list[dict], conts: list[list[list[int]]]):
+        """``(fused [g][O], greedy [g])``: each group's continuations scored, and the greedy answer they are
+        checked against (``is_greedy``). ``head=flex``: each continuation scored once on the members' fused sequence
+        (:meth:`~selfens_pl.heads.flex.FlexFusion.score_options`), against the fused sequence's greedy answer. Any
+        other head: the members' scores (the pass ChoiceHead runs), fused by ``choice_rule``, against the task
+        prompt's (member 0's) greedy answer, decoded from the same encoding."""
+        if isinstance(self.head, FlexFusion):
+            fused = [[sum(lp) for lp in own] for own in self.head.score_options(decoder, prompts, batch, conts)]
+            fused_batch, fuse_first = self.head.fused_batch(decoder, prompts, batch)
+            return fused, decoder.decode_n_tokens(fused_batch, fuse_first, no_fusion)
+        tables, encoded, rows = score_members(decoder, prompts, batch, conts)  # [g][N][O]
+        fused = [fuse_option_scores(table, [len(t) for t in own], self.choice_rule)
+                 for table, own in zip(tables, conts)]
+        first_members = torch.tensor([own[0] for own in rows], device=decoder.device)
+        return fused, decoder.decode_n_tokens(encoded.batch(first_members), no_fusion, no_fusion)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise UserError("selfens_pl answers and scores questions; loglikelihood_rolling (perplexity tasks) is not "
