@@ -57,6 +57,8 @@ def test_paired_gains_pairs_each_run_with_the_baseline_fact_by_fact(tmp_path):
     lines = main([str(base), str(better), "--resamples", "200"]).splitlines()
     assert lines[2] == "| base | 25.0 | |"
     assert lines[3].startswith("| better | 75.0 | +50.0 [")
+    first, rest = run("first", [True, True], ids=("a", "b")), run("rest", [True, False], ids=("c", "d"))
+    assert main([str(base), f"{first}+{rest}"]).splitlines()[3].startswith("| first+rest | 75.0 | +50.0 [")
     other = run("other", [True, True, True, True], ids=("a", "b", "c", "e"))
     try:
         main([str(base), str(other)])

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates this study's reports: the prompt as the reference code's Q:/A: text (--data.chat_template none) against
 # the model's chat template (model), embedded SmolLM2-135M-Instruct, greedy, each run a preset of configs/ with the
-# study's data: origin on the 800 shipped MyriadLAMA facts and the best cheap method (rerank_myriadlama.yaml with
-# demonstration answers, similar blocks, the first paraphrase: K = 1, M = 3) on the first 200; origin on WebQuestions
-# train questions 1300-1599 and the recommended method (rerank_demos_webqa.yaml) on 1300-1399.
-#   bash studies/chat_template/run.sh            # 8 runs one after the other: about 2 h on a shared 2-core CPU
+# study's data: origin and the best cheap method (rerank_myriadlama.yaml with demonstration answers, similar blocks,
+# the first paraphrase: K = 1, M = 3) on the 800 shipped MyriadLAMA facts; origin and the recommended method
+# (rerank_demos_webqa.yaml) on WebQuestions train questions 1300-1599. The rescoring runs are made in two parts each
+# (MyriadLAMA facts 0-199 and 200-799, WebQuestions 1300-1399 and 1400-1599: the first parts were the study's first
+# pass); every answer is the same as in one run (batched = alone, tested), and the gains read both parts together.
+#   bash studies/chat_template/run.sh            # 12 runs one after the other: about 3 h on a shared 2-core CPU
 #   OUT=/tmp/study REPORTS=/tmp/study bash studies/chat_template/run.sh --data.limit 2   # a smaller check
 # A finished run is not run again (delete its folder to redo it); extra arguments go to every predict. Reports go
 # to $REPORTS (default: this folder): report_<data>.md (every run's accuracy) and gains_<data>.md (each method with
@@ -27,16 +29,21 @@ predict() {  # name preset [flags]: the run with the text prompt, then with the 
 }
 
 predict origin_myriadlama origin_myriadlama --data.path "$FACTS" "$@"
-predict rerank_demos_myriadlama rerank_myriadlama --model.head.init_args.demo_answers true \
-  --data.num_paraphrases 1 --data.demo_selection similar --data.limit 200 "$@"
+RERANK_FACTS=(--model.head.init_args.demo_answers true --data.num_paraphrases 1 --data.demo_selection similar
+              --data.path "$FACTS")
+predict rerank_demos_myriadlama rerank_myriadlama "${RERANK_FACTS[@]}" --data.limit 200 "$@"
+predict rerank_demos_myriadlama_rest rerank_myriadlama "${RERANK_FACTS[@]}" --data.start 200 --data.limit 600 "$@"
 predict origin_webqa origin_webqa --data.path "$TRAIN" --data.start 1300 --data.limit 300 "$@"
 predict rerank_demos_webqa rerank_demos_webqa --data.path "$TRAIN" --data.start 1300 --data.limit 100 "$@"
+predict rerank_demos_webqa_rest rerank_demos_webqa --data.path "$TRAIN" --data.start 1400 --data.limit 200 "$@"
 
 for data in myriadlama webqa; do
-  $PY -m selfens_pl report "$R"/{origin,rerank_demos}_${data}_{none,model} --out "$REPORTS/report_$data.md"
+  $PY -m selfens_pl report "$R"/{origin,rerank_demos}_${data}_{none,model} \
+    "$R"/rerank_demos_${data}_rest_{none,model} --out "$REPORTS/report_$data.md"
   { $PY scripts/paired_gains.py "$R/origin_${data}_none" "$R/origin_${data}_model"
     echo
-    $PY scripts/paired_gains.py "$R/rerank_demos_${data}_none" "$R/rerank_demos_${data}_model"
+    $PY scripts/paired_gains.py "$R/rerank_demos_${data}_none+$R/rerank_demos_${data}_rest_none" \
+      "$R/rerank_demos_${data}_model+$R/rerank_demos_${data}_rest_model"
   } > "$REPORTS/gains_$data.md"
 done
 echo "reports in $REPORTS"
