@@ -33,9 +33,9 @@ def tasks():
     return TaskManager(include_path=task_dir(), include_defaults=False)
 
 
-def evaluate(model, tasks, names, limit, model_args=None):
+def evaluate(model, tasks, names, limit, model_args=None, **options):
     out = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=names, limit=limit, task_manager=tasks,
-                                  log_samples=True, device="cpu")
+                                  log_samples=True, device="cpu", **options)
     # one (context, continuation or generation kwargs) and response per request, in order
     return {name: [(tuple(args), resp[0]) for s in out["samples"][name]
                    for args, resp in zip(s["arguments"], s["resps"], strict=True)] for name in names}
@@ -184,3 +184,39 @@ def test_device_only_when_asked():
     assert requested_device("cuda:0", ["lm_eval", "--device", "cuda:0"]) == "cuda:0"
     assert requested_device("cuda:0", ["lm_eval", "--device=cuda:0"]) == "cuda:0"
     assert requested_device("cpu", []) == "cpu" and requested_device(None, []) is None
+
+
+def test_apply_chat_template_is_lm_evals_own_rendering(tiny_model_dir, tasks, tmp_path, one_thread):
+    """``--apply_chat_template``: lm_eval renders each request through the tokenizer's template (the tiny model given
+    a ChatML-like one); head=origin then answers and scores as lm_eval's ``hf`` model does, and the paraphrases of a
+    fused head replace the question inside the rendered user turn. A tokenizer without a template is one line."""
+    import shutil
+
+    from test_chat_template import TINY_CHAT
+    from transformers import AutoTokenizer
+
+    chat_dir = shutil.copytree(tiny_model_dir, tmp_path / "chat")
+    tokenizer = AutoTokenizer.from_pretrained(chat_dir)
+    tokenizer.chat_template = TINY_CHAT
+    tokenizer.save_pretrained(chat_dir)
+    ours = evaluate(SelfEnsembleEvalLM(pretrained=str(chat_dir), device="cpu"), tasks, [GEN, CHOICE], 2,
+                    apply_chat_template=True)
+    theirs = evaluate("hf", tasks, [GEN, CHOICE], 2, f"pretrained={chat_dir},dtype=float32", apply_chat_template=True)
+    assert ours[GEN][0][0][0].endswith("<s>assistant\n")  # the rendered conversation
+    assert [a for _, a in ours[GEN]] == [a for _, a in theirs[GEN]]
+    for (_, (loglik, greedy)), (_, (expected, expected_greedy)) in zip(ours[CHOICE], theirs[CHOICE], strict=True):
+        assert loglik == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy
+    fused = SelfEnsembleEvalLM(pretrained=str(chat_dir), device="cpu", head="avg", paraphrases=demo_path())
+    requests = evaluate(fused, tasks, [GEN], 1, apply_chat_template=True)[GEN]
+    group = fused.groups([requests[0][0][0]], [_Request(0, GEN, demo_records(1)[0]["paraphrases"][0])])[0]
+    assert len(group["paraphrases"]) == 5 and group["templates"][0].render(group["paraphrases"][1]).endswith(
+        f"{demo_records(1)[0]['paraphrases'][1]}\nA:</s>\n<s>assistant\n")
+    with pytest.raises(UserError, match="has no chat template"):
+        SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), device="cpu").chat_template(True)
+
+
+class _Request:
+    """The fields of an lm_eval request that :meth:`SelfEnsembleEvalLM.groups` reads."""
+
+    def __init__(self, idx: int, task: str, question: str):
+        self.idx, self.task_name, self.doc_id, self.doc = idx, task, idx, {"question": question}

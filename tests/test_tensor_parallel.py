@@ -1,10 +1,11 @@
 """Tensor parallelism: one model split over 2 CPU processes (gloo) answers exactly as one process does.
 
 * end to end: ``predict --trainer.strategy model_parallel --trainer.devices 2`` (Lightning's ModelParallelStrategy)
-  gives the records and summary of a one-process run for origin, LogitFusion avg and FlexFusion shared_prefix (dense);
-  with 4 processes as 2 data-parallel replicas x 2 tensor-parallel ranks, too;
+  gives the records and summary of a one-process run for origin and LogitFusion avg; with 4 processes as 2
+  data-parallel replicas x 2 tensor-parallel ranks, too;
 * the plan itself, driven with ``torch.distributed`` (gloo): local heads and columns, a KV cache holding half the
-  KV heads, logits equal to the whole model's, every head (FlexAttention's BlockMask included), a tied LM head;
+  KV heads, logits equal to the whole model's, every head (FlexFusion, dense and with FlexAttention's BlockMask,
+  included: the end-to-end runs need not repeat it), a tied LM head;
 * the errors: a plan that cannot be applied, a checkpoint that cannot be read by slices, ``--trainer.strategy fsdp``.
 """
 
@@ -29,8 +30,6 @@ N_GROUPS = 5
 HEADS = {
     "origin": None,
     "avg": {"class_path": "selfens_pl.heads.LogitFusion", "init_args": {"method": "avg"}},
-    "flex_shared_prefix": {"class_path": "selfens_pl.heads.FlexFusion",
-                           "init_args": {"layout": "shared_prefix", "backend": "dense"}},
 }
 
 

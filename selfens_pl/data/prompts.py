@@ -130,7 +130,11 @@ class PromptTokenizer:
             self._head, self.prefix_ids = self._chat_prefix()
             self.end_of_turn = self._end_of_turn()
         else:
-            self.prefix_ids: list[int] = tokenizer(template.prefix, add_special_tokens=True)["input_ids"]
+            # a prefix that already opens with the BOS text (a conversation rendered elsewhere, e.g. by lm_eval's
+            # --apply_chat_template) is not given a second one; lm_eval's hf model has the same rule
+            bos = getattr(tokenizer, "bos_token", None)
+            special = not (bos and template.prefix.startswith(bos))
+            self.prefix_ids: list[int] = tokenizer(template.prefix, add_special_tokens=special)["input_ids"]
             if not template.prefix:  # still let the tokenizer add its BOS, if it has one
                 self.prefix_ids = tokenizer("", add_special_tokens=True)["input_ids"]
         self._blocks: dict[tuple, PromptTokenizer] = {}

@@ -224,6 +224,31 @@ class SelfEnsembleEvalLM(LM):
         raise UserError("selfens_pl answers and scores questions; loglikelihood_rolling (perplexity tasks) is not "
                         "supported: evaluate those with --model hf")
 
+    # -- lm_eval's --apply_chat_template: lm_eval renders each request's conversation with these, and the model
+    # answers the rendered text as any other prompt (member 0 is it; paraphrases replace the question inside it)
+    @property
+    def tokenizer_name(self) -> str:
+        return self.model_name.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The tokenizer's chat template when lm_eval asks for one (``--apply_chat_template``), else ``""``."""
+        if not chat_template:
+            return ""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not isinstance(template, str) or not template:
+            raise UserError(f"--apply_chat_template: the tokenizer of {self.model_name!r} has no chat template (it "
+                            "has none, or several by name, which this model does not choose among)")
+        if isinstance(chat_template, str):
+            raise UserError(f"--apply_chat_template {chat_template}: a named template is not supported; give the "
+                            "flag alone for the tokenizer's own")
+        return template
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The conversation as text through the tokenizer's chat template, as lm_eval's ``hf`` model renders it."""
+        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt,
+                                                  continue_final_message=not add_generation_prompt)
+
     def get_model_info(self) -> dict:
         return {"model_name": self.model_name, "head": self.head.method}
 
