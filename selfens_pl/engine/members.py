@@ -98,7 +98,8 @@ def score_tables(decoder: GreedyDecoder, encoded: EncodedPrompts, rows: list[lis
 
 
 def score_members(decoder: GreedyDecoder, prompts: PromptTokenizer, groups: list[Group],
-                  continuations: list[list[list[int]]]) -> tuple[list[list[list[float]]], EncodedPrompts, list[list[int]]]:
+                  continuations: list[list[list[int]]],
+                  ) -> tuple[list[list[list[float]]], EncodedPrompts, list[list[int]]]:
     """Every member of every group encoded once (:func:`encode_members`), then each of group g's continuations
     ``continuations[g][c]`` scored under each of its members (:func:`score_tables`). Returns ``tables [g][N][C]``,
     ``encoded`` and ``rows [g][N]`` (its rows of each group's members), for any further pass from the same

@@ -4,8 +4,8 @@ A multiple-choice group (:mod:`selfens_pl.data.sources.choice`) carries ``option
 batch, the prompts of every member of every group (paraphrase x few-shot block, :mod:`selfens_pl.data.demos`) are
 encoded ONCE, then every option of a group is scored under every one of its members' prompts in one teacher-forced
 pass that copies the prompts' KV caches (:func:`~selfens_pl.engine.members.score_members`, the pass lm_eval's
-``loglikelihood`` runs too, :mod:`selfens_pl.integrations.lm_eval`; as :class:`~selfens_pl.heads.rerank.RerankHead` scores its
-candidates): ``s [N, O]`` sequence log-probabilities per group, batched across the batch's groups. A rule
+``loglikelihood`` runs too, :mod:`selfens_pl.integrations.lm_eval`; as :class:`~selfens_pl.heads.rerank.RerankHead`
+scores its candidates): ``s [N, O]`` sequence log-probabilities per group, batched across the batch's groups. A rule
 (:mod:`selfens_pl.scoring.choice`) fuses them into one score per option; the highest wins. Nothing is decoded.
 
 How an option continues the prompt: the prompt ends ``"...\\nA:"`` (the open-question format,

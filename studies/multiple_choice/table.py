@@ -3,7 +3,8 @@
     python studies/multiple_choice/table.py ORIGIN_RUN ENSEMBLE_RUN [ENSEMBLE_RUN ...]
 
 Every run is a ``predict`` output directory of :class:`~selfens_pl.heads.choice.ChoiceHead`; its records keep every
-member's option log-likelihoods (a ``fuse: attention`` run: its one fused sequence's, read under its two rules) (``member_scores [N][O]``, ``option_lengths [O]``), so each rule of
+member's option log-likelihoods (``member_scores [N][O]``, ``option_lengths [O]``; a ``fuse: attention`` run: its
+one fused sequence's, read under its two rules), so each rule of
 :data:`~selfens_pl.scoring.choice.CHOICE_RULES` is applied to the same scores here
 (:func:`~selfens_pl.scoring.choice.fuse_option_scores`, the head's own function) instead of scoring every option
 again per rule; the rule a run was made with must give back every record's own ``choice`` (checked, else an error).
