@@ -1,8 +1,8 @@
 """Tensor parallelism: one model split over 2 CPU processes (gloo) answers exactly as one process does.
 
 * end to end: ``predict --trainer.strategy model_parallel --trainer.devices 2`` (Lightning's ModelParallelStrategy)
-  gives the records and summary of a one-process run for origin and LogitFusion avg; with 4 processes as 2
-  data-parallel replicas x 2 tensor-parallel ranks, too;
+  gives the records and summary of a one-process run for origin, and for LogitFusion avg with 4 processes as 2
+  data-parallel replicas x 2 tensor-parallel ranks;
 * the plan itself, driven with ``torch.distributed`` (gloo): local heads and columns, a KV cache holding half the
   KV heads, logits equal to the whole model's, every head (FlexFusion, dense and with FlexAttention's BlockMask,
   included: the end-to-end runs need not repeat it), a tied LM head;
@@ -40,12 +40,13 @@ def predict_cmd(config: Path, output_dir: Path, *strategy: str) -> list[str]:
 
 def test_model_parallel_matches_one_process(tmp_path, tiny_model_dir, monkeypatch):
     write_groups(tmp_path / "groups.jsonl", N_GROUPS)
-    runs = {}  # name -> (config, output dir, strategy flags)
-    for name, head in HEADS.items():
-        config = write_config(tmp_path / f"{name}.yaml", tiny_model_dir, tmp_path / "groups.jsonl", head)
-        runs[name] = (config, tmp_path / f"tp_{name}", ["--trainer.strategy", "model_parallel", "--trainer.devices", "2"])
-    # data parallel x tensor parallel: 2 replicas of a model split in 2
-    runs["avg_dp2_tp2"] = (runs["avg"][0], tmp_path / "dp2_tp2", [
+    configs = {name: write_config(tmp_path / f"{name}.yaml", tiny_model_dir, tmp_path / "groups.jsonl", head)
+               for name, head in HEADS.items()}
+    # name -> (config, output dir, strategy flags): origin split in 2; avg as 2 data-parallel replicas of a model
+    # split in 2 (every head splits the same way: the plan tests below run them all)
+    runs = {"origin": (configs["origin"], tmp_path / "tp_origin",
+                       ["--trainer.strategy", "model_parallel", "--trainer.devices", "2"])}
+    runs["avg_dp2_tp2"] = (configs["avg"], tmp_path / "dp2_tp2", [
         "--trainer.strategy.class_path", "ModelParallelStrategy", "--trainer.strategy.init_args.data_parallel_size",
         "2", "--trainer.strategy.init_args.tensor_parallel_size", "2", "--trainer.devices", "4"])
     procs = {name: subprocess.Popen(predict_cmd(config, out, *flags), cwd=tmp_path, env=subprocess_env(), text=True,
@@ -55,7 +56,7 @@ def test_model_parallel_matches_one_process(tmp_path, tiny_model_dir, monkeypatc
         # meanwhile the one-process runs, in this process
         monkeypatch.setattr(sys, "argv", ["selfens_pl"])
         for name in HEADS:
-            build_cli(["predict", "--config", str(runs[name][0]), "--output_dir", str(tmp_path / f"one_{name}")])
+            build_cli(["predict", "--config", str(configs[name]), "--output_dir", str(tmp_path / f"one_{name}")])
         outputs = {name: proc.communicate(timeout=600) for name, proc in procs.items()}
     finally:
         for proc in procs.values():
