@@ -18,10 +18,11 @@ import torch  # noqa: E402
 
 from selfens_pl.api import Group  # noqa: E402
 from selfens_pl.data.datamodule import demo_path  # noqa: E402
+from selfens_pl.data.demos import load_pool  # noqa: E402
 from selfens_pl.errors import UserError  # noqa: E402
 from selfens_pl.heads import LogitFusion  # noqa: E402
 from selfens_pl.integrations.lm_eval import SelfEnsembleEvalLM, cli, cut_at, task_dir  # noqa: E402
-from selfens_pl.integrations.lm_eval_requests import read_paraphrase_file, split_context  # noqa: E402
+from selfens_pl.integrations.lm_eval_requests import read_paraphrase_file, split_context, task_pool  # noqa: E402
 
 GEN, CHOICE = "selfens_webqa_demo", "selfens_webqa_choice"
 
@@ -77,6 +78,11 @@ def test_fused_head_is_the_packages_own_run(tiny_model_dir, tasks, one_thread):
     # the requests were asked as the package asks them: lm_eval's prompt is the template's, byte for byte
     context = evaluate(lm, tasks, [GEN], 1)[GEN][0][0][0]
     assert context == lm.ensemble.template("webqa").render(recs[0]["paraphrases"][0])
+    # pool=task: the task's own training docs (the shipped train split) are the same pool, so the same answers
+    own = SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), device="cpu", head="avg", paraphrases=demo_path(),
+                             demo_blocks=2, pool="task", demo_selection="similar")
+    assert [answer for _, answer in evaluate(own, tasks, [GEN], 3)[GEN]] == ours
+    assert own.task_pools[GEN] == load_pool("webquestions-train", "webqa")
 
 
 def member_logliks(model, tokenizer, prompt: str, continuation: str) -> float:
@@ -114,6 +120,8 @@ def test_refusals_are_one_line(tiny_model_dir, tmp_path):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), head="nope")
     with pytest.raises(UserError, match="choice_rule=max: head=flex scores each continuation once"):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), head="flex", choice_rule="max")
+    with pytest.raises(UserError, match="pool=task: task 'selfens_webqa_choice' has no training or validation docs"):
+        task_pool(CHOICE, "question", task_dir())
     with pytest.raises(UserError, match="demo_blocks=3 needs pool="):
         SelfEnsembleEvalLM(pretrained=str(tiny_model_dir), demo_blocks=3)
     with pytest.raises(UserError, match="is not in the prompt"):

@@ -144,9 +144,13 @@ def _myriadlama_pool(source: str, split: str) -> list[dict]:
     return out
 
 
+def demo_entry(question: str, answer: str) -> dict:
+    """One demonstration of a pool, ``{id, question, answer}``: its id is the question up to case and spacing."""
+    return {"id": _key(question), "question": question, "answer": answer}
+
+
 def _webqa_pool(source: str, split: str) -> list[dict]:
-    return [{"id": _key(rec["question"]), "question": rec["question"], "answer": rec["answers"][0]}
-            for rec in load_webqa(source, split)]
+    return [demo_entry(rec["question"], rec["answers"][0]) for rec in load_webqa(source, split)]
 
 
 def stable_seed(*parts: str) -> int:

@@ -42,7 +42,8 @@ from selfens_pl.engine.models import EMBEDDED_MODEL
 from selfens_pl.errors import UserError, user_error_message
 from selfens_pl.heads import FlexFusion, LogitFusion, OriginHead, RerankHead, VoteHead
 from selfens_pl.integrations.lm_eval_requests import (attach_templates, file_paraphrases, generated_paraphrases,
-                                                      prompts_for, read_paraphrase_file, request_group, split_context)
+                                                      prompts_for, read_paraphrase_file, request_group, split_context,
+                                                      task_pool)
 from selfens_pl.scoring.choice import CHOICE_RULES, check_choice_rule, fuse_option_scores
 from selfens_pl.scoring.paraphrasing import DEFAULT_SEED
 
@@ -51,6 +52,7 @@ MODEL_NAME = "selfens_pl"
 LOGIT_RULES = tuple(rule for rule in RULES if not rule.startswith("weighted_"))
 HEADS = ("origin", *LOGIT_RULES, "flex", "vote", "rerank")
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"  #: what lm_eval's command line passes as the device without --device
+TASK_POOL = "task"  #: ``pool=task``: the extra blocks' demonstrations from the task's own training docs
 DEFAULT_BATCH_SIZE = 8  #: groups per batch for ``--batch_size auto``
 #: generation kwargs of lm_eval tasks that greedy decoding reads (``until``, ``max_gen_toks``) or that only
 #: restate it (``do_sample: false``, ``temperature: 0``, and nucleus / top-k settings, which greedy ignores)
@@ -81,7 +83,8 @@ class SelfEnsembleEvalLM(LM):
             raise UserError(f"--model_args demo_blocks={demo_blocks!r}: must be an integer >= 1")
         if demo_blocks > 1 and pool is None:
             raise UserError(f"--model_args demo_blocks={demo_blocks} needs pool= (demonstrations for the extra "
-                            "blocks: webquestions-train, or a file in the WebQuestions schema)")
+                            "blocks: task (the task's own training docs), webquestions-train, or a file in the "
+                            "WebQuestions schema)")
         self.head = build_head(head, rule, origin_share, demo_answers)
         if choice_rule is not None and isinstance(self.head, FlexFusion):
             raise UserError(f"--model_args choice_rule={choice_rule}: head=flex scores each continuation once, on the "
@@ -90,7 +93,10 @@ class SelfEnsembleEvalLM(LM):
         self.paraphrase_table = read_paraphrase_file(paraphrases) if isinstance(paraphrases, str) else None
         self.paraphrases, self.demo_blocks, self.demo_shots = paraphrases, demo_blocks, demo_shots
         self.demo_selection = _model_arg("demo_selection", demo_selection, check_demo_selection)
-        self.pool = _model_arg("pool", pool, lambda p: load_pool(p, "webqa")) if demo_blocks > 1 else None
+        # pool=task: each task's own training docs, read when its first requests arrive (one pool per task)
+        self.pool = _model_arg("pool", pool, lambda p: load_pool(p, "webqa")) \
+            if demo_blocks > 1 and pool != TASK_POOL else None
+        self.task_pools: dict[str, list[dict]] | None = {} if demo_blocks > 1 and pool == TASK_POOL else None
         self.question_field, self.target_delimiter, self.seed = question_field, target_delimiter, seed
         self.batch_size = _batch_size(batch_size, max_batch_size)
         self.ensemble = SelfEnsemble.load(pretrained, device=requested_device(device), dtype=dtype, compile=compile,
@@ -141,9 +147,20 @@ class SelfEnsembleEvalLM(LM):
             paraphraser = self.model_name
         groups = [request_group(s, gid, table[s.question], paraphraser) for s, gid in zip(splits, ids)]
         if self.demo_blocks > 1:
-            attach_blocks(groups, self.pool, self.demo_blocks, self.demo_shots, self.demo_selection)
+            for task_name in dict.fromkeys(req.task_name for req in requests):
+                own = [g for g, req in zip(groups, requests) if req.task_name == task_name]
+                attach_blocks(own, self.demo_pool(task_name), self.demo_blocks, self.demo_shots, self.demo_selection)
         attach_templates(groups, self.target_delimiter)
         return groups
+
+    def demo_pool(self, task_name: str) -> list[dict]:
+        """The pool the extra blocks of ``task_name``'s requests are drawn from: ``pool=``'s, or (``pool=task``)
+        the task's own training docs (:func:`~selfens_pl.integrations.lm_eval_requests.task_pool`), read once."""
+        if self.task_pools is None:
+            return self.pool  # type: ignore[return-value]
+        if task_name not in self.task_pools:
+            self.task_pools[task_name] = task_pool(task_name, self.question_field, task_dir())
+        return self.task_pools[task_name]
 
     # -- lm_eval's request types -----------------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfens_pl.data.demos import demo_entry
 from selfens_pl.data.prompts import PromptTemplate, PromptTokenizer
 from selfens_pl.errors import InternalError, UserError
 from selfens_pl.jsonl import read_jsonl
@@ -141,6 +142,43 @@ class RequestPrompts(PromptTokenizer):
 def prompts_for(tokenizer, template: SegmentTemplate, shared: dict[tuple, RequestPrompts]) -> RequestPrompts:
     """The (shared) :class:`RequestPrompts` of ``template``: a batch's root is its first group's block 0."""
     return shared.get(template.key) or RequestPrompts(tokenizer, template, shared)
+
+
+# -- demonstrations from the task itself (pool=task) ---------------------------------------------------------------
+def task_pool(task_name: str, question_field: str, shipped: str) -> list[dict]:
+    """The demonstration pool ``{id, question, answer}`` of lm_eval task ``task_name``: its training docs (else its
+    validation docs), each doc's ``question_field`` and its target as lm_eval's own few-shot examples show it (for a
+    multiple-choice task, the gold choice's text); deduplicated by question and sorted by id, as
+    :func:`~selfens_pl.data.demos.load_pool` builds a file's. The task is looked up among the shipped tasks (the
+    folder ``shipped``), then lm_eval's own. Refused in one line: a task it cannot find, one without such docs, a doc without the field."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=shipped, include_defaults=False)  # quick: lm_eval's own take seconds to index
+    if task_name not in manager.all_tasks:
+        manager = TaskManager(include_path=shipped)
+    if task_name not in manager.all_tasks:
+        raise UserError(f"--model_args pool=task: task {task_name!r} is neither a shipped task nor one of lm_eval's "
+                        "(a task from --include_path: give pool= a file of its demonstrations)")
+    task = get_task_dict([task_name], manager)[task_name]
+    if task.has_training_docs():
+        docs = task.training_docs()
+    elif task.has_validation_docs():
+        docs = task.validation_docs()
+    else:
+        raise UserError(f"--model_args pool=task: task {task_name!r} has no training or validation docs to draw "
+                        "demonstrations from (give pool= a file)")
+    pool: dict[str, dict] = {}
+    for number, doc in enumerate(docs):
+        question = doc.get(question_field)
+        if not isinstance(question, str) or not question.strip():
+            raise UserError(f"--model_args pool=task: doc {number} of task {task_name!r} has no text field "
+                            f"{question_field!r} (set question_field=)")
+        target = task.doc_to_target(doc)
+        if task.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
+            target = task.doc_to_choice(doc)[target]
+        entry = demo_entry(question, str(target[0] if isinstance(target, list) else target))
+        pool.setdefault(entry["id"], entry)
+    return [pool[key] for key in sorted(pool)]
 
 
 # -- paraphrases ---------------------------------------------------------------------------------------------------

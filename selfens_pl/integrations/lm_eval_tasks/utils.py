@@ -19,6 +19,8 @@ from datasets import Dataset, DatasetDict
 
 import selfens_pl.integrations.lm_eval  # noqa: F401  (registers --model selfens_pl when lm_eval reads these tasks)
 from selfens_pl.data.datamodule import demo_few_shot, demo_path
+from selfens_pl.data.demos import built_in_pool
+from selfens_pl.jsonl import read_jsonl
 from selfens_pl.scoring.metrics import SquadScores, is_match
 
 KINDS = ("capital", "currency", "language")  #: a question's kind: the first of these words in it, else "other"
@@ -29,10 +31,14 @@ def _demo_records() -> list[dict]:
 
 
 def webqa_demo(**_metadata) -> DatasetDict:
-    """The demo questions as docs ``{id, question, paraphrases, answers}`` (``question``: paraphrase 0)."""
+    """The demo questions as docs ``{id, question, paraphrases, answers}`` (``question``: paraphrase 0), and the
+    shipped WebQuestions train split as the ``train`` docs ``{question, answers}`` (the demonstrations of
+    ``pool=task``, the same as the built-in pool ``webquestions-train``)."""
     rows = [{"id": r["id"], "question": r["paraphrases"][0], "paraphrases": r["paraphrases"], "answers": r["answers"]}
             for r in _demo_records()]
-    return DatasetDict({"test": Dataset.from_list(rows)})
+    train = [{"question": r["question"], "answers": r["answers"]} for r in read_jsonl(built_in_pool(
+        "webquestions-train", "webqa"))]
+    return DatasetDict({"test": Dataset.from_list(rows), "train": Dataset.from_list(train)})
 
 
 def webqa_few_shot() -> list[dict]:
