@@ -175,6 +175,10 @@ def test_attention_fusion_scores_as_the_fused_sequence_decodes(tiny_lm, one_thre
     gen = tiny_lm.decoder.decode_n_tokens(batch, fuse_first, no_fusion)[0]
     scored = flex.score_options(tiny_lm.decoder, prompts, [dict(GROUPS[0])], [[gen.token_ids]])[0][0]
     assert len(gen.token_ids) > 1 and scored == pytest.approx(gen.logprobs[:len(gen.token_ids)], abs=1e-4)
+    # decoding from the one encoding (as lm_eval's is_greedy does) is the fused decode itself
+    encoded = flex.encode_fused(tiny_lm.decoder, prompts, [dict(GROUPS[0])])
+    again = tiny_lm.decoder.decode_n_tokens(encoded.batch(torch.tensor([0])), no_fusion, no_fusion)[0]
+    assert again.token_ids == gen.token_ids and again.logprobs == pytest.approx(gen.logprobs, abs=1e-5)
 
     one = GROUPS[2]  # one paraphrase: the fused sequence is the prompt alone
     attention = answer(tiny_lm, ChoiceHead(fuse="attention"), [one])[0]

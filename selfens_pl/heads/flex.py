@@ -270,21 +270,26 @@ class FlexFusion(FusionHead):
         return self.add_agreement(decoder, prompts, groups, records)
 
     @torch.inference_mode()
-    def score_options(self, decoder, prompts, groups: list[Group],
-                      continuations: list[list[list[int]]]) -> list[list[list[float]]]:
-        """``[g][O][L_o]``: the log-probability of each token of group g's continuation ``continuations[g][o]``
-        (token ids) after its fused sequence, teacher forced: its first token under the fused first-token
-        distribution (:meth:`fuse_first`, normalised), every later one from the one sequence, attending to every
-        member and its own earlier tokens as a generated token does. One prefill per batch; the options of a group
-        packed after it (:meth:`~selfens_pl.engine.decoding.GreedyDecoder.score_continuations`), each positioned
-        where a generated answer starts. Scoring :meth:`generate`'s own answer gives its token log-probabilities."""
+    def encode_fused(self, decoder, prompts, groups: list[Group]) -> EncodedPrompts:
+        """The groups' fused sequences prefilled once (one row each), kept to score or decode from: the row's
+        ``logits [V]`` are the fused first-token log-scores (:meth:`fuse_first`), so decoding the row with no fusion
+        is :meth:`generate`'s answer, and scoring a continuation after it (``score_continuations``) reads its first
+        token under the fused distribution and every later one from the one sequence, attending to every member and
+        to its own earlier tokens as a generated token does."""
         batch, fuse_first = self.fused_batch(decoder, prompts, groups)
         cache = decoder.new_cache(batch.rows, batch.pad_mask.shape[1])
         logits = decoder.prefill(batch, cache)  # [g, k, V] at every member's final token
         first = fuse_first(logits, batch.weights, batch.valid)  # [g, V] fused log-scores
-        encoded = EncodedPrompts(cache, first.float(), batch.pad_mask, batch.next_position)
-        return decoder.score_continuations(encoded, list(range(len(groups))), continuations)
+        return EncodedPrompts(cache, first.float(), batch.pad_mask, batch.next_position)
 
+    def score_options(self, decoder, prompts, groups: list[Group],
+                      continuations: list[list[list[int]]]) -> list[list[list[float]]]:
+        """``[g][O][L_o]``: the log-probability of each token of group g's continuation ``continuations[g][o]``
+        (token ids) after its fused sequence, teacher forced (:meth:`encode_fused`: one prefill per batch; the
+        options of a group packed after it, each positioned where a generated answer starts). Scoring
+        :meth:`generate`'s own answer gives its token log-probabilities."""
+        encoded = self.encode_fused(decoder, prompts, groups)
+        return decoder.score_continuations(encoded, list(range(len(groups))), continuations)
 
 def mask_for_picture(prompts, paraphrases: list[str], layout: str, positions: str, generated: int = 3,
                      group: Group | None = None):

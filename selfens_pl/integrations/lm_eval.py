@@ -226,11 +226,13 @@ class SelfEnsembleEvalLM(LM):
         checked against (``is_greedy``). ``head=flex``: each continuation scored once on the members' fused sequence
         (:meth:`~selfens_pl.heads.flex.FlexFusion.score_options`), against the fused sequence's greedy answer. Any
         other head: the members' scores (the pass ChoiceHead runs), fused by ``choice_rule``, against the task
-        prompt's (member 0's) greedy answer, decoded from the same encoding."""
+        prompt's (member 0's) greedy answer. Either way both come from one encoding of the prompts."""
         if isinstance(self.head, FlexFusion):
-            fused = [[sum(lp) for lp in own] for own in self.head.score_options(decoder, prompts, batch, conts)]
-            fused_batch, fuse_first = self.head.fused_batch(decoder, prompts, batch)
-            return fused, decoder.decode_n_tokens(fused_batch, fuse_first, no_fusion)
+            encoded = self.head.encode_fused(decoder, prompts, batch)
+            rows = list(range(len(batch)))
+            fused = [[sum(lp) for lp in own] for own in decoder.score_continuations(encoded, rows, conts)]
+            return fused, decoder.decode_n_tokens(encoded.batch(torch.tensor(rows, device=decoder.device)),
+                                                  no_fusion, no_fusion)
         tables, encoded, rows = score_members(decoder, prompts, batch, conts)  # [g][N][O]
         fused = [fuse_option_scores(table, [len(t) for t in own], self.choice_rule)
                  for table, own in zip(tables, conts)]

@@ -150,7 +150,8 @@ def task_pool(task_name: str, question_field: str, shipped: str) -> list[dict]:
     validation docs), each doc's ``question_field`` and its target as lm_eval's own few-shot examples show it (for a
     multiple-choice task, the gold choice's text); deduplicated by question and sorted by id, as
     :func:`~selfens_pl.data.demos.load_pool` builds a file's. The task is looked up among the shipped tasks (the
-    folder ``shipped``), then lm_eval's own. Refused in one line: a task it cannot find, one without such docs, a doc without the field."""
+    folder ``shipped``), then lm_eval's own. Refused in one line: a task it cannot find, one without such docs, a
+    doc without the field."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     manager = TaskManager(include_path=shipped, include_defaults=False)  # quick: lm_eval's own take seconds to index
